@@ -1,0 +1,550 @@
+//! The connection state machine: bytes in, events and bytes out.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::assembler::{Assembler, MessageKind};
+use super::state::{CloseAction, State};
+use crate::config::Config;
+use crate::deflate::DeflateParams;
+use crate::deflate::codec::{Deflater, Inflater};
+use crate::error::{ProtocolError, SendError};
+use crate::frame::utf8::{self, Utf8Validator};
+use crate::frame::{CloseCode, FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, encode_frame};
+use crate::message::{CloseFrame, Message, Utf8Bytes};
+
+/// Which end of the connection this is. Clients mask what they send and
+/// require unmasked frames; servers the reverse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The end that opened the connection.
+    Client,
+    /// The end that accepted it.
+    Server,
+}
+
+/// What the connection reports to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete text or binary message.
+    Message(Message),
+    /// A ping; the pong is already queued.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's Close frame. The closing handshake is complete: our reply
+    /// (or our earlier Close) is queued or sent. `None` when it had no code.
+    Close(Option<CloseFrame>),
+    /// The connection failed. A Close frame with the error's code is queued
+    /// when one may still be sent.
+    Failed(ProtocolError),
+}
+
+/// The frame being received.
+#[derive(Clone, Copy, Debug)]
+struct FrameInProgress {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    offset: usize,
+}
+
+/// Negotiated permessage-deflate state.
+#[derive(Debug)]
+struct Deflate {
+    inflater: Inflater,
+    deflater: Deflater,
+    /// False when our window is 8 bits, which zlib cannot honor: we then send
+    /// every message uncompressed.
+    compress: bool,
+    threshold: usize,
+}
+
+/// A WebSocket connection after the opening handshake, without I/O.
+///
+/// Feed received bytes to [`receive`](Self::receive), take events from
+/// [`poll_event`](Self::poll_event) and bytes to write from
+/// [`poll_transmit`](Self::poll_transmit). Time comes in as an argument: call
+/// [`handle_timeout`](Self::handle_timeout) when
+/// [`poll_timeout`](Self::poll_timeout) passes.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    frame: Option<FrameInProgress>,
+    control: Vec<u8>,
+    assembler: Assembler,
+    events: VecDeque<Event>,
+    out: Vec<u8>,
+    close_deadline: Option<Instant>,
+    deflate: Option<Deflate>,
+    scratch: Vec<u8>,
+    sending_fragments: bool,
+    fragment_text: bool,
+    send_utf8: Utf8Validator,
+}
+
+impl Connection {
+    /// A connection in the open state. `deflate` holds the permessage-deflate
+    /// parameters if the handshake negotiated them.
+    pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
+        let deflate = deflate.map(|p| {
+            let (ours, ours_keep, theirs, theirs_keep) = match role {
+                Role::Server => (
+                    p.server_max_window_bits,
+                    !p.server_no_context_takeover,
+                    p.client_max_window_bits,
+                    !p.client_no_context_takeover,
+                ),
+                Role::Client => (
+                    p.client_max_window_bits,
+                    !p.client_no_context_takeover,
+                    p.server_max_window_bits,
+                    !p.server_no_context_takeover,
+                ),
+            };
+            Deflate {
+                inflater: Inflater::new(theirs, theirs_keep),
+                deflater: Deflater::new(p.level, ours, ours_keep),
+                compress: ours > 8,
+                threshold: p.threshold,
+            }
+        });
+        Self {
+            role,
+            config,
+            state: State::Open,
+            header: [0; MAX_HEADER_LEN],
+            header_len: 0,
+            frame: None,
+            control: Vec::new(),
+            assembler: Assembler::default(),
+            events: VecDeque::new(),
+            out: Vec::new(),
+            close_deadline: None,
+            deflate,
+            scratch: Vec::new(),
+            sending_fragments: false,
+            fragment_text: false,
+            send_utf8: Utf8Validator::new(),
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Whether compressor or decompressor state is allocated right now (it is
+    /// allocated by the first compressed message, and dropped after each
+    /// message when the context is not kept).
+    pub fn has_compression_state(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.inflater.is_allocated() || d.deflater.is_allocated())
+    }
+
+    /// Capacity of the buffer of the message being received (for tests of
+    /// the memory bound).
+    #[cfg(test)]
+    pub(crate) fn assembler_capacity(&self) -> usize {
+        self.assembler.capacity()
+    }
+
+    /// Processes bytes received from the peer. Input after the connection
+    /// closed is ignored.
+    pub fn receive(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && self.state.can_receive() {
+            if let Err(e) = self.receive_step(&mut data) {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Reports that the peer closed the transport. Unless the closing
+    /// handshake was complete, the connection fails with close code 1006.
+    pub fn receive_eof(&mut self) {
+        if self.state.can_receive() {
+            self.state.on_failure();
+            self.assembler.reset();
+            self.events.push_back(Event::Failed(ProtocolError::Eof));
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Moves the bytes waiting to be written into `buf` (swapping buffers when
+    /// `buf` is empty, so no bytes are copied). Returns false if there were none.
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.extend_from_slice(&self.out);
+            self.out.clear();
+        }
+        true
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_transmit(&self) -> usize {
+        self.out.len()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::CloseSent => self.close_deadline,
+            State::Open | State::Closed => None,
+        }
+    }
+
+    /// Advances timers to `now`: a peer that has not answered our Close by
+    /// the close timeout fails the connection.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let (State::CloseSent, Some(deadline)) = (self.state, self.close_deadline) {
+            if now >= deadline {
+                self.state.on_failure();
+                self.assembler.reset();
+                self.events.push_back(Event::Failed(ProtocolError::CloseTimeout));
+            }
+        }
+    }
+
+    /// Queues a whole message, compressed when permessage-deflate was
+    /// negotiated and the message reaches the size threshold.
+    pub fn send(&mut self, message: &Message) -> Result<(), SendError> {
+        self.send_message(message, true)
+    }
+
+    /// Queues a whole message, never compressed (for secrets: compression
+    /// next to attacker-controlled data leaks them, as in CRIME and BREACH).
+    pub fn send_uncompressed(&mut self, message: &Message) -> Result<(), SendError> {
+        self.send_message(message, false)
+    }
+
+    fn send_message(&mut self, message: &Message, allow_compression: bool) -> Result<(), SendError> {
+        if !self.state.can_send() {
+            return Err(SendError::Closed);
+        }
+        if self.sending_fragments {
+            return Err(SendError::Fragmentation("a fragmented message is in progress"));
+        }
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.as_bytes()),
+            Message::Binary(b) => (OpCode::Binary, &b[..]),
+        };
+        let mask = self.mask_key();
+        match &mut self.deflate {
+            Some(d) if allow_compression && d.compress && payload.len() >= d.threshold => {
+                self.scratch.clear();
+                d.deflater.compress(payload, &mut self.scratch);
+                encode_frame(&mut self.out, opcode, true, true, mask, &self.scratch);
+            }
+            _ => encode_frame(&mut self.out, opcode, true, false, mask, payload),
+        }
+        Ok(())
+    }
+
+    /// Queues one frame of a fragmented message (never compressed). The first
+    /// call sets the kind; `fin` ends the message. Text is checked to be UTF-8
+    /// across fragments.
+    pub fn send_fragment(&mut self, kind: MessageKind, payload: &[u8], fin: bool) -> Result<(), SendError> {
+        if !self.state.can_send() {
+            return Err(SendError::Closed);
+        }
+        let opcode = if self.sending_fragments {
+            OpCode::Continuation
+        } else {
+            self.send_utf8 = Utf8Validator::new();
+            match kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            }
+        };
+        let text = if self.sending_fragments { self.fragment_text } else { kind == MessageKind::Text };
+        if text {
+            self.send_utf8.feed(payload).map_err(|_| SendError::InvalidUtf8)?;
+            if fin {
+                self.send_utf8.finish().map_err(|_| SendError::InvalidUtf8)?;
+            }
+        }
+        self.fragment_text = text;
+        let mask = self.mask_key();
+        encode_frame(&mut self.out, opcode, fin, false, mask, payload);
+        self.sending_fragments = !fin;
+        Ok(())
+    }
+
+    /// Queues a ping.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong (a heartbeat that expects no answer).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload)
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if !self.state.can_send() {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > 125 {
+            return Err(SendError::ControlTooLong(payload.len()));
+        }
+        let mask = self.mask_key();
+        encode_frame(&mut self.out, opcode, true, false, mask, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake. The peer has until `now` plus the close
+    /// timeout to answer.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_allowed_on_wire() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        if reason.len() > 123 {
+            return Err(SendError::ReasonTooLong(reason.len()));
+        }
+        match self.state.on_close_initiated() {
+            CloseAction::SendClose => {
+                self.write_close(Some(code), reason);
+                self.close_deadline = Some(now + self.config.close_timeout());
+                Ok(())
+            }
+            CloseAction::Nothing => Err(SendError::Closed),
+        }
+    }
+
+    fn mask_key(&self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Client => Some(rand::random()),
+            Role::Server => None,
+        }
+    }
+
+    fn write_close(&mut self, code: Option<CloseCode>, reason: &str) {
+        let mut payload = [0u8; 125];
+        let len = match code {
+            Some(code) => {
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
+                let reason = truncate_utf8(reason, 123);
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+            None => 0,
+        };
+        let mask = self.mask_key();
+        encode_frame(&mut self.out, OpCode::Close, true, false, mask, &payload[..len]);
+    }
+
+    fn fail(&mut self, err: ProtocolError) {
+        if self.state.on_failure() == CloseAction::SendClose {
+            let code = err.close_code();
+            if code.is_allowed_on_wire() {
+                self.write_close(Some(code), &err.to_string());
+            }
+        }
+        self.assembler.reset();
+        self.frame = None;
+        if let Some(d) = &mut self.deflate {
+            d.inflater.reset();
+        }
+        self.events.push_back(Event::Failed(err));
+    }
+
+    /// Consumes a header or a piece of payload from the front of `data`.
+    fn receive_step(&mut self, data: &mut &[u8]) -> Result<(), ProtocolError> {
+        let Some(mut frame) = self.frame else {
+            if let Some(header) = self.take_header(data)? {
+                self.on_header(header)?;
+            }
+            return Ok(());
+        };
+        let take = usize::try_from(frame.remaining).unwrap_or(usize::MAX).min(data.len());
+        let (piece, rest) = data.split_at(take);
+        *data = rest;
+        frame.remaining -= take as u64;
+        let mask = frame.mask.map(|k| (k, frame.offset));
+        if frame.opcode.is_control() {
+            let start = self.control.len();
+            self.control.extend_from_slice(piece);
+            if let Some((key, offset)) = mask {
+                apply_mask(&mut self.control[start..], key, offset);
+            }
+        } else {
+            let max = self.config.max_message_size();
+            let inflater = self.deflate.as_mut().map(|d| &mut d.inflater);
+            self.assembler.push(piece, mask, frame.remaining, inflater, &mut self.scratch, max)?;
+        }
+        frame.offset += take;
+        self.frame = Some(frame);
+        if frame.remaining == 0 {
+            self.frame = None;
+            self.on_frame_end(frame)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a complete header from the front of `data`, buffering a partial one.
+    fn take_header(&mut self, data: &mut &[u8]) -> Result<Option<FrameHeader>, ProtocolError> {
+        if self.header_len == 0 {
+            if let Some((header, n)) = FrameHeader::parse(data)? {
+                *data = &data[n..];
+                return Ok(Some(header));
+            }
+        }
+        loop {
+            let need = if self.header_len < 2 {
+                2
+            } else {
+                FrameHeader::len_from_prefix([self.header[0], self.header[1]])
+            };
+            if self.header_len >= 2 && self.header_len == need {
+                self.header_len = 0;
+                return Ok(FrameHeader::parse(&self.header[..need])?.map(|(h, _)| h));
+            }
+            if data.is_empty() {
+                return Ok(None);
+            }
+            let take = (need - self.header_len).min(data.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
+            self.header_len += take;
+            *data = &data[take..];
+        }
+    }
+
+    /// Checks a header against the connection's state and limits.
+    fn on_header(&mut self, h: FrameHeader) -> Result<(), ProtocolError> {
+        let data_start = matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv2 || h.rsv3 || (h.rsv1 && (self.deflate.is_none() || !data_start)) {
+            return Err(ProtocolError::ReservedBits(
+                u8::from(h.rsv1) << 2 | u8::from(h.rsv2) << 1 | u8::from(h.rsv3),
+            ));
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        match h.opcode {
+            OpCode::Continuation if !self.assembler.in_progress() => {
+                return Err(ProtocolError::UnexpectedContinuation);
+            }
+            OpCode::Text | OpCode::Binary if self.assembler.in_progress() => {
+                return Err(ProtocolError::ExpectedContinuation);
+            }
+            _ => {}
+        }
+        if !h.opcode.is_control() {
+            let max_frame = self.config.max_frame_size();
+            if h.payload_len > max_frame as u64 {
+                return Err(ProtocolError::FrameTooLarge { len: h.payload_len, max: max_frame });
+            }
+            let max = self.config.max_message_size();
+            let compressed = if data_start { h.rsv1 } else { self.assembler.is_compressed() };
+            if !compressed && self.assembler.len() as u64 + h.payload_len > max as u64 {
+                return Err(ProtocolError::MessageTooLarge { max });
+            }
+            match h.opcode {
+                OpCode::Text => self.assembler.start(MessageKind::Text, h.rsv1),
+                OpCode::Binary => self.assembler.start(MessageKind::Binary, h.rsv1),
+                _ => {}
+            }
+        } else {
+            self.control.clear();
+        }
+        let frame = FrameInProgress { opcode: h.opcode, fin: h.fin, mask: h.mask, remaining: h.payload_len, offset: 0 };
+        if h.payload_len == 0 {
+            self.on_frame_end(frame)
+        } else {
+            self.frame = Some(frame);
+            Ok(())
+        }
+    }
+
+    fn on_frame_end(&mut self, frame: FrameInProgress) -> Result<(), ProtocolError> {
+        match frame.opcode {
+            OpCode::Close => {
+                let close = parse_close(&self.control)?;
+                if self.state.on_close_received() == CloseAction::SendClose {
+                    // Echo the peer's code, as RFC 6455 §5.5.1 suggests.
+                    self.write_close(close.as_ref().map(|c| c.code), "");
+                }
+                self.assembler.reset();
+                self.events.push_back(Event::Close(close));
+            }
+            OpCode::Ping => {
+                if self.state.can_send() {
+                    let mask = self.mask_key();
+                    encode_frame(&mut self.out, OpCode::Pong, true, false, mask, &self.control);
+                }
+                self.events.push_back(Event::Ping(Bytes::copy_from_slice(&self.control)));
+            }
+            OpCode::Pong => self.events.push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if frame.fin {
+                    let max = self.config.max_message_size();
+                    let inflater = self.deflate.as_mut().map(|d| &mut d.inflater);
+                    let message = self.assembler.finish(inflater, max)?;
+                    self.events.push_back(Event::Message(message));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses and checks a Close frame's payload.
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, ProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ProtocolError::TruncatedClose),
+        [hi, lo, reason @ ..] => {
+            let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+            if !code.is_allowed_on_wire() {
+                return Err(ProtocolError::InvalidCloseCode(code.0));
+            }
+            utf8::validate(reason).map_err(|_| ProtocolError::InvalidCloseReason)?;
+            let reason = Utf8Bytes::from_validated(Bytes::copy_from_slice(reason));
+            Ok(Some(CloseFrame { code, reason }))
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

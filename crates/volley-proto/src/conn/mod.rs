@@ -1,0 +1,13 @@
+//! The connection: state, message assembly and the state machine that ties
+//! them to frames.
+
+mod assembler;
+mod connection;
+mod state;
+
+pub use assembler::MessageKind;
+pub use connection::{Connection, Event, Role};
+pub use state::State;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,359 @@
+//! Server side of the opening handshake: validate the client's request,
+//! build the 101 response or a rejection.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+
+use super::{Extension, HeadTooLarge, MalformedHeader, accept_key, header_has_token, parse_extensions, parse_protocols};
+use crate::config::HeadLimits;
+
+/// A validated WebSocket upgrade request.
+#[derive(Debug)]
+pub struct ServerRequest {
+    /// Method, target, version and headers, as received.
+    pub request: Request<()>,
+    /// `Sec-WebSocket-Key`.
+    pub key: String,
+    /// Subprotocols offered by the client, in its order of preference.
+    pub protocols: Vec<String>,
+    /// Extensions offered by the client, in order.
+    pub extensions: Vec<Extension>,
+}
+
+/// Why a request is not an acceptable WebSocket upgrade. Each variant maps
+/// to the HTTP status it is answered with ([`status`](Self::status)).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The head is not valid HTTP/1.1.
+    #[error("malformed HTTP request: {0}")]
+    Malformed(String),
+    /// The head exceeds the size limit.
+    #[error(transparent)]
+    HeadTooLarge(#[from] HeadTooLarge),
+    /// More header fields than allowed.
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
+    /// Not a GET.
+    #[error("method {0} is not GET")]
+    NotGet(String),
+    /// HTTP/1.0 or older.
+    #[error("HTTP/1.1 or later is required")]
+    OldHttpVersion,
+    /// No Host header.
+    #[error("missing Host header")]
+    MissingHost,
+    /// No `Upgrade: websocket`.
+    #[error("missing or wrong Upgrade header")]
+    MissingUpgrade,
+    /// No `Connection: Upgrade`.
+    #[error("missing Upgrade in the Connection header")]
+    MissingConnectionUpgrade,
+    /// `Sec-WebSocket-Key` absent or not 16 base64-encoded bytes.
+    #[error("missing or invalid Sec-WebSocket-Key")]
+    InvalidKey,
+    /// No `Sec-WebSocket-Version`.
+    #[error("missing Sec-WebSocket-Version")]
+    MissingVersion,
+    /// A version other than 13.
+    #[error("unsupported Sec-WebSocket-Version {0:?}")]
+    UnsupportedVersion(String),
+    /// A malformed protocol or extension list.
+    #[error(transparent)]
+    MalformedHeader(#[from] MalformedHeader),
+}
+
+impl RequestError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The rejection response for this error.
+    pub fn rejection(&self) -> Rejection {
+        let mut r = Rejection::new(self.status()).body(self.to_string());
+        if matches!(self, Self::UnsupportedVersion(_)) {
+            r = r.header("Sec-WebSocket-Version", "13");
+        }
+        r
+    }
+}
+
+impl ServerRequest {
+    /// Parses and validates a complete request head (as found by
+    /// [`HeadScanner`](super::HeadScanner)).
+    pub fn parse(head: &[u8], limits: &HeadLimits) -> Result<Self, RequestError> {
+        if head.len() > limits.max_head_size {
+            return Err(HeadTooLarge { max: limits.max_head_size }.into());
+        }
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut req = httparse::Request::new(&mut slots);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(RequestError::Malformed("incomplete head".into())),
+            Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders(limits.max_headers)),
+            Err(e) => return Err(RequestError::Malformed(e.to_string())),
+        }
+        let method = req.method.unwrap_or_default();
+        let mut builder = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).map_err(|e| RequestError::Malformed(e.to_string()))?)
+            .uri(req.path.unwrap_or("/"))
+            .version(if req.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 });
+        let headers = builder.headers_mut().ok_or_else(|| RequestError::Malformed("invalid request target".into()))?;
+        for h in req.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| RequestError::Malformed(e.to_string()))?;
+            let value = HeaderValue::from_bytes(h.value).map_err(|e| RequestError::Malformed(e.to_string()))?;
+            headers.append(name, value);
+        }
+        let request = builder.body(()).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        Self::validate(request)
+    }
+
+    /// Validates a request that another HTTP stack already parsed (hyper, axum).
+    pub fn validate(request: Request<()>) -> Result<Self, RequestError> {
+        if request.method() != Method::GET {
+            return Err(RequestError::NotGet(request.method().to_string()));
+        }
+        if request.version() < http::Version::HTTP_11 {
+            return Err(RequestError::OldHttpVersion);
+        }
+        let h = request.headers();
+        if !h.contains_key(http::header::HOST) {
+            return Err(RequestError::MissingHost);
+        }
+        if !h.get_all(http::header::UPGRADE).iter().any(|v| header_has_token(v.as_bytes(), "websocket")) {
+            return Err(RequestError::MissingUpgrade);
+        }
+        if !h.get_all(http::header::CONNECTION).iter().any(|v| header_has_token(v.as_bytes(), "upgrade")) {
+            return Err(RequestError::MissingConnectionUpgrade);
+        }
+        let version = h.get(http::header::SEC_WEBSOCKET_VERSION).ok_or(RequestError::MissingVersion)?;
+        if version.as_bytes().trim_ascii() != b"13" {
+            return Err(RequestError::UnsupportedVersion(String::from_utf8_lossy(version.as_bytes()).into_owned()));
+        }
+        let mut keys = h.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (Some(k), None) => k.to_str().map_err(|_| RequestError::InvalidKey)?.trim().to_owned(),
+            _ => return Err(RequestError::InvalidKey),
+        };
+        match base64::engine::general_purpose::STANDARD.decode(&key) {
+            Ok(nonce) if nonce.len() == 16 => {}
+            _ => return Err(RequestError::InvalidKey),
+        }
+        let protocols = parse_protocols(&header_strs(h, http::header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol")?)?;
+        let extensions =
+            parse_extensions(&header_strs(h, http::header::SEC_WEBSOCKET_EXTENSIONS, "Sec-WebSocket-Extensions")?)?;
+        Ok(Self { request, key, protocols, extensions })
+    }
+
+    /// The request target's path.
+    pub fn path(&self) -> &str {
+        self.request.uri().path()
+    }
+
+    /// The request target's query, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.request.uri().query()
+    }
+
+    /// The `Host` header.
+    pub fn host(&self) -> Option<&str> {
+        self.header_str(http::header::HOST)
+    }
+
+    /// The `Origin` header (sent by browsers).
+    pub fn origin(&self) -> Option<&str> {
+        self.header_str(http::header::ORIGIN)
+    }
+
+    /// The value of a cookie sent in `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.request
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.request.headers()
+    }
+
+    fn header_str(&self, name: HeaderName) -> Option<&str> {
+        self.request.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn header_strs<'a>(h: &'a HeaderMap, name: HeaderName, label: &'static str) -> Result<Vec<&'a str>, MalformedHeader> {
+    h.get_all(name)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| MalformedHeader { header: label }))
+        .collect()
+}
+
+/// Appends a `101 Switching Protocols` response to `out`.
+pub fn accept_response(
+    out: &mut Vec<u8>,
+    key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+    extra: &HeaderMap,
+) {
+    let mut s = String::with_capacity(160);
+    s.push_str("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    s.push_str(&accept_key(key.as_bytes()));
+    s.push_str("\r\n");
+    if let Some(p) = protocol {
+        let _ = write!(s, "Sec-WebSocket-Protocol: {p}\r\n");
+    }
+    if let Some(e) = extensions {
+        let _ = write!(s, "Sec-WebSocket-Extensions: {e}\r\n");
+    }
+    out.extend_from_slice(s.as_bytes());
+    write_headers(out, extra);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A refusal to upgrade: an HTTP status, headers and a short body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The status.
+    pub status: StatusCode,
+    /// Extra headers.
+    pub headers: HeaderMap,
+    /// The body, sent as `text/plain`.
+    pub body: String,
+}
+
+impl Rejection {
+    /// A rejection with `status` and no body.
+    pub fn new(status: StatusCode) -> Self {
+        Self { status, headers: HeaderMap::new(), body: String::new() }
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<String>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Adds a header; invalid names or values are ignored.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            self.headers.append(n, v);
+        }
+        self
+    }
+}
+
+/// Appends the response for `rejection` to `out`, with `Connection: close`.
+pub fn reject_response(out: &mut Vec<u8>, rejection: &Rejection) {
+    let mut s = String::with_capacity(128 + rejection.body.len());
+    let _ = write!(
+        s,
+        "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        rejection.status.as_u16(),
+        rejection.status.canonical_reason().unwrap_or("Error"),
+        rejection.body.len() + 1,
+    );
+    out.extend_from_slice(s.as_bytes());
+    write_headers(out, &rejection.headers);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(rejection.body.as_bytes());
+    out.push(b'\n');
+}
+
+fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "GET /chat?room=1 HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\nCookie: a=1; session=xyz\r\n\r\n";
+
+    fn parse(s: &str) -> Result<ServerRequest, RequestError> {
+        ServerRequest::parse(s.as_bytes(), &HeadLimits::default())
+    }
+
+    #[test]
+    fn accepts_the_rfc_request_and_exposes_its_parts() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.path(), "/chat");
+        assert_eq!(r.query(), Some("room=1"));
+        assert_eq!(r.host(), Some("server.example.com"));
+        assert_eq!(r.origin(), Some("http://example.com"));
+        assert_eq!(r.protocols, ["chat", "superchat"]);
+        assert_eq!(r.cookie("session"), Some("xyz"));
+        let mut out = Vec::new();
+        accept_response(&mut out, &r.key, Some("chat"), None, &HeaderMap::new());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn each_bad_request_gets_its_status() {
+        let cases: &[(&str, &str, u16)] = &[
+            ("GET /chat", "POST /chat", 400),
+            ("Upgrade: websocket", "Upgrade: h2c", 400),
+            ("keep-alive, Upgrade", "keep-alive", 400),
+            ("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=", 400),
+            ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8", 426),
+            ("Sec-WebSocket-Version: 13\r\n", "", 400),
+            ("Host: server.example.com\r\n", "", 400),
+            ("HTTP/1.1", "HTTP/1.0", 400),
+            ("chat, superchat", "chat superchat", 400),
+        ];
+        for (from, to, status) in cases {
+            let req = GOOD.replacen(from, to, 1);
+            let err = parse(&req).unwrap_err();
+            assert_eq!(err.status().as_u16(), *status, "{from} -> {to}: {err}");
+        }
+        assert_eq!(parse("garbage\r\n\r\n").unwrap_err().status().as_u16(), 400);
+    }
+
+    #[test]
+    fn version_rejection_names_the_supported_version() {
+        let err = parse(&GOOD.replace("Version: 13", "Version: 7")).unwrap_err();
+        let mut out = Vec::new();
+        reject_response(&mut out, &err.rejection());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
+        assert!(text.contains("sec-websocket-version: 13\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let limits = HeadLimits { max_head_size: 1 << 20, max_headers: 128 };
+        let mut req = GOOD.trim_end_matches("\r\n").to_owned();
+        for i in 0..130 {
+            req.push_str(&format!("\r\nX-{i}: v"));
+        }
+        req.push_str("\r\n\r\n");
+        let err = ServerRequest::parse(req.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.status().as_u16(), 431);
+    }
+}
