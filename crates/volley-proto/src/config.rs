@@ -30,7 +30,10 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self { max_head_size: DEFAULT_MAX_HEAD_SIZE, max_headers: DEFAULT_MAX_HEADERS }
+        Self {
+            max_head_size: DEFAULT_MAX_HEAD_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
     }
 }
 
@@ -60,7 +63,9 @@ impl Default for Config {
 impl Config {
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder { config: Self::default() }
+        ConfigBuilder {
+            config: Self::default(),
+        }
     }
 
     /// Largest message accepted, after reassembly and decompression.
@@ -178,9 +183,15 @@ mod tests {
 
     #[test]
     fn rejects_impossible_limits() {
-        assert_eq!(Config::builder().max_message_size(0).build(), Err(ConfigError::Zero("max_message_size")));
+        assert_eq!(
+            Config::builder().max_message_size(0).build(),
+            Err(ConfigError::Zero("max_message_size"))
+        );
         assert!(matches!(
-            Config::builder().max_message_size(10).max_frame_size(11).build(),
+            Config::builder()
+                .max_message_size(10)
+                .max_frame_size(11)
+                .build(),
             Err(ConfigError::FrameAboveMessage { .. })
         ));
         assert_eq!(

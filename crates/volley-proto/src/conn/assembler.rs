@@ -80,13 +80,20 @@ impl Assembler {
                     }
                     None => piece,
                 };
-                inflater.inflate(input, &mut self.buf, max).map_err(|e| inflate_error(e, max))?;
+                inflater
+                    .inflate(input, &mut self.buf, max)
+                    .map_err(|e| inflate_error(e, max))?;
             }
             _ => {
                 let need = start + piece.len();
                 if need > self.buf.capacity() {
-                    let declared = need.saturating_add(usize::try_from(frame_left).unwrap_or(usize::MAX));
-                    let target = self.buf.capacity().saturating_mul(2).clamp(need, declared.max(need));
+                    let declared =
+                        need.saturating_add(usize::try_from(frame_left).unwrap_or(usize::MAX));
+                    let target = self
+                        .buf
+                        .capacity()
+                        .saturating_mul(2)
+                        .clamp(need, declared.max(need));
                     self.buf.reserve_exact(target - start);
                 }
                 self.buf.extend_from_slice(piece);
@@ -96,19 +103,29 @@ impl Assembler {
             }
         }
         if self.kind == Some(MessageKind::Text) {
-            self.utf8.feed(&self.buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .feed(&self.buf[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok(())
     }
 
     /// Completes the message.
-    pub(crate) fn finish(&mut self, inflater: Option<&mut Inflater>, max: usize) -> Result<Message, ProtocolError> {
+    pub(crate) fn finish(
+        &mut self,
+        inflater: Option<&mut Inflater>,
+        max: usize,
+    ) -> Result<Message, ProtocolError> {
         if self.compressed {
             if let Some(inflater) = inflater {
                 let start = self.buf.len();
-                inflater.finish_message(&mut self.buf, max).map_err(|e| inflate_error(e, max))?;
+                inflater
+                    .finish_message(&mut self.buf, max)
+                    .map_err(|e| inflate_error(e, max))?;
                 if self.kind == Some(MessageKind::Text) {
-                    self.utf8.feed(&self.buf[start..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                    self.utf8
+                        .feed(&self.buf[start..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
             }
         }

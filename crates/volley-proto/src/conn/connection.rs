@@ -160,7 +160,9 @@ impl Connection {
     /// allocated by the first compressed message, and dropped after each
     /// message when the context is not kept).
     pub fn has_compression_state(&self) -> bool {
-        self.deflate.as_ref().is_some_and(|d| d.inflater.is_allocated() || d.deflater.is_allocated())
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| d.inflater.is_allocated() || d.deflater.is_allocated())
     }
 
     /// Capacity of the buffer of the message being received (for tests of
@@ -230,7 +232,8 @@ impl Connection {
             if now >= deadline {
                 self.state.on_failure();
                 self.assembler.reset();
-                self.events.push_back(Event::Failed(ProtocolError::CloseTimeout));
+                self.events
+                    .push_back(Event::Failed(ProtocolError::CloseTimeout));
             }
         }
     }
@@ -247,12 +250,18 @@ impl Connection {
         self.send_message(message, false)
     }
 
-    fn send_message(&mut self, message: &Message, allow_compression: bool) -> Result<(), SendError> {
+    fn send_message(
+        &mut self,
+        message: &Message,
+        allow_compression: bool,
+    ) -> Result<(), SendError> {
         if !self.state.can_send() {
             return Err(SendError::Closed);
         }
         if self.sending_fragments {
-            return Err(SendError::Fragmentation("a fragmented message is in progress"));
+            return Err(SendError::Fragmentation(
+                "a fragmented message is in progress",
+            ));
         }
         let (opcode, payload) = match message {
             Message::Text(t) => (OpCode::Text, t.as_bytes()),
@@ -273,7 +282,12 @@ impl Connection {
     /// Queues one frame of a fragmented message (never compressed). The first
     /// call sets the kind; `fin` ends the message. Text is checked to be UTF-8
     /// across fragments.
-    pub fn send_fragment(&mut self, kind: MessageKind, payload: &[u8], fin: bool) -> Result<(), SendError> {
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        fin: bool,
+    ) -> Result<(), SendError> {
         if !self.state.can_send() {
             return Err(SendError::Closed);
         }
@@ -286,11 +300,19 @@ impl Connection {
                 MessageKind::Binary => OpCode::Binary,
             }
         };
-        let text = if self.sending_fragments { self.fragment_text } else { kind == MessageKind::Text };
+        let text = if self.sending_fragments {
+            self.fragment_text
+        } else {
+            kind == MessageKind::Text
+        };
         if text {
-            self.send_utf8.feed(payload).map_err(|_| SendError::InvalidUtf8)?;
+            self.send_utf8
+                .feed(payload)
+                .map_err(|_| SendError::InvalidUtf8)?;
             if fin {
-                self.send_utf8.finish().map_err(|_| SendError::InvalidUtf8)?;
+                self.send_utf8
+                    .finish()
+                    .map_err(|_| SendError::InvalidUtf8)?;
             }
         }
         self.fragment_text = text;
@@ -360,7 +382,14 @@ impl Connection {
             None => 0,
         };
         let mask = self.mask_key();
-        encode_frame(&mut self.out, OpCode::Close, true, false, mask, &payload[..len]);
+        encode_frame(
+            &mut self.out,
+            OpCode::Close,
+            true,
+            false,
+            mask,
+            &payload[..len],
+        );
     }
 
     fn fail(&mut self, err: ProtocolError) {
@@ -386,7 +415,9 @@ impl Connection {
             }
             return Ok(());
         };
-        let take = usize::try_from(frame.remaining).unwrap_or(usize::MAX).min(data.len());
+        let take = usize::try_from(frame.remaining)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let (piece, rest) = data.split_at(take);
         *data = rest;
         frame.remaining -= take as u64;
@@ -400,7 +431,14 @@ impl Connection {
         } else {
             let max = self.config.max_message_size();
             let inflater = self.deflate.as_mut().map(|d| &mut d.inflater);
-            self.assembler.push(piece, mask, frame.remaining, inflater, &mut self.scratch, max)?;
+            self.assembler.push(
+                piece,
+                mask,
+                frame.remaining,
+                inflater,
+                &mut self.scratch,
+                max,
+            )?;
         }
         frame.offset += take;
         self.frame = Some(frame);
@@ -464,10 +502,17 @@ impl Connection {
         if !h.opcode.is_control() {
             let max_frame = self.config.max_frame_size();
             if h.payload_len > max_frame as u64 {
-                return Err(ProtocolError::FrameTooLarge { len: h.payload_len, max: max_frame });
+                return Err(ProtocolError::FrameTooLarge {
+                    len: h.payload_len,
+                    max: max_frame,
+                });
             }
             let max = self.config.max_message_size();
-            let compressed = if data_start { h.rsv1 } else { self.assembler.is_compressed() };
+            let compressed = if data_start {
+                h.rsv1
+            } else {
+                self.assembler.is_compressed()
+            };
             if !compressed && self.assembler.len() as u64 + h.payload_len > max as u64 {
                 return Err(ProtocolError::MessageTooLarge { max });
             }
@@ -479,7 +524,13 @@ impl Connection {
         } else {
             self.control.clear();
         }
-        let frame = FrameInProgress { opcode: h.opcode, fin: h.fin, mask: h.mask, remaining: h.payload_len, offset: 0 };
+        let frame = FrameInProgress {
+            opcode: h.opcode,
+            fin: h.fin,
+            mask: h.mask,
+            remaining: h.payload_len,
+            offset: 0,
+        };
         if h.payload_len == 0 {
             self.on_frame_end(frame)
         } else {
@@ -502,11 +553,21 @@ impl Connection {
             OpCode::Ping => {
                 if self.state.can_send() {
                     let mask = self.mask_key();
-                    encode_frame(&mut self.out, OpCode::Pong, true, false, mask, &self.control);
+                    encode_frame(
+                        &mut self.out,
+                        OpCode::Pong,
+                        true,
+                        false,
+                        mask,
+                        &self.control,
+                    );
                 }
-                self.events.push_back(Event::Ping(Bytes::copy_from_slice(&self.control)));
+                self.events
+                    .push_back(Event::Ping(Bytes::copy_from_slice(&self.control)));
             }
-            OpCode::Pong => self.events.push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
+            OpCode::Pong => self
+                .events
+                .push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if frame.fin {
                     let max = self.config.max_message_size();

@@ -26,7 +26,10 @@ fn events(c: &mut Connection) -> Vec<Event> {
 }
 
 fn pair_with(config: Config) -> (Connection, Connection) {
-    (Connection::new(Role::Client, config.clone(), None), Connection::new(Role::Server, config, None))
+    (
+        Connection::new(Role::Client, config.clone(), None),
+        Connection::new(Role::Server, config, None),
+    )
 }
 
 fn pair() -> (Connection, Connection) {
@@ -65,7 +68,9 @@ fn server_failure(config: Config, bytes: &[u8]) -> (ProtocolError, CloseCode) {
     let (mut client, mut server) = pair_with(config);
     server.receive(bytes);
     let ev = events(&mut server);
-    let Some(Event::Failed(err)) = ev.last().cloned() else { panic!("no failure: {ev:?}") };
+    let Some(Event::Failed(err)) = ev.last().cloned() else {
+        panic!("no failure: {ev:?}")
+    };
     assert_eq!(server.state(), State::Closed);
     transfer(&mut server, &mut client);
     let sent = events(&mut client);
@@ -85,14 +90,20 @@ fn text_and_binary_round_trip_both_ways() {
     transfer(&mut c, &mut s);
     assert_eq!(
         events(&mut s),
-        [Event::Message(Message::text("héllo")), Event::Message(Message::binary(vec![0u8, 1, 2, 255]))]
+        [
+            Event::Message(Message::text("héllo")),
+            Event::Message(Message::binary(vec![0u8, 1, 2, 255]))
+        ]
     );
     s.send(&Message::text("")).unwrap();
     s.send(&Message::binary(vec![7u8; 70_000])).unwrap();
     transfer(&mut s, &mut c);
     assert_eq!(
         events(&mut c),
-        [Event::Message(Message::text("")), Event::Message(Message::binary(vec![7u8; 70_000]))]
+        [
+            Event::Message(Message::text("")),
+            Event::Message(Message::binary(vec![7u8; 70_000]))
+        ]
     );
 }
 
@@ -122,11 +133,14 @@ fn input_split_at_every_byte_assembles_the_same() {
 #[test]
 fn fragmented_message_with_interleaved_pings() {
     let (mut c, mut s) = pair();
-    c.send_fragment(MessageKind::Text, "frag".as_bytes(), false).unwrap();
+    c.send_fragment(MessageKind::Text, "frag".as_bytes(), false)
+        .unwrap();
     c.ping(b"1").unwrap();
-    c.send_fragment(MessageKind::Text, "ment".as_bytes(), false).unwrap();
+    c.send_fragment(MessageKind::Text, "ment".as_bytes(), false)
+        .unwrap();
     c.ping(b"2").unwrap();
-    c.send_fragment(MessageKind::Text, "ed".as_bytes(), true).unwrap();
+    c.send_fragment(MessageKind::Text, "ed".as_bytes(), true)
+        .unwrap();
     transfer(&mut c, &mut s);
     assert_eq!(
         events(&mut s),
@@ -138,17 +152,29 @@ fn fragmented_message_with_interleaved_pings() {
     );
     // Both pings were answered, in order.
     transfer(&mut s, &mut c);
-    assert_eq!(events(&mut c), [Event::Pong(Bytes::from_static(b"1")), Event::Pong(Bytes::from_static(b"2"))]);
+    assert_eq!(
+        events(&mut c),
+        [
+            Event::Pong(Bytes::from_static(b"1")),
+            Event::Pong(Bytes::from_static(b"2"))
+        ]
+    );
 }
 
 #[test]
 fn sending_a_whole_message_inside_a_fragmented_one_is_refused() {
     let (mut c, _) = pair();
     c.send_fragment(MessageKind::Binary, b"a", false).unwrap();
-    assert!(matches!(c.send(&Message::text("x")), Err(SendError::Fragmentation(_))));
+    assert!(matches!(
+        c.send(&Message::text("x")),
+        Err(SendError::Fragmentation(_))
+    ));
     c.send_fragment(MessageKind::Binary, b"b", true).unwrap();
     c.send(&Message::text("x")).unwrap();
-    assert_eq!(c.send_fragment(MessageKind::Text, b"\xff", true), Err(SendError::InvalidUtf8));
+    assert_eq!(
+        c.send_fragment(MessageKind::Text, b"\xff", true),
+        Err(SendError::InvalidUtf8)
+    );
 }
 
 #[test]
@@ -160,11 +186,20 @@ fn closing_handshake_initiated_by_the_client() {
     assert_eq!(c.send(&Message::text("late")), Err(SendError::Closed));
     assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(10)));
     transfer(&mut c, &mut s);
-    let close = CloseFrame { code: CloseCode(4000), reason: Utf8Bytes::from("bye") };
+    let close = CloseFrame {
+        code: CloseCode(4000),
+        reason: Utf8Bytes::from("bye"),
+    };
     assert_eq!(events(&mut s), [Event::Close(Some(close.clone()))]);
     assert_eq!(s.state(), State::Closed);
     transfer(&mut s, &mut c);
-    assert_eq!(events(&mut c), [Event::Close(Some(CloseFrame { reason: Utf8Bytes::new(), ..close }))]);
+    assert_eq!(
+        events(&mut c),
+        [Event::Close(Some(CloseFrame {
+            reason: Utf8Bytes::new(),
+            ..close
+        }))]
+    );
     assert_eq!(c.state(), State::Closed);
     assert_eq!(c.poll_timeout(), None);
 }
@@ -175,7 +210,10 @@ fn messages_in_flight_during_close_are_delivered() {
     s.send(&Message::text("before close")).unwrap();
     c.close(Instant::now(), CloseCode::NORMAL, "").unwrap();
     transfer(&mut s, &mut c);
-    assert_eq!(events(&mut c), [Event::Message(Message::text("before close"))]);
+    assert_eq!(
+        events(&mut c),
+        [Event::Message(Message::text("before close"))]
+    );
     assert_eq!(c.state(), State::CloseSent);
 }
 
@@ -219,28 +257,53 @@ fn every_close_code_rule() {
         s.receive(&raw(0x88, &payload, true));
         let ev = events(&mut s);
         if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-            assert!(matches!(&ev[..], [Event::Close(Some(f))] if f.code.0 == code), "{code}: {ev:?}");
+            assert!(
+                matches!(&ev[..], [Event::Close(Some(f))] if f.code.0 == code),
+                "{code}: {ev:?}"
+            );
             transfer(&mut s, &mut c);
-            assert!(matches!(&events(&mut c)[..], [Event::Close(Some(f))] if f.code.0 == code), "{code} echoed");
+            assert!(
+                matches!(&events(&mut c)[..], [Event::Close(Some(f))] if f.code.0 == code),
+                "{code} echoed"
+            );
         } else {
-            assert_eq!(ev, [Event::Failed(ProtocolError::InvalidCloseCode(code))], "{code}");
+            assert_eq!(
+                ev,
+                [Event::Failed(ProtocolError::InvalidCloseCode(code))],
+                "{code}"
+            );
         }
     }
     // Codes we may not send are refused before anything is queued.
     let (mut c, _) = pair();
     for code in [0, 999, 1005, 1006, 1015, 2000, 5000] {
-        assert_eq!(c.close(Instant::now(), CloseCode(code), ""), Err(SendError::InvalidCloseCode(code)));
+        assert_eq!(
+            c.close(Instant::now(), CloseCode(code), ""),
+            Err(SendError::InvalidCloseCode(code))
+        );
     }
-    assert_eq!(c.close(Instant::now(), CloseCode::NORMAL, &"x".repeat(124)), Err(SendError::ReasonTooLong(124)));
+    assert_eq!(
+        c.close(Instant::now(), CloseCode::NORMAL, &"x".repeat(124)),
+        Err(SendError::ReasonTooLong(124))
+    );
     assert_eq!(c.pending_transmit(), 0);
 }
 
 #[test]
 fn bad_close_payloads() {
     let (e, code) = server_failure(Config::default(), &raw(0x88, &[0x03], true));
-    assert_eq!((e, code), (ProtocolError::TruncatedClose, CloseCode::PROTOCOL_ERROR));
+    assert_eq!(
+        (e, code),
+        (ProtocolError::TruncatedClose, CloseCode::PROTOCOL_ERROR)
+    );
     let (e, code) = server_failure(Config::default(), &raw(0x88, b"\x03\xe8\xff\xfe", true));
-    assert_eq!((e, code), (ProtocolError::InvalidCloseReason, CloseCode::INVALID_PAYLOAD));
+    assert_eq!(
+        (e, code),
+        (
+            ProtocolError::InvalidCloseReason,
+            CloseCode::INVALID_PAYLOAD
+        )
+    );
 }
 
 #[test]
@@ -248,28 +311,47 @@ fn bad_input_table_frame_rows() {
     let d = Config::default;
     let p = CloseCode::PROTOCOL_ERROR;
     // Unmasked client frame.
-    assert_eq!(server_failure(d(), &raw(0x81, b"hi", false)), (ProtocolError::UnmaskedFrame, p));
+    assert_eq!(
+        server_failure(d(), &raw(0x81, b"hi", false)),
+        (ProtocolError::UnmaskedFrame, p)
+    );
     // RSV bits without an extension (RSV1 too, since deflate is not negotiated).
     for bits in [0x40u8, 0x20, 0x10] {
         assert_eq!(server_failure(d(), &raw(0x81 | bits, b"hi", true)).1, p);
     }
     // Reserved opcodes.
     for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-        assert_eq!(server_failure(d(), &raw(0x80 | op, b"", true)).1, p, "opcode {op}");
+        assert_eq!(
+            server_failure(d(), &raw(0x80 | op, b"", true)).1,
+            p,
+            "opcode {op}"
+        );
     }
     // Bad control frames: fragmented, too long.
     assert_eq!(server_failure(d(), &raw(0x09, b"", true)).1, p);
     assert_eq!(server_failure(d(), &raw(0x89, &[0u8; 126], true)).1, p);
     // Continuation with nothing to continue; new message inside a fragmented one.
-    assert_eq!(server_failure(d(), &raw(0x80, b"x", true)), (ProtocolError::UnexpectedContinuation, p));
+    assert_eq!(
+        server_failure(d(), &raw(0x80, b"x", true)),
+        (ProtocolError::UnexpectedContinuation, p)
+    );
     let mut two = raw(0x01, b"a", true);
     two.extend(raw(0x81, b"b", true));
-    assert_eq!(server_failure(d(), &two), (ProtocolError::ExpectedContinuation, p));
+    assert_eq!(
+        server_failure(d(), &two),
+        (ProtocolError::ExpectedContinuation, p)
+    );
     // Invalid UTF-8, whole and split across fragments.
-    assert_eq!(server_failure(d(), &raw(0x81, b"\xce\xba\xff", true)).1, CloseCode::INVALID_PAYLOAD);
+    assert_eq!(
+        server_failure(d(), &raw(0x81, b"\xce\xba\xff", true)).1,
+        CloseCode::INVALID_PAYLOAD
+    );
     let mut split = raw(0x01, b"\xe2\x82", true);
     split.extend(raw(0x80, b"\x28", true));
-    assert_eq!(server_failure(d(), &split), (ProtocolError::InvalidUtf8, CloseCode::INVALID_PAYLOAD));
+    assert_eq!(
+        server_failure(d(), &split),
+        (ProtocolError::InvalidUtf8, CloseCode::INVALID_PAYLOAD)
+    );
     // A server that masks is refused by a client.
     let mut c = Connection::new(Role::Client, d(), None);
     c.receive(&raw(0x81, b"hi", true));
@@ -291,13 +373,23 @@ fn invalid_utf8_fails_before_the_message_ends() {
 
 #[test]
 fn frame_and_message_limits_at_and_one_past() {
-    let config = Config::builder().max_message_size(1000).max_frame_size(600).build().unwrap();
+    let config = Config::builder()
+        .max_message_size(1000)
+        .max_frame_size(600)
+        .build()
+        .unwrap();
     // A frame at the limit passes; one byte more is refused.
     let (_, mut s) = pair_with(config.clone());
     s.receive(&raw(0x82, &[1u8; 600], true));
     assert!(matches!(&events(&mut s)[..], [Event::Message(m)] if m.len() == 600));
     let (e, code) = server_failure(config.clone(), &raw(0x82, &[1u8; 601], true));
-    assert_eq!((e, code), (ProtocolError::FrameTooLarge { len: 601, max: 600 }, CloseCode::MESSAGE_TOO_BIG));
+    assert_eq!(
+        (e, code),
+        (
+            ProtocolError::FrameTooLarge { len: 601, max: 600 },
+            CloseCode::MESSAGE_TOO_BIG
+        )
+    );
     // A message at the limit passes; one byte more is refused at the header.
     let (_, mut s) = pair_with(config.clone());
     let mut at = raw(0x02, &[1u8; 500], true);
@@ -329,7 +421,11 @@ fn tiny_fragment_flood_pins_only_its_bytes() {
     }
     assert!(events(&mut s).is_empty());
     // 10,000 bytes received: the buffer holds them plus at most as much again.
-    assert!(s.assembler_capacity() <= 2 * 10_000 + 64, "{}", s.assembler_capacity());
+    assert!(
+        s.assembler_capacity() <= 2 * 10_000 + 64,
+        "{}",
+        s.assembler_capacity()
+    );
     s.receive(&raw(0x80, b"", true));
     assert!(matches!(&events(&mut s)[..], [Event::Message(m)] if m.len() == 10_000));
 }
@@ -363,7 +459,8 @@ fn input_after_close_is_ignored() {
 fn deflate_pair(client: DeflateConfig, server: DeflateConfig) -> (Connection, Connection) {
     let offer = crate::handshake::parse_extensions(&[&client.client_offer()]).unwrap();
     let params = server.accept_offers(&offer).unwrap().unwrap();
-    let response: Vec<Extension> = crate::handshake::parse_extensions(&[&params.response_header()]).unwrap();
+    let response: Vec<Extension> =
+        crate::handshake::parse_extensions(&[&params.response_header()]).unwrap();
     let client_params = client.accept_response(&response).unwrap().unwrap();
     let config = Config::default();
     (
@@ -392,7 +489,10 @@ fn compressed_messages_round_trip_in_every_configuration() {
                 assert_eq!(events(&mut s), [Event::Message(Message::text(text))]);
                 s.send(&Message::binary(vec![9u8; 50_000])).unwrap();
                 transfer(&mut s, &mut c);
-                assert_eq!(events(&mut c), [Event::Message(Message::binary(vec![9u8; 50_000]))]);
+                assert_eq!(
+                    events(&mut c),
+                    [Event::Message(Message::binary(vec![9u8; 50_000]))]
+                );
             }
             // Without context takeover nothing stays allocated between messages.
             if snct && cnct {
@@ -416,7 +516,13 @@ fn small_and_opted_out_messages_go_uncompressed() {
     c.poll_transmit(&mut wire);
     assert_eq!(wire[0] & 0x40, 0, "opted out: RSV1 clear");
     s.receive(&wire);
-    assert_eq!(events(&mut s), [Event::Message(Message::text("tiny")), Event::Message(secret)]);
+    assert_eq!(
+        events(&mut s),
+        [
+            Event::Message(Message::text("tiny")),
+            Event::Message(secret)
+        ]
+    );
 }
 
 #[test]
@@ -426,29 +532,49 @@ fn deflate_protocol_errors() {
     let mut bytes = raw(0x42, b"\x00", true);
     bytes.extend(raw(0xC0, b"\x00", true));
     s.receive(&bytes);
-    assert!(matches!(&events(&mut s)[..], [Event::Failed(ProtocolError::ReservedBits(_))]));
+    assert!(matches!(
+        &events(&mut s)[..],
+        [Event::Failed(ProtocolError::ReservedBits(_))]
+    ));
     // RSV1 on a control frame.
     let (_, mut s) = deflate_pair(DeflateConfig::default(), DeflateConfig::default());
     s.receive(&raw(0xC9, b"", true));
-    assert!(matches!(&events(&mut s)[..], [Event::Failed(ProtocolError::ReservedBits(_))]));
+    assert!(matches!(
+        &events(&mut s)[..],
+        [Event::Failed(ProtocolError::ReservedBits(_))]
+    ));
     // Corrupt compressed data closes with 1007.
     let (_, mut s) = deflate_pair(DeflateConfig::default(), DeflateConfig::default());
     s.receive(&raw(0xC1, &[0xff, 0xff, 0xff, 0xff], true));
     let ev = events(&mut s);
     assert_eq!(ev, [Event::Failed(ProtocolError::CorruptDeflate)]);
-    assert_eq!(ProtocolError::CorruptDeflate.close_code(), CloseCode::INVALID_PAYLOAD);
+    assert_eq!(
+        ProtocolError::CorruptDeflate.close_code(),
+        CloseCode::INVALID_PAYLOAD
+    );
 }
 
 #[test]
 fn inflated_size_is_bounded_while_inflating() {
     let config = Config::builder().max_size(64 << 10).build().unwrap();
-    let params = DeflateConfig::default().accept_offers(&crate::handshake::parse_extensions(&["permessage-deflate"]).unwrap()).unwrap();
+    let params = DeflateConfig::default()
+        .accept_offers(&crate::handshake::parse_extensions(&["permessage-deflate"]).unwrap())
+        .unwrap();
     let mut s = Connection::new(Role::Server, config.clone(), params);
     let mut c = Connection::new(Role::Client, Config::default(), params);
     c.send(&Message::binary(vec![0u8; 1 << 20])).unwrap();
     let mut wire = Vec::new();
     c.poll_transmit(&mut wire);
-    assert!(wire.len() < 16 << 10, "1 MiB of zeros compresses to {} bytes", wire.len());
+    assert!(
+        wire.len() < 16 << 10,
+        "1 MiB of zeros compresses to {} bytes",
+        wire.len()
+    );
     s.receive(&wire);
-    assert_eq!(events(&mut s), [Event::Failed(ProtocolError::MessageTooLarge { max: 64 << 10 })]);
+    assert_eq!(
+        events(&mut s),
+        [Event::Failed(ProtocolError::MessageTooLarge {
+            max: 64 << 10
+        })]
+    );
 }

@@ -39,18 +39,34 @@ impl Inflater {
         // zlib cannot compress with an 8-bit window and silently uses 9, so a
         // peer that negotiated 8 may still send 9-bit distances: inflate with
         // at least 9 (a larger window only costs memory, never correctness).
-        Self { state: None, window_bits: window_bits.max(9), keep_context, ended: false }
+        Self {
+            state: None,
+            window_bits: window_bits.max(9),
+            keep_context,
+            ended: false,
+        }
     }
 
     /// Inflates `input`, appending to `out`, which may hold at most `max` bytes.
-    pub(crate) fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), InflateError> {
+    pub(crate) fn inflate(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), InflateError> {
         let bits = self.window_bits;
-        let state = self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let state = self
+            .state
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
         let mut input = input;
         loop {
             if self.ended {
                 // Data after a final block cannot be decoded with this stream.
-                return if input.is_empty() { Ok(()) } else { Err(InflateError::Corrupt) };
+                return if input.is_empty() {
+                    Ok(())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
             }
             if out.len() == out.capacity() {
                 grow(out, max)?;
@@ -76,15 +92,27 @@ impl Inflater {
             }
             if consumed == 0 && produced == 0 && out.len() < out.capacity() {
                 // No progress with room to spare: the decoder needs more input.
-                return if input.is_empty() { Ok(()) } else { Err(InflateError::Corrupt) };
+                return if input.is_empty() {
+                    Ok(())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
             }
         }
     }
 
     /// Ends a message: feeds the stripped tail, then resets or drops the state
     /// when the context is not kept.
-    pub(crate) fn finish_message(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), InflateError> {
-        let result = if self.ended { Ok(()) } else { self.inflate(&SYNC_TAIL, out, max) };
+    pub(crate) fn finish_message(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), InflateError> {
+        let result = if self.ended {
+            Ok(())
+        } else {
+            self.inflate(&SYNC_TAIL, out, max)
+        };
         if !self.keep_context || self.ended {
             // A final block ends the stream: the next message starts afresh.
             self.state = None;
@@ -112,7 +140,11 @@ fn grow(out: &mut Vec<u8>, max: usize) -> Result<(), InflateError> {
     if out.capacity() >= cap_limit {
         return Err(InflateError::TooBig);
     }
-    let want = out.capacity().saturating_mul(2).max(out.len() + INFLATE_CHUNK).min(cap_limit);
+    let want = out
+        .capacity()
+        .saturating_mul(2)
+        .max(out.len() + INFLATE_CHUNK)
+        .min(cap_limit);
     out.reserve_exact(want - out.len());
     Ok(())
 }
@@ -130,15 +162,20 @@ impl Deflater {
     /// `window_bits` is our negotiated window (9 to 15); `keep_context` is
     /// false when we promised to reset after each message.
     pub(crate) fn new(level: u32, window_bits: u8, keep_context: bool) -> Self {
-        Self { state: None, level, window_bits: window_bits.clamp(9, 15), keep_context }
+        Self {
+            state: None,
+            level,
+            window_bits: window_bits.clamp(9, 15),
+            keep_context,
+        }
     }
 
     /// Compresses one whole message, appending it to `out` without the sync tail.
     pub(crate) fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let (level, bits) = (self.level, self.window_bits);
-        let state = self
-            .state
-            .get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits));
+        let state = self.state.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
         let start = out.len();
         out.reserve(input.len() / 2 + 64);
         let mut input = input;
@@ -199,7 +236,13 @@ mod tests {
 
     #[test]
     fn round_trips_with_and_without_context() {
-        let msgs: &[&[u8]] = &[b"Hello", b"Hello", b"", &[7u8; 100_000], b"Hello world Hello world"];
+        let msgs: &[&[u8]] = &[
+            b"Hello",
+            b"Hello",
+            b"",
+            &[7u8; 100_000],
+            b"Hello world Hello world",
+        ];
         for keep in [true, false] {
             for bits in [9, 12, 15] {
                 round_trip(keep, bits, msgs);
@@ -212,18 +255,27 @@ mod tests {
         // §7.2.3.1: "Hello" compressed.
         let mut i = Inflater::new(15, true);
         let mut out = Vec::new();
-        i.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 100).unwrap();
+        i.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 100)
+            .unwrap();
         i.finish_message(&mut out, 100).unwrap();
         assert_eq!(out, b"Hello");
         // §7.2.3.2: the second "Hello" refers to the first.
         let mut out = Vec::new();
-        i.inflate(&[0xf2, 0x00, 0x11, 0x00, 0x00], &mut out, 100).unwrap();
+        i.inflate(&[0xf2, 0x00, 0x11, 0x00, 0x00], &mut out, 100)
+            .unwrap();
         i.finish_message(&mut out, 100).unwrap();
         assert_eq!(out, b"Hello");
         // §7.2.3.3: a stored (uncompressed) block.
         let mut i = Inflater::new(15, true);
         let mut out = Vec::new();
-        i.inflate(&[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00], &mut out, 100).unwrap();
+        i.inflate(
+            &[
+                0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+            ],
+            &mut out,
+            100,
+        )
+        .unwrap();
         i.finish_message(&mut out, 100).unwrap();
         assert_eq!(out, b"Hello");
     }
@@ -235,8 +287,15 @@ mod tests {
         d.compress(&vec![0u8; 10 << 20], &mut wire);
         let mut i = Inflater::new(15, false);
         let mut out = Vec::new();
-        assert_eq!(i.inflate(&wire, &mut out, 1 << 20), Err(InflateError::TooBig));
-        assert!(out.capacity() <= (1 << 20) + 1, "capacity {}", out.capacity());
+        assert_eq!(
+            i.inflate(&wire, &mut out, 1 << 20),
+            Err(InflateError::TooBig)
+        );
+        assert!(
+            out.capacity() <= (1 << 20) + 1,
+            "capacity {}",
+            out.capacity()
+        );
     }
 
     #[test]
@@ -244,7 +303,10 @@ mod tests {
         let mut i = Inflater::new(15, false);
         let mut out = Vec::new();
         // BTYPE 11 is reserved.
-        assert_eq!(i.inflate(&[0xff, 0xff, 0xff], &mut out, 100), Err(InflateError::Corrupt));
+        assert_eq!(
+            i.inflate(&[0xff, 0xff, 0xff], &mut out, 100),
+            Err(InflateError::Corrupt)
+        );
     }
 
     #[test]

@@ -103,10 +103,16 @@ impl DeflateConfig {
             s.push_str("; client_no_context_takeover");
         }
         if self.server_max_window_bits < 15 {
-            s.push_str(&format!("; server_max_window_bits={}", self.server_max_window_bits));
+            s.push_str(&format!(
+                "; server_max_window_bits={}",
+                self.server_max_window_bits
+            ));
         }
         if self.client_max_window_bits < 15 {
-            s.push_str(&format!("; client_max_window_bits={}", self.client_max_window_bits));
+            s.push_str(&format!(
+                "; client_max_window_bits={}",
+                self.client_max_window_bits
+            ));
         } else {
             s.push_str("; client_max_window_bits");
         }
@@ -117,8 +123,14 @@ impl DeflateConfig {
     ///
     /// `Ok(None)` declines (no offer, or none acceptable); an offer with a
     /// malformed or out-of-range parameter is an error, answered with 400.
-    pub fn accept_offers(&self, offers: &[Extension]) -> Result<Option<DeflateParams>, NegotiationError> {
-        for offer in offers.iter().filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME)) {
+    pub fn accept_offers(
+        &self,
+        offers: &[Extension],
+    ) -> Result<Option<DeflateParams>, NegotiationError> {
+        for offer in offers
+            .iter()
+            .filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME))
+        {
             let parsed = OfferedParams::parse(offer)?;
             if parsed.unknown {
                 continue;
@@ -148,9 +160,16 @@ impl DeflateConfig {
     }
 
     /// Client side: checks the server's response against our offer.
-    pub fn accept_response(&self, response: &[Extension]) -> Result<Option<DeflateParams>, NegotiationError> {
-        let mut ours = response.iter().filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME));
-        let Some(ext) = ours.next() else { return Ok(None) };
+    pub fn accept_response(
+        &self,
+        response: &[Extension],
+    ) -> Result<Option<DeflateParams>, NegotiationError> {
+        let mut ours = response
+            .iter()
+            .filter(|e| e.name.eq_ignore_ascii_case(EXTENSION_NAME));
+        let Some(ext) = ours.next() else {
+            return Ok(None);
+        };
         if ours.next().is_some() {
             return Err(NegotiationError::Duplicate);
         }
@@ -181,7 +200,8 @@ impl DeflateConfig {
         }
         Ok(Some(DeflateParams {
             server_no_context_takeover: p.server_no_context_takeover,
-            client_no_context_takeover: p.client_no_context_takeover || self.client_no_context_takeover,
+            client_no_context_takeover: p.client_no_context_takeover
+                || self.client_no_context_takeover,
             server_max_window_bits,
             client_max_window_bits,
             level: self.level,
@@ -218,10 +238,16 @@ impl DeflateParams {
             s.push_str("; client_no_context_takeover");
         }
         if self.server_max_window_bits < 15 {
-            s.push_str(&format!("; server_max_window_bits={}", self.server_max_window_bits));
+            s.push_str(&format!(
+                "; server_max_window_bits={}",
+                self.server_max_window_bits
+            ));
         }
         if self.client_max_window_bits < 15 {
-            s.push_str(&format!("; client_max_window_bits={}", self.client_max_window_bits));
+            s.push_str(&format!(
+                "; client_max_window_bits={}",
+                self.client_max_window_bits
+            ));
         }
         s
     }
@@ -293,7 +319,11 @@ impl OfferedParams {
             }
             match idx {
                 0 | 1 => {
-                    let pname = if idx == 0 { "server_no_context_takeover" } else { "client_no_context_takeover" };
+                    let pname = if idx == 0 {
+                        "server_no_context_takeover"
+                    } else {
+                        "client_no_context_takeover"
+                    };
                     if value.is_some() {
                         return Err(NegotiationError::UnexpectedValue(pname));
                     }
@@ -304,7 +334,9 @@ impl OfferedParams {
                     }
                 }
                 2 => {
-                    let v = value.as_deref().ok_or(NegotiationError::MissingValue("server_max_window_bits"))?;
+                    let v = value
+                        .as_deref()
+                        .ok_or(NegotiationError::MissingValue("server_max_window_bits"))?;
                     p.server_max_window_bits = Some(window_bits("server_max_window_bits", v)?);
                 }
                 _ => {
@@ -321,8 +353,15 @@ impl OfferedParams {
 
 /// Parses a window size: 1*DIGIT with no leading zero, 8 to 15.
 fn window_bits(name: &'static str, value: &str) -> Result<u8, NegotiationError> {
-    let invalid = || NegotiationError::InvalidValue { name, value: value.to_owned() };
-    if value.is_empty() || value.len() > 2 || value.starts_with('0') || !value.bytes().all(|b| b.is_ascii_digit()) {
+    let invalid = || NegotiationError::InvalidValue {
+        name,
+        value: value.to_owned(),
+    };
+    if value.is_empty()
+        || value.len() > 2
+        || value.starts_with('0')
+        || !value.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(invalid());
     }
     match value.parse::<u8>() {
@@ -347,7 +386,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(p.response_header(), "permessage-deflate");
-        assert_eq!((p.server_max_window_bits, p.client_max_window_bits), (15, 15));
+        assert_eq!(
+            (p.server_max_window_bits, p.client_max_window_bits),
+            (15, 15)
+        );
     }
 
     #[test]
@@ -370,11 +412,16 @@ mod tests {
     #[test]
     fn skips_offers_with_unknown_parameters_and_takes_the_next() {
         let p = DeflateConfig::default()
-            .accept_offers(&offers("permessage-deflate; foo=1, permessage-deflate; client_no_context_takeover"))
+            .accept_offers(&offers(
+                "permessage-deflate; foo=1, permessage-deflate; client_no_context_takeover",
+            ))
             .unwrap()
             .unwrap();
         assert!(p.client_no_context_takeover);
-        assert_eq!(DeflateConfig::default().accept_offers(&offers("x-webkit-deflate-frame")), Ok(None));
+        assert_eq!(
+            DeflateConfig::default().accept_offers(&offers("x-webkit-deflate-frame")),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -388,21 +435,44 @@ mod tests {
             "permessage-deflate; server_no_context_takeover=1",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
         ] {
-            assert!(DeflateConfig::default().accept_offers(&offers(bad)).is_err(), "{bad}");
+            assert!(
+                DeflateConfig::default()
+                    .accept_offers(&offers(bad))
+                    .is_err(),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn client_checks_the_response() {
         let cfg = DeflateConfig::default().client_max_window_bits(12);
-        assert_eq!(cfg.client_offer(), "permessage-deflate; client_max_window_bits=12");
-        let ok = cfg.accept_response(&offers("permessage-deflate; client_max_window_bits=10")).unwrap().unwrap();
+        assert_eq!(
+            cfg.client_offer(),
+            "permessage-deflate; client_max_window_bits=12"
+        );
+        let ok = cfg
+            .accept_response(&offers("permessage-deflate; client_max_window_bits=10"))
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.client_max_window_bits, 10);
-        assert!(cfg.accept_response(&offers("permessage-deflate; client_max_window_bits=13")).is_err());
-        assert!(cfg.accept_response(&offers("permessage-deflate; bogus")).is_err());
-        assert!(cfg.accept_response(&offers("permessage-deflate, permessage-deflate")).is_err());
+        assert!(
+            cfg.accept_response(&offers("permessage-deflate; client_max_window_bits=13"))
+                .is_err()
+        );
+        assert!(
+            cfg.accept_response(&offers("permessage-deflate; bogus"))
+                .is_err()
+        );
+        assert!(
+            cfg.accept_response(&offers("permessage-deflate, permessage-deflate"))
+                .is_err()
+        );
         let none = DeflateConfig::default().client_max_window_bits(15);
-        assert!(none.accept_response(&offers("permessage-deflate; client_max_window_bits")).is_err());
+        assert!(
+            none.accept_response(&offers("permessage-deflate; client_max_window_bits"))
+                .is_err()
+        );
         assert_eq!(cfg.accept_response(&[]), Ok(None));
     }
 }

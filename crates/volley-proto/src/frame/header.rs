@@ -157,7 +157,15 @@ mod tests {
     use super::*;
 
     fn header(opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> FrameHeader {
-        FrameHeader { fin: true, rsv1: false, rsv2: false, rsv3: false, opcode, mask, payload_len: len }
+        FrameHeader {
+            fin: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+            payload_len: len,
+        }
     }
 
     #[test]
@@ -184,10 +192,22 @@ mod tests {
 
     #[test]
     fn rejects_what_no_connection_accepts() {
-        assert_eq!(FrameHeader::parse(&[0x83, 0]), Err(HeaderError::ReservedOpcode(3)));
-        assert_eq!(FrameHeader::parse(&[0x8F, 0]), Err(HeaderError::ReservedOpcode(0xF)));
-        assert_eq!(FrameHeader::parse(&[0x09, 0]), Err(HeaderError::FragmentedControl));
-        assert_eq!(FrameHeader::parse(&[0x89, 126, 0, 126]), Err(HeaderError::ControlTooLong(126)));
+        assert_eq!(
+            FrameHeader::parse(&[0x83, 0]),
+            Err(HeaderError::ReservedOpcode(3))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x8F, 0]),
+            Err(HeaderError::ReservedOpcode(0xF))
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x09, 0]),
+            Err(HeaderError::FragmentedControl)
+        );
+        assert_eq!(
+            FrameHeader::parse(&[0x89, 126, 0, 126]),
+            Err(HeaderError::ControlTooLong(126))
+        );
         let mut big = vec![0x82, 127];
         big.extend_from_slice(&u64::MAX.to_be_bytes());
         assert_eq!(FrameHeader::parse(&big), Err(HeaderError::LengthOverflow));

@@ -24,7 +24,10 @@ pub struct Utf8Validator {
 impl Utf8Validator {
     /// A validator at the start of a message.
     pub const fn new() -> Self {
-        Self { partial: [0; 4], partial_len: 0 }
+        Self {
+            partial: [0; 4],
+            partial_len: 0,
+        }
     }
 
     /// Validates the next piece of the message. Fails as soon as the bytes seen
@@ -68,7 +71,9 @@ impl Utf8Validator {
 
 /// Validates a complete piece of text (a close reason, a whole message).
 pub fn validate(input: &[u8]) -> Result<(), InvalidUtf8> {
-    simdutf8::basic::from_utf8(input).map(|_| ()).map_err(|_| InvalidUtf8)
+    simdutf8::basic::from_utf8(input)
+        .map(|_| ())
+        .map_err(|_| InvalidUtf8)
 }
 
 /// Length of the sequence a lead byte starts, or `None` for a byte that cannot lead.
@@ -111,14 +116,18 @@ mod tests {
     fn invalid_text_is_rejected_wherever_it_is_split() {
         let cases: &[&[u8]] = &[
             b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", // surrogate
-            b"\xf4\x90\x80\x80",                                              // > U+10FFFF
-            b"\xc0\xaf",                                                      // overlong
+            b"\xf4\x90\x80\x80",                                               // > U+10FFFF
+            b"\xc0\xaf",                                                       // overlong
             b"abc\xff",
             b"\xe0\x80\x80",
         ];
         for bytes in cases {
             for i in 0..=bytes.len() {
-                assert_eq!(feed_split(bytes, &[i]), Err(InvalidUtf8), "{bytes:?} cut {i}");
+                assert_eq!(
+                    feed_split(bytes, &[i]),
+                    Err(InvalidUtf8),
+                    "{bytes:?} cut {i}"
+                );
             }
         }
     }

@@ -99,7 +99,11 @@ impl ClientHandshake {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        Self { key, protocols: protocols.to_vec(), deflate: deflate.cloned() }
+        Self {
+            key,
+            protocols: protocols.to_vec(),
+            deflate: deflate.cloned(),
+        }
     }
 
     /// The `Sec-WebSocket-Key` sent.
@@ -108,32 +112,52 @@ impl ClientHandshake {
     }
 
     /// Parses and validates a complete response head.
-    pub fn finish(&self, head: &[u8], limits: &HeadLimits) -> Result<ClientResponse, ResponseError> {
+    pub fn finish(
+        &self,
+        head: &[u8],
+        limits: &HeadLimits,
+    ) -> Result<ClientResponse, ResponseError> {
         let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut resp = httparse::Response::new(&mut slots);
         match resp.parse(head) {
             Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(ResponseError::Malformed("incomplete head".into())),
+            Ok(httparse::Status::Partial) => {
+                return Err(ResponseError::Malformed("incomplete head".into()));
+            }
             Err(e) => return Err(ResponseError::Malformed(e.to_string())),
         }
-        let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|e| ResponseError::Malformed(e.to_string()))?;
+        let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+            .map_err(|e| ResponseError::Malformed(e.to_string()))?;
         let mut headers = HeaderMap::new();
         for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| ResponseError::Malformed(e.to_string()))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|e| ResponseError::Malformed(e.to_string()))?;
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| ResponseError::Malformed(e.to_string()))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|e| ResponseError::Malformed(e.to_string()))?;
             headers.append(name, value);
         }
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            return Err(ResponseError::Status { status, response: Box::new(response) });
+            return Err(ResponseError::Status {
+                status,
+                response: Box::new(response),
+            });
         }
         let h = response.headers();
-        if !h.get_all(http::header::UPGRADE).iter().any(|v| header_has_token(v.as_bytes(), "websocket")) {
+        if !h
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "websocket"))
+        {
             return Err(ResponseError::MissingUpgrade);
         }
-        if !h.get_all(http::header::CONNECTION).iter().any(|v| header_has_token(v.as_bytes(), "upgrade")) {
+        if !h
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "upgrade"))
+        {
             return Err(ResponseError::MissingConnectionUpgrade);
         }
         let expected = accept_key(self.key.as_bytes());
@@ -154,19 +178,27 @@ impl ClientHandshake {
         let values: Vec<&str> = h
             .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
             .iter()
-            .map(|v| v.to_str().map_err(|_| MalformedHeader { header: "Sec-WebSocket-Extensions" }))
+            .map(|v| {
+                v.to_str().map_err(|_| MalformedHeader {
+                    header: "Sec-WebSocket-Extensions",
+                })
+            })
             .collect::<Result<_, _>>()?;
         let extensions = parse_extensions(&values)?;
-        if let Some(other) =
-            extensions.iter().find(|e| self.deflate.is_none() || !e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME))
-        {
+        if let Some(other) = extensions.iter().find(|e| {
+            self.deflate.is_none() || !e.name.eq_ignore_ascii_case(crate::deflate::EXTENSION_NAME)
+        }) {
             return Err(ResponseError::UnexpectedExtension(other.name.clone()));
         }
         let deflate = match &self.deflate {
             Some(cfg) => cfg.accept_response(&extensions)?,
             None => None,
         };
-        Ok(ClientResponse { response, protocol, deflate })
+        Ok(ClientResponse {
+            response,
+            protocol,
+            deflate,
+        })
     }
 }
 
@@ -179,7 +211,14 @@ mod tests {
         let mut out = Vec::new();
         let protocols: Vec<String> = protocols.iter().map(|s| s.to_string()).collect();
         let cfg = DeflateConfig::default();
-        let hs = ClientHandshake::start(&mut out, "example.com:8080", "/ws?x=1", &protocols, deflate.then_some(&cfg), &HeaderMap::new());
+        let hs = ClientHandshake::start(
+            &mut out,
+            "example.com:8080",
+            "/ws?x=1",
+            &protocols,
+            deflate.then_some(&cfg),
+            &HeaderMap::new(),
+        );
         (hs, out)
     }
 
@@ -205,23 +244,41 @@ mod tests {
         let ok = hs.finish(&response(&accept, "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n"), &limits).unwrap();
         assert_eq!(ok.protocol.as_deref(), Some("chat"));
         assert!(ok.deflate.is_some());
-        assert!(matches!(hs.finish(&response("wrong", ""), &limits), Err(ResponseError::BadAccept)));
         assert!(matches!(
-            hs.finish(&response(&accept, "Sec-WebSocket-Protocol: other\r\n"), &limits),
+            hs.finish(&response("wrong", ""), &limits),
+            Err(ResponseError::BadAccept)
+        ));
+        assert!(matches!(
+            hs.finish(
+                &response(&accept, "Sec-WebSocket-Protocol: other\r\n"),
+                &limits
+            ),
             Err(ResponseError::UnexpectedProtocol(_))
         ));
         assert!(matches!(
-            hs.finish(&response(&accept, "Sec-WebSocket-Extensions: x-foo\r\n"), &limits),
+            hs.finish(
+                &response(&accept, "Sec-WebSocket-Extensions: x-foo\r\n"),
+                &limits
+            ),
             Err(ResponseError::UnexpectedExtension(_))
         ));
         assert!(matches!(
-            hs.finish(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", &limits),
-            Err(ResponseError::Status { status: StatusCode::FORBIDDEN, .. })
+            hs.finish(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                &limits
+            ),
+            Err(ResponseError::Status {
+                status: StatusCode::FORBIDDEN,
+                ..
+            })
         ));
         let (plain, _) = start(&[], false);
         let accept = accept_key(plain.key().as_bytes());
         assert!(matches!(
-            plain.finish(&response(&accept, "Sec-WebSocket-Extensions: permessage-deflate\r\n"), &limits),
+            plain.finish(
+                &response(&accept, "Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+                &limits
+            ),
             Err(ResponseError::UnexpectedExtension(_))
         ));
     }

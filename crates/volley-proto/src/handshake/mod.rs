@@ -66,7 +66,9 @@ impl HeadScanner {
         }
         self.scanned = buf.len();
         if buf.len() >= limits.max_head_size {
-            return Err(HeadTooLarge { max: limits.max_head_size });
+            return Err(HeadTooLarge {
+                max: limits.max_head_size,
+            });
         }
         Ok(None)
     }
@@ -92,11 +94,15 @@ pub struct MalformedHeader {
 /// Parses `Sec-WebSocket-Extensions` values (RFC 6455 §9.1): a comma-separated
 /// list of `name *(";" param ["=" (token | quoted-string)])`.
 pub fn parse_extensions(values: &[&str]) -> Result<Vec<Extension>, MalformedHeader> {
-    let bad = MalformedHeader { header: "Sec-WebSocket-Extensions" };
+    let bad = MalformedHeader {
+        header: "Sec-WebSocket-Extensions",
+    };
     let mut out = Vec::new();
     for value in values {
         for item in split_list(value).ok_or(bad.clone())? {
-            let mut parts = split_outside_quotes(item, ';').ok_or(bad.clone())?.into_iter();
+            let mut parts = split_outside_quotes(item, ';')
+                .ok_or(bad.clone())?
+                .into_iter();
             let name = parts.next().map(str::trim).unwrap_or_default();
             if !is_token(name) {
                 return Err(bad);
@@ -116,7 +122,10 @@ pub fn parse_extensions(values: &[&str]) -> Result<Vec<Extension>, MalformedHead
                 };
                 params.push((k.to_owned(), v));
             }
-            out.push(Extension { name: name.to_owned(), params });
+            out.push(Extension {
+                name: name.to_owned(),
+                params,
+            });
         }
     }
     Ok(out)
@@ -124,7 +133,9 @@ pub fn parse_extensions(values: &[&str]) -> Result<Vec<Extension>, MalformedHead
 
 /// Parses `Sec-WebSocket-Protocol` values: a comma-separated list of tokens.
 pub fn parse_protocols(values: &[&str]) -> Result<Vec<String>, MalformedHeader> {
-    let bad = MalformedHeader { header: "Sec-WebSocket-Protocol" };
+    let bad = MalformedHeader {
+        header: "Sec-WebSocket-Protocol",
+    };
     let mut out = Vec::new();
     for value in values {
         for item in value.split(',') {
@@ -204,7 +215,23 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
-                || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
@@ -214,7 +241,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -222,7 +252,13 @@ mod tests {
         let a = generate_key();
         let b = generate_key();
         assert_ne!(a, b);
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(a).unwrap().len(), 16);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(a)
+                .unwrap()
+                .len(),
+            16
+        );
     }
 
     #[test]
@@ -235,10 +271,20 @@ mod tests {
             let end = first.or_else(|| s.scan(head, &limits).unwrap());
             assert_eq!(end, Some(head.len() - 4), "split {split}");
         }
-        let small = HeadLimits { max_head_size: 10, max_headers: 4 };
-        assert_eq!(HeadScanner::new().scan(&[b'a'; 10], &small), Err(HeadTooLarge { max: 10 }));
+        let small = HeadLimits {
+            max_head_size: 10,
+            max_headers: 4,
+        };
+        assert_eq!(
+            HeadScanner::new().scan(&[b'a'; 10], &small),
+            Err(HeadTooLarge { max: 10 })
+        );
         // A terminator past the limit is not accepted.
-        assert!(HeadScanner::new().scan(b"GET / HTTP/1.1\r\n\r\n", &small).is_err());
+        assert!(
+            HeadScanner::new()
+                .scan(b"GET / HTTP/1.1\r\n\r\n", &small)
+                .is_err()
+        );
     }
 
     #[test]
@@ -251,7 +297,10 @@ mod tests {
         assert_eq!(e.len(), 3);
         assert_eq!(e[0].name, "permessage-deflate");
         assert_eq!(e[0].params[0], ("client_max_window_bits".into(), None));
-        assert_eq!(e[0].params[1], ("server_max_window_bits".into(), Some("10".into())));
+        assert_eq!(
+            e[0].params[1],
+            ("server_max_window_bits".into(), Some("10".into()))
+        );
         assert_eq!(e[2].params[0], ("a".into(), Some("b".into())));
         for bad in ["; a", "x; =1", "x; a=\"b c\"", "x; a=\"unterminated", "x y"] {
             assert!(parse_extensions(&[bad]).is_err(), "{bad}");
@@ -260,7 +309,10 @@ mod tests {
 
     #[test]
     fn protocol_lists() {
-        assert_eq!(parse_protocols(&["chat, superchat", "v2"]).unwrap(), ["chat", "superchat", "v2"]);
+        assert_eq!(
+            parse_protocols(&["chat, superchat", "v2"]).unwrap(),
+            ["chat", "superchat", "v2"]
+        );
         assert!(parse_protocols(&["a b"]).is_err());
         assert!(header_has_token(b"keep-alive, Upgrade", "upgrade"));
         assert!(!header_has_token(b"keep-alive", "upgrade"));

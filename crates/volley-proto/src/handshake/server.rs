@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
-use super::{Extension, HeadTooLarge, MalformedHeader, accept_key, header_has_token, parse_extensions, parse_protocols};
+use super::{
+    Extension, HeadTooLarge, MalformedHeader, accept_key, header_has_token, parse_extensions,
+    parse_protocols,
+};
 use crate::config::HeadLimits;
 
 /// A validated WebSocket upgrade request.
@@ -69,7 +72,9 @@ impl RequestError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HeadTooLarge(_) | Self::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::UnsupportedVersion(_) => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -90,28 +95,48 @@ impl ServerRequest {
     /// [`HeadScanner`](super::HeadScanner)).
     pub fn parse(head: &[u8], limits: &HeadLimits) -> Result<Self, RequestError> {
         if head.len() > limits.max_head_size {
-            return Err(HeadTooLarge { max: limits.max_head_size }.into());
+            return Err(HeadTooLarge {
+                max: limits.max_head_size,
+            }
+            .into());
         }
         let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
         let mut req = httparse::Request::new(&mut slots);
         match req.parse(head) {
             Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(RequestError::Malformed("incomplete head".into())),
-            Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders(limits.max_headers)),
+            Ok(httparse::Status::Partial) => {
+                return Err(RequestError::Malformed("incomplete head".into()));
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(RequestError::TooManyHeaders(limits.max_headers));
+            }
             Err(e) => return Err(RequestError::Malformed(e.to_string())),
         }
         let method = req.method.unwrap_or_default();
         let mut builder = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).map_err(|e| RequestError::Malformed(e.to_string()))?)
+            .method(
+                Method::from_bytes(method.as_bytes())
+                    .map_err(|e| RequestError::Malformed(e.to_string()))?,
+            )
             .uri(req.path.unwrap_or("/"))
-            .version(if req.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 });
-        let headers = builder.headers_mut().ok_or_else(|| RequestError::Malformed("invalid request target".into()))?;
+            .version(if req.version == Some(0) {
+                http::Version::HTTP_10
+            } else {
+                http::Version::HTTP_11
+            });
+        let headers = builder
+            .headers_mut()
+            .ok_or_else(|| RequestError::Malformed("invalid request target".into()))?;
         for h in req.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| RequestError::Malformed(e.to_string()))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|e| RequestError::Malformed(e.to_string()))?;
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| RequestError::Malformed(e.to_string()))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|e| RequestError::Malformed(e.to_string()))?;
             headers.append(name, value);
         }
-        let request = builder.body(()).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        let request = builder
+            .body(())
+            .map_err(|e| RequestError::Malformed(e.to_string()))?;
         Self::validate(request)
     }
 
@@ -127,29 +152,57 @@ impl ServerRequest {
         if !h.contains_key(http::header::HOST) {
             return Err(RequestError::MissingHost);
         }
-        if !h.get_all(http::header::UPGRADE).iter().any(|v| header_has_token(v.as_bytes(), "websocket")) {
+        if !h
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "websocket"))
+        {
             return Err(RequestError::MissingUpgrade);
         }
-        if !h.get_all(http::header::CONNECTION).iter().any(|v| header_has_token(v.as_bytes(), "upgrade")) {
+        if !h
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "upgrade"))
+        {
             return Err(RequestError::MissingConnectionUpgrade);
         }
-        let version = h.get(http::header::SEC_WEBSOCKET_VERSION).ok_or(RequestError::MissingVersion)?;
+        let version = h
+            .get(http::header::SEC_WEBSOCKET_VERSION)
+            .ok_or(RequestError::MissingVersion)?;
         if version.as_bytes().trim_ascii() != b"13" {
-            return Err(RequestError::UnsupportedVersion(String::from_utf8_lossy(version.as_bytes()).into_owned()));
+            return Err(RequestError::UnsupportedVersion(
+                String::from_utf8_lossy(version.as_bytes()).into_owned(),
+            ));
         }
         let mut keys = h.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
         let key = match (keys.next(), keys.next()) {
-            (Some(k), None) => k.to_str().map_err(|_| RequestError::InvalidKey)?.trim().to_owned(),
+            (Some(k), None) => k
+                .to_str()
+                .map_err(|_| RequestError::InvalidKey)?
+                .trim()
+                .to_owned(),
             _ => return Err(RequestError::InvalidKey),
         };
         match base64::engine::general_purpose::STANDARD.decode(&key) {
             Ok(nonce) if nonce.len() == 16 => {}
             _ => return Err(RequestError::InvalidKey),
         }
-        let protocols = parse_protocols(&header_strs(h, http::header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol")?)?;
-        let extensions =
-            parse_extensions(&header_strs(h, http::header::SEC_WEBSOCKET_EXTENSIONS, "Sec-WebSocket-Extensions")?)?;
-        Ok(Self { request, key, protocols, extensions })
+        let protocols = parse_protocols(&header_strs(
+            h,
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "Sec-WebSocket-Protocol",
+        )?)?;
+        let extensions = parse_extensions(&header_strs(
+            h,
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            "Sec-WebSocket-Extensions",
+        )?)?;
+        Ok(Self {
+            request,
+            key,
+            protocols,
+            extensions,
+        })
     }
 
     /// The request target's path.
@@ -191,11 +244,18 @@ impl ServerRequest {
     }
 
     fn header_str(&self, name: HeaderName) -> Option<&str> {
-        self.request.headers().get(name).and_then(|v| v.to_str().ok())
+        self.request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 }
 
-fn header_strs<'a>(h: &'a HeaderMap, name: HeaderName, label: &'static str) -> Result<Vec<&'a str>, MalformedHeader> {
+fn header_strs<'a>(
+    h: &'a HeaderMap,
+    name: HeaderName,
+    label: &'static str,
+) -> Result<Vec<&'a str>, MalformedHeader> {
     h.get_all(name)
         .iter()
         .map(|v| v.to_str().map_err(|_| MalformedHeader { header: label }))
@@ -239,7 +299,11 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with `status` and no body.
     pub fn new(status: StatusCode) -> Self {
-        Self { status, headers: HeaderMap::new(), body: String::new() }
+        Self {
+            status,
+            headers: HeaderMap::new(),
+            body: String::new(),
+        }
     }
 
     /// Sets the body.
@@ -250,7 +314,10 @@ impl Rejection {
 
     /// Adds a header; invalid names or values are ignored.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             self.headers.append(n, v);
         }
         self
@@ -340,14 +407,20 @@ mod tests {
         let mut out = Vec::new();
         reject_response(&mut out, &err.rejection());
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{text}"
+        );
         assert!(text.contains("sec-websocket-version: 13\r\n"));
         assert!(text.contains("Connection: close\r\n"));
     }
 
     #[test]
     fn too_many_headers_is_431() {
-        let limits = HeadLimits { max_head_size: 1 << 20, max_headers: 128 };
+        let limits = HeadLimits {
+            max_head_size: 1 << 20,
+            max_headers: 128,
+        };
         let mut req = GOOD.trim_end_matches("\r\n").to_owned();
         for i in 0..130 {
             req.push_str(&format!("\r\nX-{i}: v"));

@@ -1,0 +1,278 @@
+//! Opening WebSocket connections: `ws://` and `wss://` (rustls), custom
+//! headers, subprotocols, timeouts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response, Uri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use volley_proto::handshake::{ClientHandshake, HeadScanner, RequestError};
+use volley_proto::{Connection, Role};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result};
+use crate::stream::MaybeTlsStream;
+use crate::websocket::WebSocket;
+
+/// Default time allowed for the TCP connection and TLS handshake: 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to a `ws://` or `wss://` URL with the default configuration.
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
+    ClientBuilder::new(url).connect().await
+}
+
+/// Builds a client connection.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    url: String,
+    headers: HeaderMap,
+    protocols: Vec<String>,
+    config: WebSocketConfig,
+    connect_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// The parts of a WebSocket URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// True for `wss://`.
+    pub tls: bool,
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    /// The `Host` header value.
+    pub host_header: String,
+}
+
+impl Target {
+    /// Parses a `ws://` or `wss://` URL (`http://` and `https://` are accepted
+    /// as synonyms).
+    pub fn parse(url: &str) -> Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::Url(format!("{url}: {e}")))?;
+        let tls = match uri.scheme_str() {
+            Some("ws") | Some("http") => false,
+            Some("wss") | Some("https") => true,
+            Some(other) => {
+                return Err(Error::Url(format!(
+                    "unsupported scheme {other:?} (use ws:// or wss://)"
+                )));
+            }
+            None => {
+                return Err(Error::Url(format!(
+                    "{url}: missing scheme (use ws:// or wss://)"
+                )));
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| Error::Url(format!("{url}: missing host")))?;
+        let raw_host = authority.host();
+        let host = raw_host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(Error::Url(format!("{url}: missing host")));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let host_header = if port == default_port {
+            raw_host.to_owned()
+        } else {
+            format!("{raw_host}:{port}")
+        };
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let path = if path.is_empty() { "/".into() } else { path };
+        Ok(Self {
+            tls,
+            host,
+            port,
+            path,
+            host_header,
+        })
+    }
+}
+
+impl ClientBuilder {
+    /// A client for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: HeaderMap::new(),
+            protocols: Vec::new(),
+            config: WebSocketConfig::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
+        }
+    }
+
+    /// Adds a request header (Authorization, Cookie, Origin, ...).
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self> {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| Error::Url(format!("header name {name:?}: {e}")))?;
+        let v = HeaderValue::from_str(value)
+            .map_err(|e| Error::Url(format!("header {name} value: {e}")))?;
+        self.headers.append(n, v);
+        Ok(self)
+    }
+
+    /// Offers a subprotocol (call again for more, in order of preference).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// The connection's configuration.
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Time allowed for TCP connect and TLS handshake.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// A custom rustls configuration (own roots, client certificates). By
+    /// default the Mozilla roots of `webpki-roots` are trusted.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Connects: TCP, then TLS for `wss://`, then the opening handshake.
+    pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
+        let target = Target::parse(&self.url)?;
+        let connecting = async {
+            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            tcp.set_nodelay(true)?;
+            if !target.tls {
+                return Ok(MaybeTlsStream::Plain(tcp));
+            }
+            let config = match &self.tls {
+                Some(c) => Arc::clone(c),
+                None => default_tls_config(),
+            };
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, Error>(MaybeTlsStream::Tls(Box::new(tls)))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::ConnectTimeout)??;
+        self.handshake(stream, &target).await
+    }
+
+    /// Runs the opening handshake over an already connected `stream` (the
+    /// URL gives the Host header and path).
+    pub async fn connect_on<S>(self, stream: S) -> Result<(WebSocket<S>, Response<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let target = Target::parse(&self.url)?;
+        self.handshake(stream, &target).await
+    }
+
+    async fn handshake<S>(
+        self,
+        mut stream: S,
+        target: &Target,
+    ) -> Result<(WebSocket<S>, Response<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limits = self.config.protocol().head_limits();
+        let deflate = self.config.protocol().deflate().cloned();
+        let work = async {
+            let mut request = Vec::with_capacity(512);
+            let hs = ClientHandshake::start(
+                &mut request,
+                &target.host_header,
+                &target.path,
+                &self.protocols,
+                deflate.as_ref(),
+                &self.headers,
+            );
+            stream.write_all(&request).await?;
+            stream.flush().await?;
+            let mut buf = Vec::with_capacity(1024);
+            let mut scanner = HeadScanner::new();
+            let end = loop {
+                if let Some(end) = scanner.scan(&buf, &limits).map_err(RequestError::from)? {
+                    break end;
+                }
+                buf.reserve(4096);
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+            };
+            let response = hs.finish(&buf[..end], &limits)?;
+            let conn = Connection::new(
+                Role::Client,
+                self.config.protocol().clone(),
+                response.deflate,
+            );
+            let ws = WebSocket::from_parts(stream, conn, self.config.clone(), &buf[end..]);
+            Ok((ws, response.response))
+        };
+        tokio::time::timeout(self.config.handshake_timeout(), work)
+            .await
+            .map_err(|_| Error::HandshakeTimeout)?
+    }
+}
+
+fn default_tls_config() -> Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    match config {
+        Ok(c) => Arc::new(c),
+        // The ring provider supports the default versions; this cannot fail.
+        Err(_) => Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let t = Target::parse("ws://example.com/chat?x=1").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (false, "example.com", 80, "/chat?x=1")
+        );
+        assert_eq!(t.host_header, "example.com");
+        let t = Target::parse("wss://[::1]:9443").unwrap();
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.port, t.path.as_str()),
+            (true, "::1", 9443, "/")
+        );
+        assert_eq!(t.host_header, "[::1]:9443");
+        assert!(Target::parse("ftp://x").is_err());
+        assert!(Target::parse("example.com").is_err());
+    }
+}

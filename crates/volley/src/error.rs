@@ -1,0 +1,58 @@
+//! Errors of the tokio layer.
+
+use std::io;
+
+use volley_proto::handshake::{RequestError, ResponseError};
+use volley_proto::{ConfigError, ProtocolError, SendError};
+
+/// Anything that can go wrong on a WebSocket.
+///
+/// A clean close is not an error: [`WebSocket::recv`](crate::WebSocket::recv)
+/// returns `None` and [`close_frame`](crate::WebSocket::close_frame) tells
+/// what the peer said.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer broke the protocol or a limit; a Close frame with the
+    /// matching code was sent.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The message could not be sent (the connection is closing, or the
+    /// message is malformed).
+    #[error("cannot send: {0}")]
+    Send(#[from] SendError),
+    /// The client's upgrade request was refused.
+    #[error("invalid upgrade request: {0}")]
+    Request(#[from] RequestError),
+    /// The server's handshake response was refused.
+    #[error("handshake failed: {0}")]
+    Response(#[from] ResponseError),
+    /// The opening handshake did not finish in time.
+    #[error("the opening handshake timed out")]
+    HandshakeTimeout,
+    /// The TCP connection or TLS session could not be set up in time.
+    #[error("connecting timed out")]
+    ConnectTimeout,
+    /// The application refused the upgrade in its `accept_with` callback.
+    #[error("upgrade rejected with status {0}")]
+    Rejected(http::StatusCode),
+    /// The URL is not a usable ws:// or wss:// URL.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// No pong arrived within the keepalive timeout; the connection was
+    /// closed with 1011.
+    #[error("no pong within the keepalive timeout")]
+    KeepaliveTimeout,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

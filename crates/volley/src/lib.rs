@@ -1,0 +1,57 @@
+//! # volley
+//!
+//! WebSocket (RFC 6455, with permessage-deflate of RFC 7692) for tokio, on
+//! the sans-IO core [`volley_proto`].
+//!
+//! ```no_run
+//! # async fn run() -> volley::Result<()> {
+//! // A client.
+//! let (mut ws, _response) = volley::connect("ws://127.0.0.1:9001/").await?;
+//! ws.send("hello").await?;
+//! while let Some(message) = ws.recv().await {
+//!     println!("{:?}", message?);
+//! }
+//!
+//! // A server.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9002").await?;
+//! let (tcp, _) = listener.accept().await?;
+//! let mut ws = volley::accept(tcp).await?;
+//! while let Some(Ok(message)) = ws.recv().await {
+//!     ws.send(message).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - Servers: [`accept`], [`accept_with`] (inspect the request, pick a
+//!   subprotocol, reject), [`upgrade`] for hyper and axum.
+//! - Clients: [`connect`] and [`ClientBuilder`] (headers, subprotocols, TLS,
+//!   timeouts).
+//! - [`WebSocket`] is a `Stream` and a `Sink`, with `recv`/`send`, and
+//!   [`split`](WebSocket::split)s into halves for separate tasks.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod config;
+mod error;
+mod keepalive;
+mod server;
+mod split;
+mod stream;
+mod websocket;
+
+pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, Target, connect};
+pub use config::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_HIGH_WATER_MARK, Keepalive,
+    WebSocketConfig, WebSocketConfigBuilder,
+};
+pub use error::{Error, Result};
+pub use server::{Accept, Upgrading, accept, accept_with, upgrade};
+pub use split::{ReadHalf, WriteHalf};
+pub use stream::MaybeTlsStream;
+pub use volley_proto::handshake::{Rejection, ServerRequest};
+pub use volley_proto::{
+    CloseCode, CloseFrame, Config, DeflateConfig, Message, Role, State, Utf8Bytes,
+};
+pub use websocket::WebSocket;
+pub use {http, volley_proto as proto};

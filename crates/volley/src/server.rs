@@ -1,0 +1,256 @@
+//! Accepting WebSocket connections: over any transport, or by upgrading a
+//! hyper 1 (or axum) request.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use volley_proto::handshake::{
+    HeadScanner, Rejection, RequestError, ServerRequest, accept_response, reject_response,
+};
+use volley_proto::{Connection, DeflateParams, Role};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result};
+use crate::websocket::WebSocket;
+
+/// How the application accepts an upgrade: the subprotocol it picks and
+/// headers to add to the 101 response.
+#[derive(Clone, Debug, Default)]
+pub struct Accept {
+    protocol: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Accept {
+    /// Accepts with no subprotocol and no extra headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Picks a subprotocol; it must be one the client offered
+    /// ([`ServerRequest::protocols`]), or it is not sent.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Adds a response header; invalid names or values are ignored.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.headers.append(n, v);
+        }
+        self
+    }
+}
+
+/// Accepts a WebSocket connection on `stream` with the default configuration,
+/// any path and no subprotocol.
+pub async fn accept<S>(stream: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(stream, WebSocketConfig::default(), |_| Ok(Accept::new())).await
+}
+
+/// Accepts a WebSocket connection on `stream`. `callback` sees the validated
+/// request (path, headers, Origin, cookies, offered subprotocols) and accepts
+/// it or rejects it with a status.
+///
+/// Malformed requests are answered as RFC 6455 asks: 400 with
+/// `Connection: close`, 426 with `Sec-WebSocket-Version: 13`, 431 for a head
+/// over the limit. The whole handshake is bounded by the handshake timeout.
+pub async fn accept_with<S, F>(
+    mut stream: S,
+    config: WebSocketConfig,
+    callback: F,
+) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
+{
+    let timeout = config.handshake_timeout();
+    let limits = config.protocol().head_limits();
+    let handshake = async {
+        let mut buf = Vec::with_capacity(1024);
+        let mut scanner = HeadScanner::new();
+        let end = loop {
+            match scanner.scan(&buf, &limits) {
+                Ok(Some(end)) => break end,
+                Ok(None) => {}
+                Err(too_large) => {
+                    let err = RequestError::from(too_large);
+                    reject(&mut stream, &err.rejection()).await;
+                    return Err(err.into());
+                }
+            }
+            buf.reserve(4096);
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        };
+        let request = match ServerRequest::parse(&buf[..end], &limits) {
+            Ok(r) => r,
+            Err(err) => {
+                reject(&mut stream, &err.rejection()).await;
+                return Err(err.into());
+            }
+        };
+        let (response, conn) = match negotiate(&request, &config, callback) {
+            Ok(ok) => ok,
+            Err(rejection) => {
+                reject(&mut stream, &rejection).await;
+                return Err(Error::Rejected(rejection.status));
+            }
+        };
+        stream.write_all(&response).await?;
+        stream.flush().await?;
+        Ok(WebSocket::from_parts(
+            stream,
+            conn,
+            config.clone(),
+            &buf[end..],
+        ))
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| Error::HandshakeTimeout)?
+}
+
+/// Runs the callback and permessage-deflate negotiation; returns the 101
+/// response bytes and the protocol core.
+fn negotiate<F>(
+    request: &ServerRequest,
+    config: &WebSocketConfig,
+    callback: F,
+) -> Result<(Vec<u8>, Connection), Rejection>
+where
+    F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
+{
+    let accept = callback(request)?;
+    let deflate = negotiate_deflate(request, config)?;
+    let protocol = accept.protocol.filter(|p| {
+        let offered = request.protocols.contains(p);
+        if !offered {
+            tracing::warn!(protocol = %p, "accept picked a subprotocol the client did not offer; not sent");
+        }
+        offered
+    });
+    let mut out = Vec::with_capacity(256);
+    let ext = deflate.map(|d| d.response_header());
+    accept_response(
+        &mut out,
+        &request.key,
+        protocol.as_deref(),
+        ext.as_deref(),
+        &accept.headers,
+    );
+    Ok((
+        out,
+        Connection::new(Role::Server, config.protocol().clone(), deflate),
+    ))
+}
+
+fn negotiate_deflate(
+    request: &ServerRequest,
+    config: &WebSocketConfig,
+) -> Result<Option<DeflateParams>, Rejection> {
+    match config.protocol().deflate() {
+        Some(d) => d
+            .accept_offers(&request.extensions)
+            .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string())),
+        None => Ok(None),
+    }
+}
+
+async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
+    let mut out = Vec::new();
+    reject_response(&mut out, rejection);
+    // The peer may already be gone; the error that matters is the rejection.
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The WebSocket behind a hyper upgrade, once hyper hands over the connection.
+pub type Upgrading =
+    Pin<Box<dyn Future<Output = Result<WebSocket<TokioIo<hyper::upgrade::Upgraded>>>> + Send>>;
+
+/// Upgrades a hyper 1 request (works with axum too): validates it, runs
+/// `callback`, and returns the 101 response to send plus a future that
+/// yields the [`WebSocket`] once hyper has switched protocols. Spawn that
+/// future; return the response from your service.
+///
+/// On a bad request, returns the response to send instead (400, 426, or the
+/// callback's rejection).
+pub fn upgrade<B, F>(
+    request: &mut Request<B>,
+    config: WebSocketConfig,
+    callback: F,
+) -> Result<(Response<Empty<Bytes>>, Upgrading), Response<String>>
+where
+    F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
+{
+    let mut head = Request::builder()
+        .method(request.method().clone())
+        .uri(request.uri().clone())
+        .version(request.version());
+    if let Some(h) = head.headers_mut() {
+        *h = request.headers().clone();
+    }
+    let head = head.body(()).map_err(|e| {
+        rejection_response(&Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string()))
+    })?;
+    let validated =
+        ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))?;
+    let accept = callback(&validated).map_err(|r| rejection_response(&r))?;
+    let deflate = negotiate_deflate(&validated, &config).map_err(|r| rejection_response(&r))?;
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(
+            http::header::SEC_WEBSOCKET_ACCEPT,
+            volley_proto::handshake::accept_key(validated.key.as_bytes()),
+        );
+    if let Some(p) = accept.protocol.filter(|p| validated.protocols.contains(p)) {
+        response = response.header(http::header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    if let Some(d) = &deflate {
+        response = response.header(http::header::SEC_WEBSOCKET_EXTENSIONS, d.response_header());
+    }
+    let mut response = response.body(Empty::new()).map_err(|e| {
+        rejection_response(&Rejection::new(StatusCode::INTERNAL_SERVER_ERROR).body(e.to_string()))
+    })?;
+    response.headers_mut().extend(accept.headers);
+    let on_upgrade = hyper::upgrade::on(request);
+    let conn = Connection::new(Role::Server, config.protocol().clone(), deflate);
+    let upgrading: Upgrading = Box::pin(async move {
+        let upgraded = on_upgrade
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        Ok(WebSocket::from_parts(
+            TokioIo::new(upgraded),
+            conn,
+            config,
+            &[],
+        ))
+    });
+    Ok((response, upgrading))
+}
+
+fn rejection_response(r: &Rejection) -> Response<String> {
+    let mut response = Response::new(format!("{}\n", r.body));
+    *response.status_mut() = r.status;
+    response.headers_mut().extend(r.headers.clone());
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}

@@ -1,0 +1,139 @@
+//! Receiving and sending halves of a [`WebSocket`] for different tasks.
+//!
+//! Both halves share the connection behind a mutex that is held only for
+//! the duration of one poll, never across an await. Both may write (the
+//! receiving half answers pings and closes), so the transport is given a
+//! waker that wakes every half waiting to write.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Wake, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use volley_proto::{CloseCode, Message};
+
+use crate::error::Result;
+use crate::websocket::{Half, WebSocket};
+
+/// Wakers of the halves waiting for the transport to accept writes.
+#[derive(Default)]
+pub(crate) struct WriteWakers {
+    slots: Mutex<[Option<Waker>; 2]>,
+}
+
+impl WriteWakers {
+    /// Records `waker` for `half` and returns a waker that wakes all.
+    pub(crate) fn register(self: &Arc<Self>, half: Half, waker: &Waker) -> Waker {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut slots[half as usize];
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+        Waker::from(Arc::clone(self))
+    }
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let taken: Vec<Waker> = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.iter_mut().filter_map(Option::take).collect()
+        };
+        for w in taken {
+            w.wake();
+        }
+    }
+}
+
+pub(crate) fn split<S>(ws: WebSocket<S>) -> (ReadHalf<S>, WriteHalf<S>) {
+    let shared = Arc::new(Mutex::new(ws));
+    (
+        ReadHalf {
+            shared: Arc::clone(&shared),
+        },
+        WriteHalf { shared },
+    )
+}
+
+fn lock<S>(m: &Mutex<WebSocket<S>>) -> MutexGuard<'_, WebSocket<S>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The receiving half.
+pub struct ReadHalf<S> {
+    shared: Arc<Mutex<WebSocket<S>>>,
+}
+
+/// The sending half.
+pub struct WriteHalf<S> {
+    shared: Arc<Mutex<WebSocket<S>>>,
+}
+
+impl<S> std::fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadHalf")
+    }
+}
+
+impl<S> std::fmt::Debug for WriteHalf<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHalf")
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ReadHalf<S> {
+    /// The next message, as [`WebSocket::recv`]. Cancel safe.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| lock(&self.shared).poll_recv(cx, Half::Read)).await
+    }
+
+    /// Joins the halves again.
+    pub fn unsplit(self, write: WriteHalf<S>) -> Option<WebSocket<S>> {
+        if !Arc::ptr_eq(&self.shared, &write.shared) {
+            return None;
+        }
+        drop(write);
+        Arc::into_inner(self.shared).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> futures_core::Stream for ReadHalf<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        lock(&self.shared).poll_recv(cx, Half::Read)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
+    /// Sends a message and flushes, as [`WebSocket::send`].
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        lock(&self.shared).queue(&message.into())?;
+        self.flush().await
+    }
+
+    /// Queues a message, waiting only above the write high-water mark.
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        lock(&self.shared).queue(&message.into())?;
+        poll_fn(|cx| lock(&self.shared).poll_ready_hwm(cx, Half::Write)).await
+    }
+
+    /// Writes and flushes everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| lock(&self.shared).poll_flush_all(cx, Half::Write)).await
+    }
+
+    /// Sends a Close frame and flushes it; the receiving half sees the end of
+    /// the connection once the peer answers.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        lock(&self.shared).start_close(code, reason)?;
+        self.flush().await
+    }
+}

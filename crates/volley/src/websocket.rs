@@ -1,0 +1,489 @@
+//! [`WebSocket`]: the protocol core driven over an `AsyncRead + AsyncWrite`.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use volley_proto::{
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role, SendError, State,
+};
+
+use crate::config::WebSocketConfig;
+use crate::error::{Error, Result};
+use crate::keepalive::KeepaliveState;
+use crate::split::{self, ReadHalf, WriteHalf, WriteWakers};
+
+/// A WebSocket connection over a transport `S` (TCP, TLS, a hyper upgrade).
+///
+/// Receive with [`recv`](Self::recv) or as a [`Stream`]; send with
+/// [`send`](Self::send), [`feed`](Self::feed) + [`flush`](Self::flush), or as a
+/// [`Sink`]. Pings are answered and the closing handshake is completed
+/// automatically while the connection is being read. [`split`](Self::split)
+/// gives halves that can live in different tasks.
+pub struct WebSocket<S> {
+    io: S,
+    conn: Connection,
+    config: WebSocketConfig,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_deadline: Option<Instant>,
+    keepalive: Option<KeepaliveState>,
+    peer_close: Option<CloseFrame>,
+    pending_error: Option<Error>,
+    finish: Finish,
+    write_wakers: Option<Arc<WriteWakers>>,
+}
+
+/// Progress of the end of the connection, once the core is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Finish {
+    /// Not closed yet.
+    Running,
+    /// A client waits for the server to close TCP (bounded by the close timeout).
+    AwaitEof,
+    /// Shutting down our write side.
+    Shutdown,
+    /// Over: `recv` returns `None`.
+    Done,
+}
+
+/// Which half is polling (only matters after [`WebSocket::split`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Half {
+    Read = 0,
+    Write = 1,
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("role", &self.conn.role())
+            .field("state", &self.conn.state())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a transport on which the opening handshake is already done.
+    /// `leftover` holds bytes read past the handshake (frames the peer sent
+    /// right behind it); `conn` is the protocol core built from the handshake.
+    pub fn from_parts(io: S, conn: Connection, config: WebSocketConfig, leftover: &[u8]) -> Self {
+        let keepalive = config.keepalive().map(KeepaliveState::new);
+        let mut ws = Self {
+            io,
+            conn,
+            config,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            timer: None,
+            timer_deadline: None,
+            keepalive,
+            peer_close: None,
+            pending_error: None,
+            finish: Finish::Running,
+            write_wakers: None,
+        };
+        if !leftover.is_empty() {
+            ws.conn.receive(leftover);
+        }
+        ws
+    }
+
+    /// Wraps a transport without a handshake (both ends agreed out of band),
+    /// with no compression.
+    pub fn from_raw_socket(io: S, role: Role, config: WebSocketConfig) -> Self {
+        let conn = Connection::new(role, config.protocol().clone(), None);
+        Self::from_parts(io, conn, config, &[])
+    }
+
+    /// The next message; `None` once the connection has closed cleanly (see
+    /// [`close_frame`](Self::close_frame)). After an error, the next call
+    /// returns `None`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: all progress is kept in `self`, so `recv` may be used in
+    /// `tokio::select!` without losing messages.
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| self.poll_recv(cx, Half::Read)).await
+    }
+
+    /// Sends a message and waits until it, and everything queued before it,
+    /// is written and flushed.
+    ///
+    /// # Cancel safety
+    ///
+    /// The message is queued before the first await; cancelling stops only
+    /// the wait, and the bytes are written by later calls.
+    pub async fn send(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.conn.send(&message.into())?;
+        self.flush().await
+    }
+
+    /// Sends a message without compression, whatever was negotiated (for
+    /// secrets next to attacker-controlled data).
+    pub async fn send_uncompressed(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.conn.send_uncompressed(&message.into())?;
+        self.flush().await
+    }
+
+    /// Sends a message as fragments of at most `fragment_size` bytes.
+    pub async fn send_fragmented(
+        &mut self,
+        message: impl Into<Message>,
+        fragment_size: usize,
+    ) -> Result<()> {
+        let message = message.into();
+        let kind = if message.is_text() {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        let payload = message.as_bytes();
+        let size = fragment_size.max(1);
+        let count = payload.len().div_ceil(size).max(1);
+        for i in 0..count {
+            let piece =
+                &payload[(i * size).min(payload.len())..((i + 1) * size).min(payload.len())];
+            self.conn.send_fragment(kind, piece, i + 1 == count)?;
+            poll_fn(|cx| self.poll_ready_hwm(cx, Half::Write)).await?;
+        }
+        self.flush().await
+    }
+
+    /// Queues a message, waiting only while the write buffer is above the
+    /// high-water mark. Call [`flush`](Self::flush) to write the rest; a batch
+    /// of `feed`s then one `flush` turns many messages into one write.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`send`](Self::send).
+    pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
+        self.conn.send(&message.into())?;
+        poll_fn(|cx| self.poll_ready_hwm(cx, Half::Write)).await
+    }
+
+    /// Writes and flushes everything queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: unwritten bytes stay queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        poll_fn(|cx| self.poll_flush_all(cx, Half::Write)).await
+    }
+
+    /// Sends a ping (at most 125 bytes) and flushes it.
+    pub async fn ping(&mut self, payload: &[u8]) -> Result<()> {
+        self.conn.ping(payload)?;
+        self.flush().await
+    }
+
+    /// Closes the connection: sends a Close frame, then reads until the peer
+    /// answers (discarding messages still in flight) or the close timeout
+    /// passes, then shuts the transport down.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.start_close(code, reason)?;
+        loop {
+            match poll_fn(|cx| self.poll_recv(cx, Half::Read)).await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Queues a Close frame without waiting.
+    pub(crate) fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        match self.conn.close(std::time::Instant::now(), code, reason) {
+            Ok(()) | Err(SendError::Closed) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The peer's Close frame, once received.
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.peer_close.as_ref()
+    }
+
+    /// The state of the protocol core.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.conn.is_compressed()
+    }
+
+    /// The last round-trip time measured by keepalive pings.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.as_ref().and_then(KeepaliveState::rtt)
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WebSocketConfig {
+        &self.config
+    }
+
+    /// Splits into a receiving and a sending half, which may be moved to
+    /// different tasks. [`ReadHalf::unsplit`] puts them back together.
+    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
+        self.write_wakers = Some(Arc::new(WriteWakers::default()));
+        split::split(self)
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.wbuf.len() - self.wpos + self.conn.pending_transmit()
+    }
+
+    /// Queues a message (no waiting).
+    pub(crate) fn queue(&mut self, message: &Message) -> Result<()> {
+        self.conn.send(message).map_err(Error::from)
+    }
+
+    /// Writes queued bytes until none are left or the transport would block.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
+        loop {
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                if !self.conn.poll_transmit(&mut self.wbuf) {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let waker = self.write_waker(cx, half);
+            let mut wcx = Context::from_waker(&waker);
+            let n = ready!(Pin::new(&mut self.io).poll_write(&mut wcx, &self.wbuf[self.wpos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+    }
+
+    /// In split mode, both halves write: the transport gets a waker that
+    /// wakes whichever halves are waiting, so neither wake-up is lost.
+    fn write_waker(&self, cx: &Context<'_>, half: Half) -> Waker {
+        match &self.write_wakers {
+            Some(w) => w.register(half, cx.waker()),
+            None => cx.waker().clone(),
+        }
+    }
+
+    pub(crate) fn poll_flush_all(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<Result<()>> {
+        ready!(self.poll_write_out(cx, half))?;
+        let waker = self.write_waker(cx, half);
+        let mut wcx = Context::from_waker(&waker);
+        ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ready once the buffered bytes are at or below the high-water mark.
+    pub(crate) fn poll_ready_hwm(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<Result<()>> {
+        if self.buffered_amount() <= self.config.write_high_water_mark() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.poll_write_out(cx, half) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(Error::from)),
+            Poll::Pending if self.buffered_amount() <= self.config.write_high_water_mark() => {
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Arms the timer for `deadline`; ready when it has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        if self.timer_deadline != Some(deadline) {
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.timer_deadline = Some(deadline);
+        }
+        match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Reads once from the transport into the core.
+    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.is_empty() {
+            self.rbuf = vec![0; self.config.read_buffer_size()];
+        }
+        let mut rb = ReadBuf::new(&mut self.rbuf);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        Poll::Ready(Ok(n))
+    }
+
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        half: Half,
+    ) -> Poll<Option<Result<Message>>> {
+        loop {
+            if self.finish == Finish::Done {
+                return Poll::Ready(self.pending_error.take().map(Err));
+            }
+            while let Some(event) = self.conn.poll_event() {
+                match event {
+                    Event::Message(m) => return Poll::Ready(Some(Ok(m))),
+                    Event::Ping(_) => {}
+                    Event::Pong(payload) => {
+                        if let Some(k) = &mut self.keepalive {
+                            k.on_pong(&payload, Instant::now());
+                        }
+                    }
+                    Event::Close(frame) => self.peer_close = frame,
+                    Event::Failed(e) => {
+                        if self.pending_error.is_none() {
+                            self.pending_error = Some(e.into());
+                        }
+                    }
+                }
+            }
+            let write = self.poll_write_out(cx, half);
+            if let Poll::Ready(Err(e)) = write {
+                // The transport is gone: nothing more can be said to the peer.
+                self.finish = Finish::Done;
+                if self.pending_error.is_none() && self.conn.state() != State::Closed {
+                    self.pending_error = Some(e.into());
+                }
+                continue;
+            }
+            if self.conn.state() == State::Closed {
+                if write.is_pending() {
+                    return Poll::Pending;
+                }
+                ready!(self.poll_finish(cx, half));
+                continue;
+            }
+            if write.is_pending() && self.buffered_amount() > self.config.write_high_water_mark() {
+                // Backpressure: the peer is not reading what we owe it.
+                return Poll::Pending;
+            }
+            if let Some(deadline) = self.conn.poll_timeout() {
+                let deadline = Instant::from_std(deadline);
+                if self.poll_timer(cx, deadline).is_ready() {
+                    self.conn.handle_timeout(deadline.into_std());
+                    continue;
+                }
+            } else if let Some(k) = &mut self.keepalive {
+                match k.poll(cx, Instant::now()) {
+                    Poll::Ready(crate::keepalive::Action::Ping(payload)) => {
+                        let _ = self.conn.ping(&payload);
+                        continue;
+                    }
+                    Poll::Ready(crate::keepalive::Action::TimedOut) => {
+                        self.keepalive = None;
+                        self.pending_error = Some(Error::KeepaliveTimeout);
+                        let _ = self.start_close(CloseCode::INTERNAL_ERROR, "keepalive timeout");
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            match ready!(self.poll_read_once(cx)) {
+                Ok(0) => self.conn.receive_eof(),
+                Ok(n) => {
+                    let Self { conn, rbuf, .. } = self;
+                    conn.receive(&rbuf[..n]);
+                }
+                Err(e) => {
+                    self.conn.receive_eof();
+                    self.pending_error = Some(e.into());
+                }
+            }
+        }
+    }
+
+    /// After the core closed: a client waits for the server's TCP close
+    /// (RFC 6455 §7.1.1), bounded by the close timeout; then the transport is
+    /// shut down.
+    fn poll_finish(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<()> {
+        if self.finish == Finish::Running {
+            self.finish = match self.conn.role() {
+                Role::Client => Finish::AwaitEof,
+                Role::Server => Finish::Shutdown,
+            };
+            let deadline = Instant::now() + self.config.protocol().close_timeout();
+            self.timer_deadline = None;
+            let _ = self.poll_timer(cx, deadline);
+        }
+        while self.finish == Finish::AwaitEof {
+            if let Some(deadline) = self.timer_deadline {
+                if self.poll_timer(cx, deadline).is_ready() {
+                    self.finish = Finish::Shutdown;
+                    break;
+                }
+            }
+            match ready!(self.poll_read_once(cx)) {
+                Ok(0) | Err(_) => self.finish = Finish::Shutdown,
+                Ok(_) => {}
+            }
+        }
+        if self.finish == Finish::Shutdown {
+            let waker = self.write_waker(cx, half);
+            let mut wcx = Context::from_waker(&waker);
+            let shutdown = Pin::new(&mut self.io).poll_shutdown(&mut wcx);
+            if shutdown.is_pending() {
+                if let Some(deadline) = self.timer_deadline {
+                    if self.poll_timer(cx, deadline).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.finish = Finish::Done;
+            self.rbuf = Vec::new();
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx, Half::Read)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_ready_hwm(cx, Half::Write)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
+        self.get_mut().queue(&item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.get_mut().poll_flush_all(cx, Half::Write)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        this.start_close(CloseCode::NORMAL, "")?;
+        this.poll_flush_all(cx, Half::Write)
+    }
+}

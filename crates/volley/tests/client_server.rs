@@ -1,0 +1,345 @@
+//! The tokio layer end to end over real sockets: messages, fragments, pings,
+//! close, split halves, backpressure, keepalive, hyper upgrade and TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and examples fail loudly
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use volley::{ClientBuilder, CloseCode, Message, WebSocket, WebSocketConfig};
+
+/// An echo server on a free port.
+async fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut ws = volley::accept(tcp).await.unwrap();
+                while let Some(Ok(m)) = ws.recv().await {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn client(addr: SocketAddr) -> WebSocket<volley::MaybeTlsStream> {
+    volley::connect(&format!("ws://{addr}/")).await.unwrap().0
+}
+
+#[tokio::test]
+async fn text_binary_large_and_fragmented_round_trip() {
+    let addr = echo_server().await;
+    let mut ws = client(addr).await;
+    ws.send("héllo 🌍").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("héllo 🌍"));
+    ws.send(vec![0u8, 1, 2, 3]).await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 3])
+    );
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+    ws.send(big.clone()).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_bytes(), &big[..]);
+    ws.send_fragmented("fragmented text, κόσμε", 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("fragmented text, κόσμε")
+    );
+    ws.close(CloseCode(4000), "bye").await.unwrap();
+    let echoed = ws.close_frame().unwrap();
+    assert_eq!(echoed.code, CloseCode(4000));
+    assert!(ws.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn server_close_reaches_the_client_as_none_with_the_frame() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = volley::accept(tcp).await.unwrap();
+        ws.send("last words").await.unwrap();
+        ws.close(CloseCode::GOING_AWAY, "restarting").await.unwrap();
+    });
+    let mut ws = client(addr).await;
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("last words")
+    );
+    assert!(ws.recv().await.is_none());
+    let frame = ws.close_frame().unwrap();
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (CloseCode::GOING_AWAY, "restarting")
+    );
+}
+
+#[tokio::test]
+async fn split_halves_work_from_different_tasks() {
+    let addr = echo_server().await;
+    let (mut rx, mut tx) = client(addr).await.split();
+    const N: usize = 2000;
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            tx.feed(format!("message {i}")).await.unwrap();
+        }
+        tx.flush().await.unwrap();
+        tx
+    });
+    for i in 0..N {
+        let m = rx.recv().await.unwrap().unwrap();
+        assert_eq!(m.as_text().unwrap(), format!("message {i}"));
+    }
+    let mut tx = writer.await.unwrap();
+    tx.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(rx.recv().await.is_none());
+    assert!(rx.unsplit(tx).is_some());
+}
+
+#[tokio::test]
+async fn stream_and_sink() {
+    let addr = echo_server().await;
+    let mut ws = client(addr).await;
+    ws.feed("a").await.unwrap();
+    SinkExt::send(&mut ws, Message::text("b")).await.unwrap();
+    let got: Vec<Message> = ws.by_ref().take(2).map(Result::unwrap).collect().await;
+    assert_eq!(got, [Message::text("a"), Message::text("b")]);
+}
+
+#[tokio::test]
+async fn feed_waits_past_the_high_water_mark() {
+    // A peer that completes the handshake and then never reads.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ws = volley::accept(tcp).await.unwrap();
+        let _ = hold_rx.await;
+    });
+    let hwm = 64 << 10;
+    let config = WebSocketConfig::builder()
+        .write_high_water_mark(hwm)
+        .build()
+        .unwrap();
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    let chunk = vec![1u8; 16 << 10];
+    let mut sent = 0usize;
+    let blocked = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            ws.feed(volley::proto::Message::binary(chunk.clone()))
+                .await
+                .unwrap();
+            sent += chunk.len();
+        }
+    })
+    .await;
+    assert!(blocked.is_err(), "feed never waited");
+    // What is buffered on our side stays bounded by the mark plus one message.
+    assert!(
+        ws.buffered_amount() <= hwm + chunk.len() + 64,
+        "buffered {}",
+        ws.buffered_amount()
+    );
+    assert!(sent > hwm, "the kernel's buffers took {sent} bytes first");
+    drop(hold_tx);
+}
+
+#[tokio::test]
+async fn keepalive_measures_rtt() {
+    let addr = echo_server().await;
+    let config = WebSocketConfig::builder()
+        .keepalive(Duration::from_millis(50), Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    // Keep reading (which drives keepalive) until a round trip was measured.
+    let measured = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if ws.rtt().is_some() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), ws.recv()).await;
+        }
+    })
+    .await;
+    assert!(measured.is_ok());
+}
+
+#[tokio::test]
+async fn keepalive_closes_1011_when_pongs_stop() {
+    // A server that upgrades, then goes silent and records what it receives.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap();
+        let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = volley::proto::handshake::accept_key(key.as_bytes());
+        tcp.write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes()).await.unwrap();
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut received)).await;
+        received
+    });
+    let config = WebSocketConfig::builder()
+        .keepalive(Duration::from_millis(50), Duration::from_millis(100))
+        .protocol(
+            volley::Config::builder()
+                .close_timeout(Duration::from_millis(200))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
+        .config(config)
+        .connect()
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), ws.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(result, Some(Err(volley::Error::KeepaliveTimeout))),
+        "{result:?}"
+    );
+    drop(ws);
+    // The client sent a ping, then a masked close frame with code 1011.
+    let received = server.await.unwrap();
+    let mut core =
+        volley::proto::Connection::new(volley::Role::Server, volley::Config::default(), None);
+    core.receive(&received);
+    let events: Vec<_> = std::iter::from_fn(|| core.poll_event()).collect();
+    assert!(
+        matches!(events.first(), Some(volley::proto::Event::Ping(_))),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, volley::proto::Event::Close(Some(f)) if f.code == CloseCode::INTERNAL_ERROR)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn hyper_upgrade() {
+    use http_body_util::{Either, Empty, Full};
+    use hyper::body::Bytes;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = service_fn(
+                    |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let response =
+                            match volley::upgrade(&mut req, WebSocketConfig::default(), |_| {
+                                Ok(volley::Accept::new())
+                            }) {
+                                Ok((response, upgrading)) => {
+                                    tokio::spawn(async move {
+                                        let mut ws = upgrading.await.unwrap();
+                                        while let Some(Ok(m)) = ws.recv().await {
+                                            ws.send(m).await.unwrap();
+                                        }
+                                    });
+                                    response.map(Either::Left)
+                                }
+                                Err(rejection) => {
+                                    rejection.map(|b| Either::Right(Full::new(Bytes::from(b))))
+                                }
+                            };
+                        Ok::<_, std::convert::Infallible>(response)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .with_upgrades()
+                    .await;
+                let _: Option<Empty<Bytes>> = None;
+            });
+        }
+    });
+    let mut ws = client(addr).await;
+    ws.send("through hyper").await.unwrap();
+    assert_eq!(
+        ws.recv().await.unwrap().unwrap(),
+        Message::text("through hyper")
+    );
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"));
+}
+
+#[tokio::test]
+async fn wss_with_rustls() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_der = cert.cert.der().clone();
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let mut ws = volley::accept(tls).await.unwrap();
+        while let Some(Ok(m)) = ws.recv().await {
+            ws.send(m).await.unwrap();
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let (mut ws, _) = ClientBuilder::new(format!("wss://localhost:{port}/"))
+        .tls_config(Arc::new(client_config))
+        .connect()
+        .await
+        .unwrap();
+    ws.send("secret").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("secret"));
+}
