@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod echo;
 mod testee;
 
@@ -27,6 +28,9 @@ enum Command {
     /// Run the Autobahn|Testsuite client testee against a `wstest -m
     /// fuzzingserver` at URL: every case, then the report update.
     Testee(testee::TesteeArgs),
+    /// Load-test a WebSocket echo server: throughput, latency, or memory per
+    /// idle connection. Every echoed byte is checked.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Echo(args) => echo::run(args).await,
             Command::Testee(args) => testee::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

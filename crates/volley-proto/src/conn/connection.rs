@@ -42,6 +42,15 @@ pub enum Event {
     Failed(ProtocolError),
 }
 
+/// How input ended, applied when the events before it have been polled.
+#[derive(Clone, Debug)]
+enum Ending {
+    /// The peer's Close frame.
+    Close(Option<CloseFrame>),
+    /// A protocol error or EOF.
+    Failed(ProtocolError),
+}
+
 /// The frame being received.
 #[derive(Clone, Copy, Debug)]
 struct FrameInProgress {
@@ -83,6 +92,7 @@ pub struct Connection {
     events: VecDeque<Event>,
     out: Vec<u8>,
     close_deadline: Option<Instant>,
+    ending: Option<Ending>,
     deflate: Option<Deflate>,
     scratch: Vec<u8>,
     sending_fragments: bool,
@@ -128,6 +138,7 @@ impl Connection {
             events: VecDeque::new(),
             out: Vec::new(),
             close_deadline: None,
+            ending: None,
             deflate,
             scratch: Vec::new(),
             sending_fragments: false,
@@ -172,12 +183,17 @@ impl Connection {
         self.assembler.capacity()
     }
 
-    /// Processes bytes received from the peer. Input after the connection
-    /// closed is ignored.
+    /// Processes bytes received from the peer.
+    ///
+    /// Parsing stops at the peer's Close frame or at the first error; the
+    /// rest of the input is ignored. Events come out in wire order, and the
+    /// close (with its state change and our Close frame) takes effect when
+    /// [`poll_event`](Self::poll_event) reaches it: messages read before it
+    /// can still be answered, as Autobahn's strict cases expect.
     pub fn receive(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.state.can_receive() {
+        while !data.is_empty() && self.reading() {
             if let Err(e) = self.receive_step(&mut data) {
-                self.fail(e);
+                self.end_input(Ending::Failed(e));
             }
         }
     }
@@ -185,16 +201,32 @@ impl Connection {
     /// Reports that the peer closed the transport. Unless the closing
     /// handshake was complete, the connection fails with close code 1006.
     pub fn receive_eof(&mut self) {
-        if self.state.can_receive() {
-            self.state.on_failure();
-            self.assembler.reset();
-            self.events.push_back(Event::Failed(ProtocolError::Eof));
+        if self.reading() {
+            self.end_input(Ending::Failed(ProtocolError::Eof));
         }
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        match self.ending.take()? {
+            Ending::Close(close) => self.on_close(close),
+            Ending::Failed(err) => self.fail(err),
+        }
         self.events.pop_front()
+    }
+
+    /// Whether input is still parsed.
+    fn reading(&self) -> bool {
+        self.state.can_receive() && self.ending.is_none()
+    }
+
+    /// Stops parsing; the ending is applied once earlier events are polled.
+    fn end_input(&mut self, ending: Ending) {
+        self.frame = None;
+        self.ending = Some(ending);
     }
 
     /// Moves the bytes waiting to be written into `buf` (swapping buffers when
@@ -392,8 +424,21 @@ impl Connection {
         );
     }
 
+    /// The peer's Close frame takes effect.
+    fn on_close(&mut self, close: Option<CloseFrame>) {
+        if self.state.on_close_received() == CloseAction::SendClose {
+            // Echo the peer's code and reason (RFC 6455 §5.5.1).
+            match &close {
+                Some(frame) => self.write_close(Some(frame.code), frame.reason.as_str()),
+                None => self.write_close(None, ""),
+            }
+        }
+        self.assembler.reset();
+        self.events.push_back(Event::Close(close));
+    }
+
     fn fail(&mut self, err: ProtocolError) {
-        if self.state.on_failure() == CloseAction::SendClose {
+        if self.state.on_failure() == CloseAction::SendClose && err != ProtocolError::Eof {
             let code = err.close_code();
             if code.is_allowed_on_wire() {
                 self.write_close(Some(code), &err.to_string());
@@ -543,12 +588,7 @@ impl Connection {
         match frame.opcode {
             OpCode::Close => {
                 let close = parse_close(&self.control)?;
-                if self.state.on_close_received() == CloseAction::SendClose {
-                    // Echo the peer's code, as RFC 6455 §5.5.1 suggests.
-                    self.write_close(close.as_ref().map(|c| c.code), "");
-                }
-                self.assembler.reset();
-                self.events.push_back(Event::Close(close));
+                self.end_input(Ending::Close(close));
             }
             OpCode::Ping => {
                 if self.state.can_send() {

@@ -195,10 +195,8 @@ fn closing_handshake_initiated_by_the_client() {
     transfer(&mut s, &mut c);
     assert_eq!(
         events(&mut c),
-        [Event::Close(Some(CloseFrame {
-            reason: Utf8Bytes::new(),
-            ..close
-        }))]
+        [Event::Close(Some(close))],
+        "code and reason echoed"
     );
     assert_eq!(c.state(), State::Closed);
     assert_eq!(c.poll_timeout(), None);
@@ -577,4 +575,41 @@ fn inflated_size_is_bounded_while_inflating() {
             max: 64 << 10
         })]
     );
+}
+
+#[test]
+fn a_message_before_an_error_can_still_be_answered() {
+    // Autobahn 3.2: a text message, then a frame with RSV2, then a ping, all
+    // in one read. The echo of the message must go out before the close.
+    let (mut c, mut s) = pair();
+    let mut bytes = raw(0x81, b"Hello", true);
+    bytes.extend(raw(0xA1, b"bad", true));
+    bytes.extend(raw(0x89, b"p", true));
+    s.receive(&bytes);
+    assert_eq!(s.state(), State::Open, "the failure waits for earlier events");
+    assert_eq!(s.poll_event(), Some(Event::Message(Message::text("Hello"))));
+    s.send(&Message::text("Hello")).unwrap();
+    assert!(matches!(s.poll_event(), Some(Event::Failed(ProtocolError::ReservedBits(_)))));
+    assert_eq!(s.state(), State::Closed);
+    assert_eq!(s.poll_event(), None, "the ping after the error is not read");
+    transfer(&mut s, &mut c);
+    let ev = events(&mut c);
+    assert_eq!(ev[0], Event::Message(Message::text("Hello")));
+    assert!(matches!(&ev[1], Event::Close(Some(f)) if f.code == CloseCode::PROTOCOL_ERROR), "{ev:?}");
+    assert_eq!(ev.len(), 2);
+}
+
+#[test]
+fn a_message_before_a_close_can_still_be_answered() {
+    let (mut c, mut s) = pair();
+    let mut bytes = raw(0x81, b"last", true);
+    bytes.extend(raw(0x88, &1000u16.to_be_bytes(), true));
+    s.receive(&bytes);
+    assert_eq!(s.poll_event(), Some(Event::Message(Message::text("last"))));
+    s.send(&Message::text("reply")).unwrap();
+    assert!(matches!(s.poll_event(), Some(Event::Close(Some(_)))));
+    transfer(&mut s, &mut c);
+    let ev = events(&mut c);
+    assert_eq!(ev[0], Event::Message(Message::text("reply")));
+    assert!(matches!(&ev[1], Event::Close(Some(f)) if f.code == CloseCode::NORMAL));
 }

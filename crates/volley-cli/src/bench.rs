@@ -1,0 +1,369 @@
+//! `volley bench`: a load generator for WebSocket echo servers.
+//!
+//! Every echoed byte is checked. Results print as a table and, with
+//! `--json`, append one JSON line per run.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use tokio::net::TcpSocket;
+use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
+
+/// Arguments of `volley bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Throughput: C connections, each with K messages of S bytes in flight.
+    Echo(EchoArgs),
+    /// Round-trip latency percentiles of one connection, one message at a time.
+    Latency(LatencyArgs),
+    /// Open N idle connections, then report the server's memory per connection.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// The echo server.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    url: String,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    compression: bool,
+    /// Append a JSON line with the result to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// A label for the result (e.g. the server's name).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+#[derive(Debug, Args)]
+struct EchoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Messages in flight per connection.
+    #[arg(short = 'k', long, default_value_t = 16)]
+    in_flight: usize,
+    /// Message size in bytes.
+    #[arg(short = 's', long, default_value_t = 20)]
+    size: usize,
+    /// Measured seconds.
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Send text messages instead of binary.
+    #[arg(long)]
+    text: bool,
+}
+
+#[derive(Debug, Args)]
+struct LatencyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Message size in bytes.
+    #[arg(short = 's', long, default_value_t = 32)]
+    size: usize,
+    /// Measured seconds.
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    duration: f64,
+}
+
+#[derive(Debug, Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Connections to open and hold.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    connections: usize,
+    /// PID of the server, whose resident memory is read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Connections opened concurrently.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let result = match args.mode {
+        Mode::Echo(a) => echo(a).await,
+        Mode::Latency(a) => latency(a).await,
+        Mode::Connect(a) => connect(a).await,
+    };
+    result.map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+fn client_config(compression: bool) -> Result<WebSocketConfig, BoxError> {
+    let protocol = volley::Config::builder()
+        .max_size(256 << 20)
+        .deflate(compression.then(|| DeflateConfig::default().threshold(0)))
+        .build()?;
+    Ok(WebSocketConfig::builder().protocol(protocol).build()?)
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime 11, stime 12; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Resident memory of a process in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn payload(size: usize, text: bool) -> Message {
+    let bytes: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    if text {
+        Message::text(String::from_utf8(bytes).unwrap_or_default())
+    } else {
+        Message::binary(bytes)
+    }
+}
+
+fn emit(common: &Common, line: serde_json::Value) -> Result<(), BoxError> {
+    println!("{}", line);
+    if let Some(path) = &common.json {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
+async fn echo(a: EchoArgs) -> Result<(), BoxError> {
+    let config = client_config(a.common.compression)?;
+    let message = payload(a.size, a.text);
+    let counted = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(a.connections);
+    let mut compressed = false;
+    for _ in 0..a.connections {
+        let (mut ws, _) = ClientBuilder::new(a.common.url.clone())
+            .config(config.clone())
+            .connect()
+            .await?;
+        compressed |= ws.is_compressed();
+        let (message, counted, measuring, stop, k) = (
+            message.clone(),
+            counted.clone(),
+            measuring.clone(),
+            stop.clone(),
+            a.in_flight,
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..k {
+                ws.feed(message.clone()).await?;
+            }
+            ws.flush().await?;
+            let mut outstanding = k;
+            while outstanding > 0 {
+                let echoed = match ws.recv().await {
+                    Some(m) => m?,
+                    None => return Err::<(), BoxError>("server closed".into()),
+                };
+                if echoed != message {
+                    return Err("echoed bytes differ from what was sent".into());
+                }
+                outstanding -= 1;
+                if measuring.load(Ordering::Relaxed) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                if !stop.load(Ordering::Relaxed) {
+                    ws.send(message.clone()).await?;
+                    outstanding += 1;
+                }
+            }
+            ws.close(volley::CloseCode::NORMAL, "").await?;
+            Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    measuring.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let (cpu1, elapsed) = (cpu_seconds(), t0.elapsed().as_secs_f64());
+    stop.store(true, Ordering::Relaxed);
+    let messages = counted.load(Ordering::Relaxed);
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(30), t).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(format!("connection failed: {e}").into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err("a connection did not drain in 30 s".into()),
+        }
+    }
+    let rate = messages as f64 / elapsed;
+    eprintln!(
+        "{:>12} {:>5} conns x {:>8} B, K={:<3} compression={:<5} {:>12.0} msg/s {:>9.1} MiB/s  loadgen CPU {:>5.1}%",
+        a.common.label,
+        a.connections,
+        a.size,
+        a.in_flight,
+        compressed,
+        rate,
+        rate * a.size as f64 / (1 << 20) as f64,
+        100.0 * (cpu1 - cpu0) / elapsed
+    );
+    emit(
+        &a.common,
+        serde_json::json!({
+            "mode": "echo", "label": a.common.label, "connections": a.connections, "in_flight": a.in_flight,
+            "size": a.size, "compression": compressed, "seconds": elapsed, "messages": messages,
+            "messages_per_sec": rate, "loadgen_cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
+        }),
+    )?;
+    Ok(())
+}
+
+async fn latency(a: LatencyArgs) -> Result<(), BoxError> {
+    let config = client_config(a.common.compression)?;
+    let (mut ws, _) = ClientBuilder::new(a.common.url.clone())
+        .config(config)
+        .connect()
+        .await?;
+    let message = payload(a.size, false);
+    let mut samples = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(a.duration);
+    while Instant::now() < end {
+        let t = Instant::now();
+        ws.send(message.clone()).await?;
+        match ws.recv().await {
+            Some(Ok(m)) if m == message => {}
+            Some(Ok(_)) => return Err("echoed bytes differ".into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("server closed".into()),
+        }
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    ws.close(volley::CloseCode::NORMAL, "").await?;
+    samples.sort_unstable();
+    let pct = |p: f64| {
+        samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1000.0
+    };
+    eprintln!(
+        "{:>12} latency {} B: p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us  ({} round trips)",
+        a.common.label,
+        a.size,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        samples.len()
+    );
+    emit(
+        &a.common,
+        serde_json::json!({
+            "mode": "latency", "label": a.common.label, "size": a.size, "round_trips": samples.len(),
+            "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999),
+        }),
+    )?;
+    Ok(())
+}
+
+async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let config = client_config(a.common.compression)?;
+    let target = volley::Target::parse(&a.common.url)?;
+    let server: SocketAddr = format!("{}:{}", target.host, target.port).parse()?;
+    let before = a.server_pid.and_then(rss_bytes);
+    let started = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
+    let mut tasks = Vec::with_capacity(a.connections);
+    for i in 0..a.connections {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let (config, url) = (config.clone(), a.common.url.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread across 127.0.0.x source addresses: each has its own port range.
+            let socket = TcpSocket::new_v4()?;
+            if server.ip().is_loopback() {
+                let source = Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
+                socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+            }
+            let tcp = socket.connect(server).await?;
+            tcp.set_nodelay(true)?;
+            let (ws, _) = ClientBuilder::new(url)
+                .config(config)
+                .connect_on(tcp)
+                .await?;
+            drop(permit);
+            Ok::<_, BoxError>(ws)
+        }));
+    }
+    let mut held = Vec::with_capacity(a.connections);
+    for t in tasks {
+        held.push(t.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Let the server settle its allocations before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = a.server_pid.and_then(rss_bytes);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a2)) => Some((a2.saturating_sub(b)) as f64 / held.len() as f64),
+        _ => None,
+    };
+    eprintln!(
+        "{:>12} {} connections in {:.2} s ({:.0}/s); server RSS {} -> {} ({})",
+        a.common.label,
+        held.len(),
+        elapsed,
+        held.len() as f64 / elapsed,
+        before
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or("?".into()),
+        after
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or("?".into()),
+        per_conn
+            .map(|p| format!("{:.2} KiB per connection", p / 1024.0))
+            .unwrap_or("no --server-pid".into()),
+    );
+    emit(
+        &a.common,
+        serde_json::json!({
+            "mode": "connect", "label": a.common.label, "connections": held.len(), "seconds": elapsed,
+            "connections_per_sec": held.len() as f64 / elapsed, "server_rss_before": before,
+            "server_rss_after": after, "bytes_per_connection": per_conn, "compression": a.common.compression,
+        }),
+    )?;
+    drop(held);
+    Ok(())
+}
