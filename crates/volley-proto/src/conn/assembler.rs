@@ -41,10 +41,6 @@ impl Assembler {
         self.compressed
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.buf.len()
-    }
-
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()

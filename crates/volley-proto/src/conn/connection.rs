@@ -93,6 +93,8 @@ pub struct Connection {
     out: Vec<u8>,
     close_deadline: Option<Instant>,
     ending: Option<Ending>,
+    /// Payload bytes of the current message as declared on the wire.
+    wire_len: u64,
     deflate: Option<Deflate>,
     scratch: Vec<u8>,
     sending_fragments: bool,
@@ -139,6 +141,7 @@ impl Connection {
             out: Vec::new(),
             close_deadline: None,
             ending: None,
+            wire_len: 0,
             deflate,
             scratch: Vec::new(),
             sending_fragments: false,
@@ -545,20 +548,34 @@ impl Connection {
             _ => {}
         }
         if !h.opcode.is_control() {
-            let max_frame = self.config.max_frame_size();
+            let compressed = if data_start {
+                h.rsv1
+            } else {
+                self.assembler.is_compressed()
+            };
+            // Compressed payloads are streamed into the inflater, whose output
+            // is what the message limit bounds; their wire size may exceed
+            // the plain limits by DEFLATE's worst-case expansion.
+            let allow = |limit: usize| {
+                if compressed {
+                    with_deflate_expansion(limit)
+                } else {
+                    limit
+                }
+            };
+            let max_frame = allow(self.config.max_frame_size());
             if h.payload_len > max_frame as u64 {
                 return Err(ProtocolError::FrameTooLarge {
                     len: h.payload_len,
                     max: max_frame,
                 });
             }
+            if data_start {
+                self.wire_len = 0;
+            }
+            self.wire_len = self.wire_len.saturating_add(h.payload_len);
             let max = self.config.max_message_size();
-            let compressed = if data_start {
-                h.rsv1
-            } else {
-                self.assembler.is_compressed()
-            };
-            if !compressed && self.assembler.len() as u64 + h.payload_len > max as u64 {
+            if self.wire_len > allow(max) as u64 {
                 return Err(ProtocolError::MessageTooLarge { max });
             }
             match h.opcode {
@@ -619,6 +636,12 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A limit raised by DEFLATE's worst case: incompressible data grows by a
+/// few bytes per block; 1/64 plus 1 KiB is well above it.
+fn with_deflate_expansion(limit: usize) -> usize {
+    limit.saturating_add(limit / 64).saturating_add(1024)
 }
 
 /// Parses and checks a Close frame's payload.

@@ -586,16 +586,26 @@ fn a_message_before_an_error_can_still_be_answered() {
     bytes.extend(raw(0xA1, b"bad", true));
     bytes.extend(raw(0x89, b"p", true));
     s.receive(&bytes);
-    assert_eq!(s.state(), State::Open, "the failure waits for earlier events");
+    assert_eq!(
+        s.state(),
+        State::Open,
+        "the failure waits for earlier events"
+    );
     assert_eq!(s.poll_event(), Some(Event::Message(Message::text("Hello"))));
     s.send(&Message::text("Hello")).unwrap();
-    assert!(matches!(s.poll_event(), Some(Event::Failed(ProtocolError::ReservedBits(_)))));
+    assert!(matches!(
+        s.poll_event(),
+        Some(Event::Failed(ProtocolError::ReservedBits(_)))
+    ));
     assert_eq!(s.state(), State::Closed);
     assert_eq!(s.poll_event(), None, "the ping after the error is not read");
     transfer(&mut s, &mut c);
     let ev = events(&mut c);
     assert_eq!(ev[0], Event::Message(Message::text("Hello")));
-    assert!(matches!(&ev[1], Event::Close(Some(f)) if f.code == CloseCode::PROTOCOL_ERROR), "{ev:?}");
+    assert!(
+        matches!(&ev[1], Event::Close(Some(f)) if f.code == CloseCode::PROTOCOL_ERROR),
+        "{ev:?}"
+    );
     assert_eq!(ev.len(), 2);
 }
 
@@ -612,4 +622,29 @@ fn a_message_before_a_close_can_still_be_answered() {
     let ev = events(&mut c);
     assert_eq!(ev[0], Event::Message(Message::text("reply")));
     assert!(matches!(&ev[1], Event::Close(Some(f)) if f.code == CloseCode::NORMAL));
+}
+
+#[test]
+fn compressed_frames_may_exceed_the_frame_limit_by_deflate_expansion_only() {
+    let config = Config::builder().max_size(1000).build().unwrap();
+    let params = DeflateConfig::default()
+        .accept_offers(&crate::handshake::parse_extensions(&["permessage-deflate"]).unwrap())
+        .unwrap();
+    // Incompressible 1000 bytes compress to a little more than 1000.
+    let mut c = Connection::new(Role::Client, Config::default(), params);
+    let noise: Vec<u8> = (0..1000).map(|_| rand::random::<u8>()).collect();
+    c.send(&Message::binary(noise.clone())).unwrap();
+    let mut wire = Vec::new();
+    c.poll_transmit(&mut wire);
+    assert!(wire.len() > 1000 + 6, "expanded to {}", wire.len());
+    let mut s = Connection::new(Role::Server, config.clone(), params);
+    s.receive(&wire);
+    assert_eq!(events(&mut s), [Event::Message(Message::binary(noise))]);
+    // Far past the allowance is still refused at the header.
+    let mut s = Connection::new(Role::Server, config, params);
+    s.receive(&raw(0xC2, &[0u8; 3000], true));
+    assert!(matches!(
+        &events(&mut s)[..],
+        [Event::Failed(ProtocolError::FrameTooLarge { .. })]
+    ));
 }

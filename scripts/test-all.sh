@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Runs every test of the project, in this order:
+#   fmt, clippy, release build, cargo test, interop tests,
+#   Autobahn|Testsuite server + client roles (in parallel), fuzz smoke test.
+# Each step is bounded by `timeout` and timed; a summary is printed at the end.
+# A failing step does not stop the later ones, except that the tests that need
+# the release binaries are skipped (and counted as failed) when the build fails.
+# Exits non-zero if any step failed.
+#
+# Env (all optional):
+#   AUTOBAHN_CASES / AUTOBAHN_EXCLUDE  case selection (see tests/autobahn/run.sh)
+#   AUTOBAHN_TIMEOUT   seconds for one wstest run (default 1800)
+#   FUZZ_SECONDS       libFuzzer -max_total_time per target (default 20)
+#   SKIP_FUZZ=1        leave out the fuzz smoke test
+#   TEST_LOG_DIR       where step logs go (default target/test-logs)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+LOGDIR="${TEST_LOG_DIR:-$ROOT/target/test-logs}"
+mkdir -p "$LOGDIR"
+export VOLLEY_BIN="${VOLLEY_BIN:-$ROOT/target/release/volley}"
+export INTEROP_CLIENT_CMD="${INTEROP_CLIENT_CMD:-$ROOT/target/release/examples/interop_client}"
+export AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
+START=$SECONDS
+
+SUMMARY=()
+FAILED=0
+CURRENT_PIDS=()
+
+on_signal() {
+    local pid
+    for pid in "${CURRENT_PIDS[@]}"; do
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    exit "$1"
+}
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# bounded SECS CMD...: `timeout` in the background + wait, so that a signal to
+# this script reaches the step at once (timeout runs in its own process group).
+bounded() {
+    local secs="$1" rc=0
+    shift
+    timeout --kill-after=30 "$secs" "$@" </dev/null &
+    CURRENT_PIDS=("$!")
+    wait "${CURRENT_PIDS[0]}" || rc=$?
+    CURRENT_PIDS=()
+    [ "$rc" -ne 124 ] || echo "!!! timed out after ${secs}s: $*"
+    return "$rc"
+}
+
+# step NAME SECS CMD... : run one bounded step, time it, record the result.
+step() {
+    local name="$1" secs="$2" t=$SECONDS rc=0
+    shift 2
+    echo
+    echo "==> [$name] $*"
+    bounded "$secs" "$@" || rc=$?
+    record "$name" "$rc" $((SECONDS - t))
+    return 0
+}
+
+record() { # NAME RC SECONDS
+    local line
+    if [ "$2" -eq 0 ]; then
+        line=$(printf 'ok      %-22s %5ss' "$1" "$3")
+    else
+        line=$(printf 'FAILED  %-22s %5ss  (exit %s)' "$1" "$3" "$2")
+        FAILED=$((FAILED + 1))
+    fi
+    SUMMARY+=("$line")
+    echo "<== $line"
+}
+
+skip() { # NAME REASON
+    SUMMARY+=("$(printf 'SKIPPED %-22s        (%s)' "$1" "$2")")
+    FAILED=$((FAILED + 1))
+    echo "<== SKIPPED $1: $2"
+}
+
+step_ok() { # NAME: did the named step pass?
+    local l
+    for l in "${SUMMARY[@]}"; do
+        case "$l" in "ok      $1 "*) return 0 ;; esac
+    done
+    return 1
+}
+
+# ---- Autobahn, both roles at once --------------------------------------------------
+autobahn_both() {
+    local t=$SECONDS srv_rc=0 cli_rc=0 srv_pid cli_pid
+    local srv_log="$LOGDIR/autobahn-server.log" cli_log="$LOGDIR/autobahn-client.log"
+    echo
+    echo "==> [autobahn] server and client roles in parallel (logs: $srv_log, $cli_log)"
+    # One setup first, so the parallel runs don't both build the venv.
+    if ! bounded 1200 tests/autobahn/setup.sh; then
+        record "autobahn setup" 1 $((SECONDS - t))
+        return 0
+    fi
+    AUTOBAHN_SKIP_SETUP=1 timeout --kill-after=30 $((AUTOBAHN_TIMEOUT + 300)) tests/autobahn/run.sh server >"$srv_log" 2>&1 </dev/null &
+    srv_pid=$!
+    AUTOBAHN_SKIP_SETUP=1 timeout --kill-after=30 $((AUTOBAHN_TIMEOUT + 300)) tests/autobahn/run.sh client >"$cli_log" 2>&1 </dev/null &
+    cli_pid=$!
+    CURRENT_PIDS=("$srv_pid" "$cli_pid")
+    wait "$srv_pid" || srv_rc=$?
+    wait "$cli_pid" || cli_rc=$?
+    CURRENT_PIDS=()
+    for role in server client; do
+        echo "---------------- autobahn $role log ----------------"
+        cat "$LOGDIR/autobahn-$role.log"
+    done
+    echo "----------------------------------------------------"
+    record "autobahn server" "$srv_rc" $((SECONDS - t))
+    record "autobahn client" "$cli_rc" $((SECONDS - t))
+}
+
+# ---- fuzz smoke ---------------------------------------------------------------------
+fuzz_smoke() {
+    local t=$SECONDS rc=0 targets target tt
+    echo
+    echo "==> [fuzz] smoke run, ${FUZZ_SECONDS}s per target"
+    if [ ! -f fuzz/Cargo.toml ]; then
+        echo "fuzz: fuzz/Cargo.toml does not exist yet; skipping the fuzz smoke test"
+        SUMMARY+=("$(printf 'ok      %-22s %5ss  (no fuzz/Cargo.toml yet: nothing to run)' "fuzz" 0)")
+        return 0
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "fuzz: installing cargo-fuzz"
+        bounded 1500 cargo install cargo-fuzz --locked || rc=$?
+        if [ "$rc" -ne 0 ]; then
+            record "fuzz (install)" "$rc" $((SECONDS - t))
+            return 0
+        fi
+        echo "fuzz: cargo-fuzz installed ($((SECONDS - t))s)"
+    fi
+    # (keep only lines that look like target names)
+    targets="$(cd fuzz && RUSTC_BOOTSTRAP=1 timeout 600 cargo fuzz list </dev/null | grep -E '^[A-Za-z0-9_-]+$')" || {
+        record "fuzz (list)" 1 $((SECONDS - t))
+        return 0
+    }
+    if [ -z "$targets" ]; then
+        echo "fuzz: fuzz/Cargo.toml has no targets"
+        record "fuzz" 1 $((SECONDS - t))
+        return 0
+    fi
+    for target in $targets; do
+        tt=$SECONDS
+        rc=0
+        echo "fuzz: $target"
+        # New inputs go to a scratch dir; the committed seeds are read only.
+        mkdir -p "$ROOT/target/fuzz-corpus/$target"
+        bounded 1500 env -C fuzz RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$ROOT/target/fuzz-corpus/$target" "corpus/$target" -- -max_total_time="$FUZZ_SECONDS" || rc=$?
+        record "fuzz $target" "$rc" $((SECONDS - tt))
+    done
+}
+
+# ---- the steps ------------------------------------------------------------------------
+echo "test-all: $(cargo --version), $(rustc --version)"
+
+step fmt 600 cargo fmt --all --check
+step clippy 3600 cargo clippy --workspace --all-targets -- -D warnings
+step build 3600 cargo build --release --workspace --examples --bins
+step "cargo test" 3600 cargo test --workspace
+
+if step_ok build; then
+    step interop 900 tests/interop/run.sh
+    step browser 900 tests/browser/run.sh
+    autobahn_both
+else
+    skip interop "release build failed"
+    skip browser "release build failed"
+    skip autobahn "release build failed"
+fi
+
+if [ "${SKIP_FUZZ:-0}" = "1" ]; then
+    echo
+    echo "fuzz: SKIP_FUZZ=1, not running the fuzz smoke test"
+else
+    fuzz_smoke
+fi
+
+echo
+echo "================ test-all summary ($((SECONDS - START))s) ================"
+printf '%s\n' "${SUMMARY[@]}"
+if [ "$FAILED" -ne 0 ]; then
+    echo "test-all: $FAILED step(s) failed"
+    exit 1
+fi
+echo "test-all: all steps passed"

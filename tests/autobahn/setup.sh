@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Installs the Autobahn|Testsuite (`wstest`, Python 2.7 only) into
+# tests/autobahn/.venv. Idempotent: when the venv already matches
+# requirements.txt it only re-checks `wstest --help` and returns.
+#
+# Needs CPython 2.7.18 from pyenv ("$(pyenv root)/versions/2.7.18"), or set
+# AUTOBAHN_PYTHON27=/path/to/python2.7. Needs gcc (wsaccel and autobahn are
+# built from source).
+#
+# Env: AUTOBAHN_SETUP_FORCE=1 rebuilds the venv from scratch.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$HERE/.venv"
+REQ="$HERE/requirements.txt"
+STAMP="$VENV/.volley-setup-stamp"
+# Last virtualenv release that still runs on (and creates) Python 2.7 envs.
+VIRTUALENV_VERSION="20.15.1"
+START=$SECONDS
+
+die() {
+    echo "autobahn/setup.sh: ERROR: $*" >&2
+    exit 1
+}
+
+# Python 2 tooling is noisy about its own end of life.
+export PYTHONWARNINGS="ignore"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_NO_PYTHON_VERSION_WARNING=1
+export PIP_NO_INPUT=1
+
+if [ -n "${AUTOBAHN_PYTHON27:-}" ]; then
+    PY27="$AUTOBAHN_PYTHON27"
+else
+    if command -v pyenv >/dev/null 2>&1; then
+        PYENV_ROOT_DIR="$(pyenv root)"
+    else
+        PYENV_ROOT_DIR="${PYENV_ROOT:-$HOME/.pyenv}"
+    fi
+    PY27="$PYENV_ROOT_DIR/versions/2.7.18/bin/python"
+fi
+[ -x "$PY27" ] || die "Python 2.7.18 not found at $PY27 (install it with pyenv, or set AUTOBAHN_PYTHON27)"
+command -v gcc >/dev/null 2>&1 || die "gcc is required to build wsaccel/autobahn (apt-get install gcc)"
+
+want_stamp="$(
+    {
+        cat "$REQ"
+        echo "virtualenv=$VIRTUALENV_VERSION"
+        echo "python=$PY27"
+    } | sha256sum | cut -d' ' -f1
+)"
+
+wstest_ok() {
+    [ -x "$VENV/bin/wstest" ] && timeout 60 "$VENV/bin/wstest" --help >/dev/null 2>&1
+}
+
+# Serialize concurrent setups (CI runs the two Autobahn roles in parallel).
+exec 9>"${TMPDIR:-/tmp}/volley-autobahn-setup-$(printf '%s' "$VENV" | cksum | cut -d' ' -f1).lock"
+flock -w 900 9 || die "timed out waiting for another setup.sh to finish"
+
+if [ "${AUTOBAHN_SETUP_FORCE:-0}" != "1" ] && [ -f "$STAMP" ] &&
+    [ "$(cat "$STAMP")" = "$want_stamp" ] && wstest_ok; then
+    echo "autobahn setup: up to date ($VENV, $((SECONDS - START))s)"
+    exit 0
+fi
+
+LOG="$(mktemp "${TMPDIR:-/tmp}/volley-autobahn-setup.XXXXXX.log")"
+run() {
+    # Run quietly; on failure show the command's output and stop.
+    if ! "$@" >>"$LOG" 2>&1; then
+        echo "autobahn/setup.sh: command failed: $*" >&2
+        echo "---- last 60 lines of $LOG ----" >&2
+        tail -n 60 "$LOG" >&2
+        exit 1
+    fi
+}
+
+echo "autobahn setup: building $VENV (log: $LOG)"
+rm -rf "$VENV"
+
+t=$SECONDS
+run timeout 300 "$PY27" -m pip install -q "virtualenv==$VIRTUALENV_VERSION"
+run timeout 300 "$PY27" -m virtualenv -q "$VENV"
+echo "autobahn setup: virtualenv ready ($((SECONDS - t))s)"
+
+t=$SECONDS
+run timeout 900 "$VENV/bin/pip" install -q -r "$REQ"
+run timeout 120 "$VENV/bin/pip" check
+echo "autobahn setup: packages installed ($((SECONDS - t))s)"
+
+wstest_ok || {
+    timeout 60 "$VENV/bin/wstest" --help || true
+    die "wstest --help does not work"
+}
+version="$(timeout 60 "$VENV/bin/wstest" -a 2>/dev/null | tr '\n' ' ')"
+echo "$want_stamp" >"$STAMP"
+rm -f "$LOG"
+echo "autobahn setup: done: ${version}($((SECONDS - START))s)"
