@@ -23,15 +23,16 @@ cleanup() { [ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
 start_server() { # FLAGS...
-    local port
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    taskset -c 0 "$BIN" echo --port "$port" "$@" >target/bench/server.log 2>&1 &
+    : >target/bench/server.log
+    taskset -c 0 "$BIN" echo --port 0 "$@" >target/bench/server.log 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        grep -q listening target/bench/server.log 2>/dev/null && break
+    URL=""
+    for _ in $(seq 200); do
+        URL=$(grep -o 'ws://[0-9.:]*/' target/bench/server.log 2>/dev/null || true)
+        [ -z "$URL" ] || break
         sleep 0.05
     done
-    URL="ws://127.0.0.1:$port/"
+    [ -n "$URL" ] || { echo "volley echo did not start" >&2; exit 1; }
 }
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
 

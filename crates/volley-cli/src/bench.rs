@@ -96,6 +96,9 @@ struct ConnectArgs {
     concurrency: usize,
 }
 
+/// Connections opened from one source address before moving to the next.
+const PORTS_PER_SOURCE: usize = 20_000;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -312,10 +315,11 @@ async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
         let permit = semaphore.clone().acquire_owned().await?;
         let (config, url) = (config.clone(), a.common.url.clone());
         tasks.push(tokio::spawn(async move {
-            // Spread across 127.0.0.x source addresses: each has its own port range.
             let socket = TcpSocket::new_v4()?;
-            if server.ip().is_loopback() {
-                let source = Ipv4Addr::new(127, 0, 0, 1 + (i / 20_000) as u8);
+            // Past the first port range, spread across 127.0.0.x source
+            // addresses (binding first costs a port search, so only then).
+            if server.ip().is_loopback() && i >= PORTS_PER_SOURCE {
+                let source = Ipv4Addr::new(127, 0, 0, 1 + (i / PORTS_PER_SOURCE) as u8);
                 socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
             }
             let tcp = socket.connect(server).await?;
@@ -364,6 +368,14 @@ async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
             "server_rss_after": after, "bytes_per_connection": per_conn, "compression": a.common.compression,
         }),
     )?;
-    drop(held);
+    // Close properly, so the server closes TCP first and the TIME_WAIT
+    // states (and their ports) stay on its side, not on ours.
+    let closing: Vec<_> = held
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { ws.close(volley::CloseCode::NORMAL, "").await }))
+        .collect();
+    for c in closing {
+        let _ = c.await;
+    }
     Ok(())
 }
