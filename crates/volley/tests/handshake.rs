@@ -212,3 +212,41 @@ async fn client_reports_a_refused_upgrade_with_its_status() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_overloaded_server_answers_503_before_upgrading() {
+    let (addr, _) = server(WebSocketConfig::default(), |_| {
+        Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE)
+            .header("Retry-After", "5")
+            .body("draining"))
+    })
+    .await;
+    let reply = exchange(addr, GOOD.as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{reply}"
+    );
+    assert!(reply.contains("retry-after: 5\r\n"), "{reply}");
+}
+
+#[tokio::test]
+async fn malformed_permessage_deflate_offers_get_400() {
+    let addr = open(WebSocketConfig::default()).await;
+    for offer in [
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; client_max_window_bits=7",
+        "permessage-deflate; server_no_context_takeover=yes",
+        "permessage-deflate; server_max_window_bits=10; server_max_window_bits=11",
+    ] {
+        let request = GOOD.replacen(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"),
+            1,
+        );
+        let reply = exchange(addr, request.as_bytes()).await;
+        assert!(
+            reply.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{offer}: {reply}"
+        );
+    }
+}

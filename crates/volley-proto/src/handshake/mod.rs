@@ -288,6 +288,24 @@ mod tests {
     }
 
     #[test]
+    fn head_size_limit_at_and_one_past() {
+        let limits = HeadLimits {
+            max_head_size: 64,
+            max_headers: 8,
+        };
+        let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        head.resize(60, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(head.len(), 64);
+        assert_eq!(HeadScanner::new().scan(&head, &limits), Ok(Some(64)));
+        head.insert(20, b'a');
+        assert_eq!(
+            HeadScanner::new().scan(&head, &limits),
+            Err(HeadTooLarge { max: 64 })
+        );
+    }
+
+    #[test]
     fn extension_grammar() {
         let e = parse_extensions(&[
             "permessage-deflate; client_max_window_bits; server_max_window_bits=\"10\", x-foo",
