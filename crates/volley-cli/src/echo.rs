@@ -53,13 +53,18 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>
     }
 }
 
-/// Echoes until the peer closes.
+/// Echoes until the peer closes. The replies to every message that arrived
+/// in one read go out in one write; a lone message is written at once.
 pub(crate) async fn echo<S>(mut ws: WebSocket<S>) -> volley::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     while let Some(message) = ws.recv().await {
-        ws.send(message?).await?;
+        ws.feed(message?).await?;
+        while let Some(message) = ws.try_recv() {
+            ws.feed(message).await?;
+        }
+        ws.flush().await?;
     }
     Ok(())
 }

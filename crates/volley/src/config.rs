@@ -8,8 +8,8 @@ use volley_proto::{Config, ConfigError};
 pub const DEFAULT_WRITE_HIGH_WATER_MARK: usize = 128 << 10;
 /// Default handshake timeout: 10 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default read buffer size: 32 KiB.
-pub const DEFAULT_READ_BUFFER_SIZE: usize = 32 << 10;
+/// Default read size: 64 KiB (one buffer per thread, shared by its connections).
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 
 /// Keepalive pings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,8 @@ impl WebSocketConfig {
         self.handshake_timeout
     }
 
-    /// Bytes read from the transport at a time.
+    /// Bytes read from the transport at a time, into a buffer shared by the
+    /// connections of a thread.
     pub fn read_buffer_size(&self) -> usize {
         self.read_buffer_size
     }

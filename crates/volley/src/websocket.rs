@@ -31,7 +31,6 @@ pub struct WebSocket<S> {
     io: S,
     conn: Connection,
     config: WebSocketConfig,
-    rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     wpos: usize,
     timer: Option<Pin<Box<Sleep>>>,
@@ -41,6 +40,14 @@ pub struct WebSocket<S> {
     pending_error: Option<Error>,
     finish: Finish,
     write_wakers: Option<Arc<WriteWakers>>,
+}
+
+/// Write buffer capacity kept between writes; more is released once written.
+const RETAINED_WRITE_CAPACITY: usize = 16 << 10;
+
+thread_local! {
+    /// The read buffer shared by the connections polled on this thread.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Progress of the end of the connection, once the core is closed.
@@ -82,7 +89,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             conn,
             config,
-            rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
             timer: None,
@@ -116,6 +122,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `tokio::select!` without losing messages.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         poll_fn(|cx| self.poll_recv(cx, Half::Read)).await
+    }
+
+    /// A message that was already read and decoded, if any: no waiting, no
+    /// I/O. After [`recv`](Self::recv), drain these with
+    /// [`feed`](Self::feed), then [`flush`](Self::flush) once, to answer a
+    /// burst of messages with one write.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        if self.finish == Finish::Done {
+            return None;
+        }
+        self.next_message()
     }
 
     /// Sends a message and waits until it, and everything queued before it,
@@ -261,8 +278,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     fn poll_write_out(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
         loop {
             if self.wpos == self.wbuf.len() {
-                self.wbuf.clear();
                 self.wpos = 0;
+                if self.wbuf.capacity() > RETAINED_WRITE_CAPACITY {
+                    // Give back what a burst grew; idle connections stay small.
+                    self.wbuf = Vec::new();
+                } else {
+                    self.wbuf.clear();
+                }
                 if !self.conn.poll_transmit(&mut self.wbuf) {
                     return Poll::Ready(Ok(()));
                 }
@@ -323,15 +345,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
     }
 
-    /// Reads once from the transport into the core.
-    fn poll_read_once(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.is_empty() {
-            self.rbuf = vec![0; self.config.read_buffer_size()];
+    /// Handles the core's pending events up to the next message.
+    fn next_message(&mut self) -> Option<Message> {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(m) => return Some(m),
+                Event::Ping(_) => {}
+                Event::Pong(payload) => {
+                    if let Some(k) = &mut self.keepalive {
+                        k.on_pong(&payload, Instant::now());
+                    }
+                }
+                Event::Close(frame) => self.peer_close = frame,
+                Event::Failed(e) => {
+                    if self.pending_error.is_none() {
+                        self.pending_error = Some(e.into());
+                    }
+                }
+            }
         }
-        let mut rb = ReadBuf::new(&mut self.rbuf);
-        ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        Poll::Ready(Ok(n))
+        None
+    }
+
+    /// Reads once from the transport and, if `deliver`, feeds the bytes to
+    /// the core. Returns how many bytes were read (0 at EOF).
+    ///
+    /// The bytes land in a buffer shared by all connections of the thread:
+    /// the core copies out what it keeps (a partial header, the message being
+    /// assembled), so an idle connection holds no read buffer at all.
+    fn poll_read_once(&mut self, cx: &mut Context<'_>, deliver: bool) -> Poll<io::Result<usize>> {
+        let size = self.config.read_buffer_size();
+        let Self { io, conn, .. } = self;
+        let mut read = |buf: &mut Vec<u8>| {
+            if buf.len() < size {
+                buf.resize(size, 0);
+            }
+            let mut rb = ReadBuf::new(&mut buf[..size]);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut rb))?;
+            let filled = rb.filled();
+            if deliver && !filled.is_empty() {
+                conn.receive(filled);
+            }
+            Poll::Ready(Ok(filled.len()))
+        };
+        READ_BUFFER.with(|shared| match shared.try_borrow_mut() {
+            Ok(mut buf) => read(&mut buf),
+            // Only if a transport's poll_read re-entered a WebSocket on this
+            // thread: fall back to a buffer of our own.
+            Err(_) => read(&mut Vec::new()),
+        })
     }
 
     pub(crate) fn poll_recv(
@@ -343,22 +405,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if self.finish == Finish::Done {
                 return Poll::Ready(self.pending_error.take().map(Err));
             }
-            while let Some(event) = self.conn.poll_event() {
-                match event {
-                    Event::Message(m) => return Poll::Ready(Some(Ok(m))),
-                    Event::Ping(_) => {}
-                    Event::Pong(payload) => {
-                        if let Some(k) = &mut self.keepalive {
-                            k.on_pong(&payload, Instant::now());
-                        }
-                    }
-                    Event::Close(frame) => self.peer_close = frame,
-                    Event::Failed(e) => {
-                        if self.pending_error.is_none() {
-                            self.pending_error = Some(e.into());
-                        }
-                    }
-                }
+            if let Some(message) = self.next_message() {
+                return Poll::Ready(Some(Ok(message)));
             }
             let write = self.poll_write_out(cx, half);
             if let Poll::Ready(Err(e)) = write {
@@ -401,12 +449,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Poll::Pending => {}
                 }
             }
-            match ready!(self.poll_read_once(cx)) {
+            match ready!(self.poll_read_once(cx, true)) {
                 Ok(0) => self.conn.receive_eof(),
-                Ok(n) => {
-                    let Self { conn, rbuf, .. } = self;
-                    conn.receive(&rbuf[..n]);
-                }
+                Ok(_) => {}
                 Err(e) => {
                     self.conn.receive_eof();
                     self.pending_error = Some(e.into());
@@ -435,7 +480,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     break;
                 }
             }
-            match ready!(self.poll_read_once(cx)) {
+            match ready!(self.poll_read_once(cx, false)) {
                 Ok(0) | Err(_) => self.finish = Finish::Shutdown,
                 Ok(_) => {}
             }
@@ -452,7 +497,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
             self.finish = Finish::Done;
-            self.rbuf = Vec::new();
         }
         Poll::Ready(())
     }

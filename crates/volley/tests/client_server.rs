@@ -343,3 +343,22 @@ async fn wss_with_rustls() {
     ws.send("secret").await.unwrap();
     assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("secret"));
 }
+
+#[tokio::test]
+async fn try_recv_drains_what_one_read_brought() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let mut client =
+        WebSocket::from_raw_socket(a, volley::Role::Client, WebSocketConfig::default());
+    let mut server =
+        WebSocket::from_raw_socket(b, volley::Role::Server, WebSocketConfig::default());
+    assert!(server.try_recv().is_none());
+    for i in 0..3 {
+        client.feed(format!("m{i}")).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    // One read brings all three; the first comes from recv, the rest without I/O.
+    assert_eq!(server.recv().await.unwrap().unwrap(), Message::text("m0"));
+    assert_eq!(server.try_recv(), Some(Message::text("m1")));
+    assert_eq!(server.try_recv(), Some(Message::text("m2")));
+    assert_eq!(server.try_recv(), None);
+}
