@@ -5,12 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use volley_proto::handshake::{
-    HeadScanner, Rejection, RequestError, ServerRequest, accept_response, reject_response,
+    HeadScanner, Rejection, RequestError, ServerRequest, accept_response, append_header,
+    reject_response,
 };
 use volley_proto::{Connection, DeflateParams, Role};
 
@@ -41,12 +42,7 @@ impl Accept {
 
     /// Adds a response header; invalid names or values are ignored.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            self.headers.append(n, v);
-        }
+        append_header(&mut self.headers, name, value);
         self
     }
 }

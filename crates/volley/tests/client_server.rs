@@ -31,6 +31,18 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+async fn client_with(
+    addr: SocketAddr,
+    config: WebSocketConfig,
+) -> WebSocket<volley::MaybeTlsStream> {
+    ClientBuilder::new(format!("ws://{addr}/"))
+        .config(config)
+        .connect()
+        .await
+        .unwrap()
+        .0
+}
+
 async fn client(addr: SocketAddr) -> WebSocket<volley::MaybeTlsStream> {
     volley::connect(&format!("ws://{addr}/")).await.unwrap().0
 }
@@ -133,11 +145,7 @@ async fn feed_waits_past_the_high_water_mark() {
         .write_high_water_mark(hwm)
         .build()
         .unwrap();
-    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-        .config(config)
-        .connect()
-        .await
-        .unwrap();
+    let mut ws = client_with(addr, config).await;
     let chunk = vec![1u8; 16 << 10];
     let mut sent = 0usize;
     let blocked = tokio::time::timeout(Duration::from_secs(2), async {
@@ -167,11 +175,7 @@ async fn keepalive_measures_rtt() {
         .keepalive(Duration::from_millis(50), Duration::from_secs(5))
         .build()
         .unwrap();
-    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-        .config(config)
-        .connect()
-        .await
-        .unwrap();
+    let mut ws = client_with(addr, config).await;
     // Keep reading (which drives keepalive) until a round trip was measured.
     let measured = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -217,11 +221,7 @@ async fn keepalive_closes_1011_when_pongs_stop() {
         )
         .build()
         .unwrap();
-    let (mut ws, _) = ClientBuilder::new(format!("ws://{addr}/"))
-        .config(config)
-        .connect()
-        .await
-        .unwrap();
+    let mut ws = client_with(addr, config).await;
     let result = tokio::time::timeout(Duration::from_secs(10), ws.recv())
         .await
         .unwrap();

@@ -10,7 +10,9 @@ mod client;
 mod server;
 
 pub use client::{ClientHandshake, ClientResponse, ResponseError};
-pub use server::{Rejection, RequestError, ServerRequest, accept_response, reject_response};
+pub use server::{
+    Rejection, RequestError, ServerRequest, accept_response, append_header, reject_response,
+};
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};

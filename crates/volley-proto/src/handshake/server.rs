@@ -314,12 +314,7 @@ impl Rejection {
 
     /// Adds a header; invalid names or values are ignored.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            self.headers.append(n, v);
-        }
+        append_header(&mut self.headers, name, value);
         self
     }
 }
@@ -339,6 +334,21 @@ pub fn reject_response(out: &mut Vec<u8>, rejection: &Rejection) {
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(rejection.body.as_bytes());
     out.push(b'\n');
+}
+
+/// Appends a header to `headers`; returns false (and adds nothing) when the
+/// name or value is not valid HTTP.
+pub fn append_header(headers: &mut HeaderMap, name: &str, value: &str) -> bool {
+    match (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::from_str(value),
+    ) {
+        (Ok(n), Ok(v)) => {
+            headers.append(n, v);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn write_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
