@@ -35,5 +35,5 @@ pub use config::{Config, ConfigBuilder, HeadLimits};
 pub use conn::{Connection, Event, MessageKind, Role, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ConfigError, ProtocolError, SendError};
-pub use frame::CloseCode;
+pub use frame::{CloseCode, PreparedFrame};
 pub use message::{CloseFrame, Message, Utf8Bytes};

@@ -51,7 +51,7 @@ pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
 pub use volley_proto::handshake::{Rejection, ServerRequest};
 pub use volley_proto::{
-    CloseCode, CloseFrame, Config, DeflateConfig, Message, Role, State, Utf8Bytes,
+    CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, Role, State, Utf8Bytes,
 };
 pub use websocket::WebSocket;
 pub use {http, volley_proto as proto};

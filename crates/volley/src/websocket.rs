@@ -12,7 +12,8 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use volley_proto::{
-    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, Role, SendError, State,
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedFrame, Role, SendError,
+    State,
 };
 
 use crate::config::WebSocketConfig;
@@ -188,6 +189,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     pub async fn feed(&mut self, message: impl Into<Message>) -> Result<()> {
         self.conn.send(&message.into())?;
         poll_fn(|cx| self.poll_ready_hwm(cx, Half::Write)).await
+    }
+
+    /// Queues a message encoded once (see [`PreparedFrame`]), waiting only
+    /// while the write buffer is above the high-water mark, like
+    /// [`feed`](Self::feed). A hub encodes a publication once and feeds the
+    /// same frame to every subscriber; prepared frames are never compressed.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`send`](Self::send).
+    pub async fn feed_prepared(&mut self, frame: &PreparedFrame) -> Result<()> {
+        self.conn.send_prepared(frame)?;
+        poll_fn(|cx| self.poll_ready_hwm(cx, Half::Write)).await
+    }
+
+    /// Sends a message encoded once (see [`PreparedFrame`]) and flushes.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`send`](Self::send).
+    pub async fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<()> {
+        self.conn.send_prepared(frame)?;
+        self.flush().await
+    }
+
+    /// Queues a prepared frame without waiting, whatever the buffered amount.
+    /// For a caller that bounds its own queue (a hub's per-client outbound
+    /// limit) and drives writing with [`poll_flush`](futures_sink::Sink::poll_flush).
+    pub fn queue_prepared(&mut self, frame: &PreparedFrame) -> Result<()> {
+        self.conn.send_prepared(frame).map_err(Error::from)
     }
 
     /// Writes and flushes everything queued.

@@ -12,7 +12,9 @@ use crate::deflate::DeflateParams;
 use crate::deflate::codec::{Deflater, Inflater};
 use crate::error::{ProtocolError, SendError};
 use crate::frame::utf8::{self, Utf8Validator};
-use crate::frame::{CloseCode, FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, encode_frame};
+use crate::frame::{
+    CloseCode, FrameHeader, MAX_HEADER_LEN, OpCode, PreparedFrame, apply_mask, encode_frame,
+};
 use crate::message::{CloseFrame, Message, Utf8Bytes};
 
 /// Which end of the connection this is. Clients mask what they send and
@@ -310,6 +312,33 @@ impl Connection {
                 encode_frame(&mut self.out, opcode, true, true, mask, &self.scratch);
             }
             _ => encode_frame(&mut self.out, opcode, true, false, mask, payload),
+        }
+        Ok(())
+    }
+
+    /// Queues a message encoded once by [`PreparedFrame::new`], never
+    /// compressed. On a server connection the frame's bytes are copied as
+    /// they are; a client must mask every frame with a fresh key, so there
+    /// the payload is encoded again.
+    pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
+        if !self.state.can_send() {
+            return Err(SendError::Closed);
+        }
+        if self.sending_fragments {
+            return Err(SendError::Fragmentation(
+                "a fragmented message is in progress",
+            ));
+        }
+        match self.mask_key() {
+            None => self.out.extend_from_slice(frame.as_bytes()),
+            mask => encode_frame(
+                &mut self.out,
+                frame.opcode(),
+                true,
+                false,
+                mask,
+                frame.payload(),
+            ),
         }
         Ok(())
     }

@@ -648,3 +648,40 @@ fn compressed_frames_may_exceed_the_frame_limit_by_deflate_expansion_only() {
         [Event::Failed(ProtocolError::FrameTooLarge { .. })]
     ));
 }
+
+#[test]
+fn prepared_frame_is_copied_by_a_server_and_masked_by_a_client() {
+    let (mut client, mut server) = pair();
+    let frame = crate::frame::PreparedFrame::new(&Message::text("to everyone"));
+    server.send_prepared(&frame).unwrap();
+    let mut wire = Vec::new();
+    server.poll_transmit(&mut wire);
+    assert_eq!(
+        wire,
+        frame.as_bytes(),
+        "a server writes the shared bytes as they are"
+    );
+    client.receive(&wire);
+    assert_eq!(
+        events(&mut client),
+        vec![Event::Message(Message::text("to everyone"))]
+    );
+
+    client.send_prepared(&frame).unwrap();
+    let mut wire = Vec::new();
+    client.poll_transmit(&mut wire);
+    assert_ne!(wire, frame.as_bytes(), "a client masks the payload");
+    server.receive(&wire);
+    assert_eq!(
+        events(&mut server),
+        vec![Event::Message(Message::text("to everyone"))]
+    );
+
+    client
+        .send_fragment(MessageKind::Text, b"part", false)
+        .unwrap();
+    assert!(matches!(
+        client.send_prepared(&frame),
+        Err(SendError::Fragmentation(_))
+    ));
+}

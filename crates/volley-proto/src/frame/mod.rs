@@ -8,12 +8,14 @@ mod close_code;
 mod header;
 mod mask;
 mod opcode;
+mod prepared;
 pub mod utf8;
 
 pub use close_code::CloseCode;
 pub use header::{FrameHeader, HeaderError, MAX_HEADER_LEN};
 pub use mask::{apply_mask, apply_mask_bytewise};
 pub use opcode::OpCode;
+pub use prepared::PreparedFrame;
 
 /// Appends a complete frame (header and payload, masked when `mask` is set) to `out`.
 pub fn encode_frame(
