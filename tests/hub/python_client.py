@@ -1,0 +1,665 @@
+#!/usr/bin/env python3
+"""A third-party volley.v1 client, written from docs/protocol.md alone, tested
+against a running `volley serve`.
+
+    python_client.py --ws ws://ADDR/connection/websocket --http http://ADDR \
+        --api-key KEY --token-secret SECRET [--timeout SECONDS]
+
+The server must be configured as tests/hub/run.sh does: anonymous
+connections allowed, an HS256 token secret, a namespace `room` with presence,
+join/leave, history (size >= 100) and client publishing, open to anonymous
+clients, and a namespace `plain` without history. Channel names carry a
+random suffix, so the script can run against a server that has seen other
+runs.
+
+Each check prints one line (PASS/FAIL and what it saw); the script ends with
+`N passed, M failed` and exits 1 on any failure. Every wait is bounded.
+Uses only the standard library and `websockets`.
+"""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+SUBPROTOCOL = "volley.v1"
+
+ARGS = None  # set in main()
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def require(cond, what):
+    if not cond:
+        raise CheckFailed(what)
+
+
+# ---- tokens ---------------------------------------------------------------------
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def hs256_token(secret, claims):
+    """A compact JWS (RFC 7515) signed with HMAC-SHA256, as §9 describes."""
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = ("%s.%s" % (header, payload)).encode("ascii")
+    sig = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return "%s.%s.%s" % (header, payload, b64url(sig))
+
+
+# ---- HTTP API -------------------------------------------------------------------
+
+
+def _http_post(url, body, headers):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    # No proxy for loopback, whatever the environment says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=ARGS.timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        status = e.code
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = None
+    return status, parsed, raw
+
+
+async def api(method, body, key=None, expect_ok=True):
+    """POST /api/<method>. Returns (status, parsed JSON body)."""
+    headers = {"Content-Type": "application/json"}
+    key = ARGS.api_key if key is None else key
+    if key != "":
+        headers["Authorization"] = "apikey %s" % key
+    status, parsed, raw = await asyncio.to_thread(
+        _http_post, "%s/api/%s" % (ARGS.http, method), body, headers)
+    if expect_ok:
+        require(status == 200 and isinstance(parsed, dict) and "result" in parsed,
+                "POST /api/%s %s -> HTTP %s %r" % (method, json.dumps(body), status, raw[:300]))
+        return parsed["result"]
+    return status, parsed
+
+
+async def publish(channel, data):
+    return await api("publish", {"channel": channel, "data": data})
+
+
+# ---- a volley.v1 connection -------------------------------------------------------
+
+
+class Conn:
+    """One WebSocket with the volley.v1 envelope: commands with ids, replies
+    matched by id, pushes queued in arrival order."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.next_id = 1
+        self.pending = {}
+        self.pushes = asyncio.Queue()
+        self.events = []  # ("reply", id) / ("push", kind), in arrival order
+        self.closed = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read())
+        self.client_id = None
+
+    @classmethod
+    async def open(cls):
+        ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout,
+                              close_timeout=5, ping_interval=None, max_size=64 << 20, proxy=None)
+        require(ws.subprotocol == SUBPROTOCOL,
+                "handshake selected subprotocol %r, want %r" % (ws.subprotocol, SUBPROTOCOL))
+        return cls(ws)
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                if not isinstance(raw, str):
+                    self.events.append(("binary", None))
+                    continue
+                msg = json.loads(raw)
+                if "id" in msg:
+                    self.events.append(("reply", msg["id"]))
+                    fut = self.pending.pop(msg["id"], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                elif "push" in msg:
+                    self.events.append(("push", msg["push"]))
+                    self.pushes.put_nowait(msg)
+        except ConnectionClosed:
+            pass
+        except Exception as e:  # noqa: BLE001 -- reported through `closed`
+            self.events.append(("reader-error", repr(e)))
+        finally:
+            rcvd = self.ws.protocol.close_rcvd
+            code = rcvd.code if rcvd is not None else 1006
+            reason = rcvd.reason if rcvd is not None else ""
+            if not self.closed.done():
+                self.closed.set_result((code, reason))
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(CheckFailed("connection closed (%s %r) before the reply" % (code, reason)))
+
+    async def send_raw(self, obj):
+        await self.ws.send(json.dumps(obj))
+
+    async def call(self, method, params=None):
+        """Sends a command, returns the whole reply ({id, result} or {id, error})."""
+        cid = self.next_id
+        self.next_id += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[cid] = fut
+        cmd = {"id": cid, "method": method}
+        if params is not None:
+            cmd["params"] = params
+        await self.send_raw(cmd)
+        reply = await asyncio.wait_for(fut, ARGS.timeout)
+        require(reply.get("id") == cid, "reply id %r, sent %r" % (reply.get("id"), cid))
+        require(("result" in reply) != ("error" in reply), "reply must have exactly one of result/error: %r" % reply)
+        return reply
+
+    async def ok(self, method, params=None):
+        reply = await self.call(method, params)
+        require("result" in reply, "%s %s -> error %r" % (method, json.dumps(params), reply.get("error")))
+        require(isinstance(reply["result"], dict), "result is not an object: %r" % reply)
+        return reply["result"]
+
+    async def err(self, method, params, code):
+        reply = await self.call(method, params)
+        require("error" in reply, "%s %s -> %r, want error %d" % (method, json.dumps(params), reply, code))
+        e = reply["error"]
+        require(e.get("code") == code, "%s %s -> error %r, want code %d" % (method, json.dumps(params), e, code))
+        require(isinstance(e.get("message"), str), "error without a message: %r" % e)
+        return e
+
+    async def connect(self, token=None):
+        params = {"name": "python-websockets-test", "version": "1"}
+        if token is not None:
+            params["token"] = token
+        result = await self.ok("connect", params)
+        self.client_id = result.get("client")
+        return result
+
+    async def push(self, kind=None, channel=None, skip=("join", "leave")):
+        """The next push (of `kind` in `channel` if given; pushes of the kinds
+        in `skip` are passed over unless asked for)."""
+        deadline = time.monotonic() + ARGS.timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CheckFailed("no %s push%s within %ss" % (kind or "", " in " + channel if channel else "", ARGS.timeout))
+            try:
+                p = await asyncio.wait_for(self.pushes.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if kind is not None and p.get("push") != kind and p.get("push") in skip:
+                continue
+            if kind is not None:
+                require(p.get("push") == kind, "expected a %s push, got %r" % (kind, p))
+            if channel is not None:
+                require(p.get("channel") == channel, "push for channel %r, want %r: %r" % (p.get("channel"), channel, p))
+            return p
+
+    def drain(self, kinds=("join", "leave")):
+        """Removes queued pushes of the given kinds; returns the others, still queued."""
+        kept = []
+        while not self.pushes.empty():
+            p = self.pushes.get_nowait()
+            if p.get("push") not in kinds:
+                kept.append(p)
+        for p in kept:
+            self.pushes.put_nowait(p)
+        return kept
+
+    async def wait_closed(self):
+        return await asyncio.wait_for(asyncio.shield(self.closed), ARGS.timeout)
+
+    async def close(self):
+        try:
+            await asyncio.wait_for(self.ws.close(), 10)
+        except Exception:  # noqa: BLE001 -- best effort
+            pass
+        self.reader.cancel()
+
+
+async def publications(conn, channel, count):
+    got = []
+    for _ in range(count):
+        got.append(await conn.push("publication", channel))
+    return got
+
+
+# ---- the checks ----------------------------------------------------------------
+
+
+class State:
+    pass
+
+
+S = State()
+
+
+async def check_connect_token():
+    S.channel = "room:py-%s" % secrets.token_hex(4)
+    S.user = "py-user-%s" % secrets.token_hex(3)
+    S.token = hs256_token(ARGS.token_secret, {"sub": S.user, "exp": int(time.time()) + 3600, "info": {"name": "Py"}})
+    S.conn = await Conn.open()
+    r = await S.conn.connect(S.token)
+    require(isinstance(r.get("client"), str) and r["client"], "no client id: %r" % r)
+    require(r.get("user") == S.user, "user %r, want %r" % (r.get("user"), S.user))
+    for field in ("ping_interval_ms", "pong_timeout_ms", "max_message_size"):
+        require(isinstance(r.get(field), int) and r[field] > 0, "%s missing or not a positive integer: %r" % (field, r))
+    require(isinstance(r.get("version"), str), "version missing: %r" % r)
+    require(isinstance(r.get("expires_in_ms"), int) and 3_500_000 <= r["expires_in_ms"] <= 3_600_000,
+            "expires_in_ms %r, want about 3600000 for a one-hour token" % r.get("expires_in_ms"))
+    return "client %s user %s, subprotocol %s, max_message_size %d" % (r["client"], r["user"], S.conn.ws.subprotocol, r["max_message_size"])
+
+
+async def check_subscribe():
+    r = await S.conn.ok("subscribe", {"channel": S.channel, "presence": True})
+    require(r.get("recoverable") is True, "recoverable %r" % r.get("recoverable"))
+    require(isinstance(r.get("epoch"), str) and 1 <= len(r["epoch"]) <= 64, "epoch %r" % r.get("epoch"))
+    require(r.get("offset") == 0, "offset %r, want 0 on a new channel" % r.get("offset"))
+    require(r.get("recovered") is False, "recovered %r" % r.get("recovered"))
+    require(r.get("publications") == [], "publications %r" % r.get("publications"))
+    require(r.get("join_leave") is True, "join_leave %r" % r.get("join_leave"))
+    pres = r.get("presence")
+    require(isinstance(pres, list) and any(c.get("client") == S.conn.client_id for c in pres),
+            "presence snapshot %r lacks this client %s" % (pres, S.conn.client_id))
+    S.epoch = r["epoch"]
+    j = await S.conn.push("join", S.channel, skip=())
+    require(j.get("info", {}).get("client") == S.conn.client_id, "own join push %r" % j)
+    require(j["info"].get("user") == S.user and j["info"].get("conn_info") == {"name": "Py"}, "join info %r" % j["info"])
+    return "epoch %s offset 0, presence snapshot of %d, own join push" % (S.epoch, len(pres))
+
+
+async def check_http_publish():
+    S.sent = {}
+    offsets = []
+    for i in range(1, 4):
+        data = {"n": i, "text": "hello %d" % i}
+        r = await publish(S.channel, data)
+        require(r.get("epoch") == S.epoch, "publish epoch %r, want %r" % (r.get("epoch"), S.epoch))
+        offsets.append(r.get("offset"))
+        S.sent[r.get("offset")] = data
+    require(offsets == [1, 2, 3], "publish offsets %r, want [1, 2, 3]" % offsets)
+    got = await publications(S.conn, S.channel, 3)
+    for p, off in zip(got, offsets):
+        require(p.get("offset") == off, "push offset %r, want %r" % (p.get("offset"), off))
+        require(p.get("data") == S.sent[off], "push data %r, want %r" % (p.get("data"), S.sent[off]))
+        require("info" not in p, "HTTP publication carries info %r" % p.get("info"))
+    S.position = 3
+    return "HTTP publish -> offsets %s, pushes %s" % (offsets, [p["offset"] for p in got])
+
+
+async def check_ping():
+    t = time.monotonic()
+    r = await S.conn.ok("ping")
+    require(r == {}, "ping result %r, want {}" % r)
+    return "ping reply {} in %.1f ms" % ((time.monotonic() - t) * 1000)
+
+
+async def check_presence():
+    r = await S.conn.ok("presence", {"channel": S.channel})
+    clients = r.get("clients")
+    require(isinstance(clients, list) and len(clients) == 1, "presence clients %r" % clients)
+    c = clients[0]
+    require(c.get("client") == S.conn.client_id and c.get("user") == S.user and c.get("conn_info") == {"name": "Py"},
+            "presence entry %r" % c)
+    st = await S.conn.ok("presence_stats", {"channel": S.channel})
+    require(st == {"num_clients": 1, "num_users": 1} or (st.get("num_clients") == 1 and st.get("num_users") == 1),
+            "presence_stats %r" % st)
+    h = await api("presence", {"channel": S.channel})
+    require(any(x.get("client") == S.conn.client_id for x in h.get("clients", [])), "HTTP presence %r" % h)
+    hs = await api("presence_stats", {"channel": S.channel})
+    require(hs.get("num_clients") == 1 and hs.get("num_users") == 1, "HTTP presence_stats %r" % hs)
+    return "presence 1 client (WS and HTTP), presence_stats %r" % st
+
+
+async def check_join_leave():
+    other = await Conn.open()
+    try:
+        await other.connect()  # anonymous
+        await other.ok("subscribe", {"channel": S.channel})
+        j = await S.conn.push("join", S.channel, skip=())
+        require(j["info"].get("client") == other.client_id and j["info"].get("user") == "", "join push %r" % j)
+        await other.ok("unsubscribe", {"channel": S.channel})
+        lv = await S.conn.push("leave", S.channel, skip=())
+        require(lv["info"].get("client") == other.client_id, "leave push %r" % lv)
+    finally:
+        await other.close()
+    return "join and leave pushes for an anonymous subscriber %s" % other.client_id
+
+
+async def check_client_publish():
+    data = {"from": "python", "text": "hi"}
+    r = await S.conn.ok("publish", {"channel": S.channel, "data": data})
+    require(r.get("epoch") == S.epoch and r.get("offset") == 4, "publish result %r, want epoch %s offset 4" % (r, S.epoch))
+    p = await S.conn.push("publication", S.channel)
+    require(p.get("offset") == 4 and p.get("data") == data, "own publication push %r" % p)
+    info = p.get("info") or {}
+    require(info.get("client") == S.conn.client_id and info.get("user") == S.user, "own publication info %r" % info)
+    S.sent[4] = data
+    S.position = 4
+    return "client publish -> offset 4, own copy pushed with info.client = own id"
+
+
+async def check_history():
+    r = await S.conn.ok("history", {"channel": S.channel, "limit": 2, "reverse": True})
+    require(r.get("epoch") == S.epoch and r.get("offset") == 4, "history top %r" % r)
+    offs = [p.get("offset") for p in r.get("publications", [])]
+    require(offs == [4, 3], "history limit 2 reverse offsets %r, want [4, 3]" % offs)
+    r = await S.conn.ok("history", {"channel": S.channel, "since": {"epoch": S.epoch, "offset": 1}})
+    pubs = r.get("publications", [])
+    require([p.get("offset") for p in pubs] == [2, 3, 4], "history since 1 offsets %r" % [p.get("offset") for p in pubs])
+    require([p.get("data") for p in pubs] == [S.sent[2], S.sent[3], S.sent[4]], "history data differs")
+    await S.conn.err("history", {"channel": S.channel, "since": {"epoch": "not-" + S.epoch, "offset": 1}}, 113)
+    h = await api("history", {"channel": S.channel, "limit": 10})
+    require([p.get("offset") for p in h.get("publications", [])] == [1, 2, 3, 4] and h.get("epoch") == S.epoch,
+            "HTTP history %r" % h)
+    return "history reverse [4, 3], since 1 -> [2, 3, 4], bad epoch -> 113, HTTP history [1..4]"
+
+
+async def check_errors():
+    e1 = await S.conn.err("no_such_method", {}, 104)
+    await S.conn.err("subscribe", {}, 107)
+    await S.conn.err("subscribe", {"channel": "chat:a:b"}, 107)
+    await S.conn.err("subscribe", {"channel": "nosuchns%s:x" % secrets.token_hex(2)}, 102)
+    await S.conn.err("subscribe", {"channel": S.channel}, 105)
+    await S.conn.err("unsubscribe", {"channel": S.channel + "-other"}, 111)
+    # The connection still works after errors.
+    require(await S.conn.ok("ping") == {}, "ping after errors")
+    return "104 %r; 107 (no channel, bad grammar), 102, 105, 111 as specified" % e1.get("message")
+
+
+async def check_http_errors():
+    st, body = await api("publish", {"channel": S.channel, "data": 1}, key="wrong-key", expect_ok=False)
+    require(st == 401, "wrong API key -> HTTP %s %r, want 401" % (st, body))
+    st, body = await api("publish", {"channel": S.channel, "data": 1}, key="", expect_ok=False)
+    require(st == 401, "missing API key -> HTTP %s %r, want 401" % (st, body))
+    st, body = await api("no_such_method", {}, expect_ok=False)
+    require(st == 404 and (body or {}).get("error", {}).get("code") == 104, "unknown method -> HTTP %s %r" % (st, body))
+    st, body = await api("publish", {"data": 1}, expect_ok=False)
+    require(st == 400 and (body or {}).get("error", {}).get("code") == 107, "publish without channel -> HTTP %s %r" % (st, body))
+    # Nothing was published by the refused calls.
+    h = await api("history", {"channel": S.channel, "limit": 0})
+    require(h.get("offset") == 4, "top after refused publishes %r, want 4" % h.get("offset"))
+    return "401 wrong/missing key, 404+104 unknown method, 400+107 missing channel, nothing published"
+
+
+async def check_info_channels():
+    info = await api("info", {})
+    for f in ("version", "uptime_ms", "num_connections", "num_users", "num_channels", "num_subscriptions"):
+        require(f in info, "info lacks %s: %r" % (f, info))
+    require(info["num_connections"] >= 1 and info["num_subscriptions"] >= 1, "info counts %r" % info)
+    ch = await api("channels", {})
+    entry = [c for c in ch.get("channels", []) if c.get("channel") == S.channel]
+    require(entry and entry[0].get("num_clients") == 1, "channels %r lacks %s with 1 client" % (ch, S.channel))
+    return "info %d connections, channels lists %s with 1 client" % (info["num_connections"], S.channel)
+
+
+async def check_send():
+    r = await api("send", {"user": S.user, "data": {"note": "for you"}})
+    require(r.get("delivered") == 1, "send delivered %r, want 1" % r)
+    m = await S.conn.push("message")
+    require(m.get("data") == {"note": "for you"}, "message push %r" % m)
+    return "HTTP send -> message push, delivered 1"
+
+
+async def check_disconnect():
+    old = S.conn.client_id
+    r = await api("disconnect", {"client": old, "reconnect": True, "reason": "test"})
+    require(r.get("disconnected") == 1, "disconnect result %r, want disconnected 1" % r)
+    d = await S.conn.push("disconnect")
+    require(d.get("code") == 4000 and d.get("reconnect") is True, "disconnect push %r, want code 4000 reconnect true" % d)
+    code, reason = await S.conn.wait_closed()
+    require(code == 4000, "close code %s %r, want 4000" % (code, reason))
+    after = [e for e in S.conn.events[S.conn.events.index(("push", "disconnect")) + 1:] if e[0] in ("push", "reply")]
+    require(not after, "messages after the disconnect push: %r" % after)
+    await S.conn.close()
+    return "disconnect push %r, close %d %r" % (d, code, reason)
+
+
+async def check_publish_while_away():
+    for i in range(5, 10):
+        data = {"n": i, "text": "missed %d" % i}
+        r = await publish(S.channel, data)
+        require(r.get("offset") == i and r.get("epoch") == S.epoch, "publish while away -> %r, want offset %d" % (r, i))
+        S.sent[i] = data
+    return "published offsets 5..9 while disconnected"
+
+
+async def check_recover():
+    old = S.conn.client_id
+    S.conn = await Conn.open()
+    await S.conn.connect(S.token)
+    require(S.conn.client_id != old, "reconnection reused client id %s" % old)
+    r = await S.conn.ok("subscribe", {"channel": S.channel, "recover": True, "epoch": S.epoch, "offset": S.position})
+    require(r.get("recovered") is True, "recovered %r: %r" % (r.get("recovered"), r))
+    require(r.get("epoch") == S.epoch and r.get("offset") == 9, "epoch/offset %r/%r, want %s/9" % (r.get("epoch"), r.get("offset"), S.epoch))
+    pubs = r.get("publications", [])
+    offs = [p.get("offset") for p in pubs]
+    require(offs == [5, 6, 7, 8, 9], "recovered offsets %r, want exactly [5, 6, 7, 8, 9]" % offs)
+    for p in pubs:
+        require(p.get("data") == S.sent[p["offset"]], "recovered data %r differs from %r" % (p.get("data"), S.sent[p["offset"]]))
+    # Live from T + 1, with nothing re-pushed.
+    r2 = await publish(S.channel, {"n": 10})
+    p = await S.conn.push("publication", S.channel)
+    require(p.get("offset") == 10 == r2.get("offset"), "first push after recovery %r, want offset 10" % p)
+    S.position = 10
+    return "new client %s, recovered true, publications %s, next push offset 10" % (S.conn.client_id, offs)
+
+
+async def check_recover_nothing_missed():
+    c = await Conn.open()
+    try:
+        await c.connect()
+        r = await c.ok("subscribe", {"channel": S.channel, "recover": True, "epoch": S.epoch, "offset": S.position})
+        require(r.get("recovered") is True and r.get("publications") == [] and r.get("offset") == S.position,
+                "recover at the top -> %r" % r)
+    finally:
+        await c.close()
+    return "recover at the top -> recovered true, no publications"
+
+
+async def check_bad_epoch():
+    c = await Conn.open()
+    try:
+        await c.connect()
+        r = await c.ok("subscribe", {"channel": S.channel, "recover": True, "epoch": "bogus-epoch", "offset": 2})
+        require(r.get("recovered") is False, "recovered %r with a bad epoch" % r.get("recovered"))
+        require(r.get("publications") == [], "publications %r, want [] after a failed recovery" % r.get("publications"))
+        require(r.get("epoch") == S.epoch and r.get("offset") == S.position, "failed recovery epoch/offset %r/%r" % (r.get("epoch"), r.get("offset")))
+        r2 = await c.ok("unsubscribe", {"channel": S.channel})
+        require(r2 == {}, "unsubscribe result %r" % r2)
+        r = await c.ok("subscribe", {"channel": S.channel, "recover": True, "epoch": S.epoch, "offset": S.position + 5})
+        require(r.get("recovered") is False and r.get("publications") == [], "recover from beyond the top -> %r" % r)
+    finally:
+        await c.close()
+    return "bad epoch -> recovered false, [] and the current position; offset past the top -> recovered false"
+
+
+async def check_anonymous_and_plain():
+    c = await Conn.open()
+    try:
+        r = await c.connect()
+        require(r.get("user") == "" and "expires_in_ms" not in r, "anonymous connect %r" % r)
+        ch = "plain:py-%s" % secrets.token_hex(3)
+        s = await c.ok("subscribe", {"channel": ch, "recover": True, "epoch": "x", "offset": 0})
+        require(s.get("recoverable") is False and s.get("recovered") is False and "epoch" not in s,
+                "subscribe without history %r" % s)
+        pr = await publish(ch, {"x": 1})
+        require("offset" not in pr, "publish without history returned %r" % pr)
+        p = await c.push("publication", ch)
+        require("offset" not in p and p.get("data") == {"x": 1}, "publication without history %r" % p)
+        await c.err("history", {"channel": ch}, 108)
+        await c.err("presence", {"channel": ch}, 108)
+        await c.err("publish", {"channel": ch, "data": 1}, 103)
+    finally:
+        await c.close()
+    return "anonymous user '', no-history namespace: no offsets, 108 for history/presence, 103 for publish"
+
+
+async def check_bad_token():
+    c = await Conn.open()
+    bad = hs256_token("not-the-secret", {"sub": "mallory"})
+    try:
+        await c.err("connect", {"token": bad}, 101)
+        code, reason = await c.wait_closed()
+        require(code == 4401, "close after error 101: %s %r, want 4401" % (code, reason))
+    finally:
+        await c.close()
+    expired = hs256_token(ARGS.token_secret, {"sub": "late", "exp": int(time.time()) - 60})
+    c = await Conn.open()
+    try:
+        await c.err("connect", {"token": expired}, 109)
+        code, _ = await c.wait_closed()
+        require(code == 4400, "close after error 109: %s, want 4400" % code)
+    finally:
+        await c.close()
+    return "bad signature -> 101 + close 4401; expired -> 109 + close 4400"
+
+
+async def check_protocol_violations():
+    c = await Conn.open()
+    try:
+        await c.send_raw({"id": 1, "method": "ping"})
+        code, _ = await c.wait_closed()
+        require(code == 4500, "command before connect -> close %s, want 4500" % code)
+    finally:
+        await c.close()
+    c = await Conn.open()
+    try:
+        await c.connect()
+        await c.ws.send("this is not json")
+        d = await c.push("disconnect")
+        require(d.get("code") == 4500 and d.get("reconnect") is False, "disconnect push %r" % d)
+        code, _ = await c.wait_closed()
+        require(code == 4500, "invalid JSON -> close %s, want 4500" % code)
+    finally:
+        await c.close()
+    return "command before connect -> 4500; invalid JSON -> disconnect push + close 4500"
+
+
+async def check_disconnect_forever():
+    c = await Conn.open()
+    try:
+        await c.connect()
+        r = await api("disconnect", {"client": c.client_id, "reconnect": False})
+        require(r.get("disconnected") == 1, "disconnect result %r" % r)
+        d = await c.push("disconnect")
+        require(d.get("code") == 4501 and d.get("reconnect") is False, "disconnect push %r, want 4501" % d)
+        code, _ = await c.wait_closed()
+        require(code == 4501, "close %s, want 4501" % code)
+    finally:
+        await c.close()
+    return "HTTP disconnect reconnect:false -> push and close 4501"
+
+
+async def check_health_metrics():
+    def get(path):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(ARGS.http + path, timeout=ARGS.timeout) as resp:
+                return resp.status, resp.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+    live = await asyncio.to_thread(get, "/health/live")
+    ready = await asyncio.to_thread(get, "/health/ready")
+    metrics = await asyncio.to_thread(get, "/metrics")
+    require(live[0] == 200 and ready[0] == 200, "health live %s ready %s" % (live[0], ready[0]))
+    require(metrics[0] == 200 and "# TYPE" in metrics[1], "metrics %s %r" % (metrics[0], metrics[1][:200]))
+    return "/health/live 200, /health/ready 200, /metrics %d lines" % len(metrics[1].splitlines())
+
+
+CHECKS = [
+    ("connect with an HS256 token", check_connect_token),
+    ("subscribe with presence", check_subscribe),
+    ("HTTP publish -> publication pushes with offsets", check_http_publish),
+    ("ping", check_ping),
+    ("presence and presence_stats", check_presence),
+    ("join and leave pushes", check_join_leave),
+    ("client publish", check_client_publish),
+    ("history", check_history),
+    ("error replies", check_errors),
+    ("HTTP API errors", check_http_errors),
+    ("HTTP info and channels", check_info_channels),
+    ("HTTP send -> message push", check_send),
+    ("HTTP disconnect with reconnect -> 4000", check_disconnect),
+    ("publish while the client is away", check_publish_while_away),
+    ("reconnect and recover exactly what was missed", check_recover),
+    ("recover with nothing missed", check_recover_nothing_missed),
+    ("recover from a bad epoch -> recovered false", check_bad_epoch),
+    ("anonymous connection, namespace without history", check_anonymous_and_plain),
+    ("bad and expired tokens", check_bad_token),
+    ("protocol violations -> 4500", check_protocol_violations),
+    ("HTTP disconnect without reconnect -> 4501", check_disconnect_forever),
+    ("health and metrics", check_health_metrics),
+]
+
+# Checks after which the rest cannot run meaningfully.
+ESSENTIAL = {check_connect_token, check_subscribe, check_disconnect, check_recover}
+
+
+async def run_all():
+    passed = failed = 0
+    skip_rest = False
+    for name, fn in CHECKS:
+        if skip_rest:
+            print("SKIP  %s (an essential check failed)" % name, flush=True)
+            failed += 1
+            continue
+        t = time.monotonic()
+        try:
+            detail = await asyncio.wait_for(fn(), ARGS.timeout * 4)
+            passed += 1
+            print("PASS  %s: %s (%.2fs)" % (name, detail, time.monotonic() - t), flush=True)
+        except (CheckFailed, AssertionError) as e:
+            failed += 1
+            print("FAIL  %s: %s" % (name, e), flush=True)
+            skip_rest = fn in ESSENTIAL
+        except Exception as e:  # noqa: BLE001 -- every failure is reported
+            failed += 1
+            print("FAIL  %s: %s: %s" % (name, type(e).__name__, e), flush=True)
+            traceback.print_exc(limit=3)
+            skip_rest = fn in ESSENTIAL
+    conn = getattr(S, "conn", None)
+    if conn is not None:
+        await conn.close()
+    print("%d passed, %d failed" % (passed, failed), flush=True)
+    return failed == 0
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ws", required=True, help="ws://ADDR/connection/websocket")
+    ap.add_argument("--http", required=True, help="http://ADDR (no trailing slash)")
+    ap.add_argument("--api-key", required=True)
+    ap.add_argument("--token-secret", required=True)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds per wait")
+    ARGS = ap.parse_args()
+    ARGS.http = ARGS.http.rstrip("/")
+    ok = asyncio.run(run_all())
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Acceptance test of `volley serve` by a third-party client: Python
+# `websockets` speaking volley.v1 from docs/protocol.md (python_client.py).
+#
+#   1. writes a config (anonymous connections, an HS256 secret, namespaces
+#      `room` with history/presence/join-leave/publish and `plain` without),
+#   2. starts `$VOLLEY_BIN serve --listen 127.0.0.1:0 --config FILE` and reads
+#      the bound address from its first stdout line,
+#   3. runs python_client.py against it,
+#   4. stops the server with SIGTERM and checks that it exits 0.
+#
+# Env:
+#   VOLLEY_BIN          the volley binary (default: target/release/volley)
+#   HUB_TIMEOUT         seconds for the whole Python run (default: 120)
+#   HUB_SKIP_SETUP=1    don't call setup.sh
+#   HUB_LOG_DIR         where the server's output goes (default: target/test-logs/hub)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+VOLLEY_BIN="${VOLLEY_BIN:-target/release/volley}"
+case "$VOLLEY_BIN" in /*) ;; *) VOLLEY_BIN="$ROOT/$VOLLEY_BIN" ;; esac
+TIMEOUT="${HUB_TIMEOUT:-120}"
+LOGDIR="${HUB_LOG_DIR:-$ROOT/target/test-logs/hub}"
+PYTHON="$HERE/.venv/bin/python"
+START=$SECONDS
+
+log() { echo "hub: $*"; }
+die() {
+    echo "hub: ERROR: $*" >&2
+    exit 1
+}
+
+[ -x "$VOLLEY_BIN" ] || die "volley binary not found at $VOLLEY_BIN (cargo build --release -p volley-cli)"
+if [ "${HUB_SKIP_SETUP:-0}" != "1" ]; then
+    "$HERE/setup.sh"
+fi
+[ -x "$PYTHON" ] || die "missing $PYTHON (run tests/hub/setup.sh)"
+mkdir -p "$LOGDIR"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/volley-hub-test.XXXXXX")"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+API_KEY="hub-test-api-$RANDOM$RANDOM"
+ADMIN_KEY="hub-test-admin-$RANDOM$RANDOM"
+SECRET="hub-test-secret-$RANDOM$RANDOM$RANDOM"
+CONFIG="$WORK/volley.toml"
+cat >"$CONFIG" <<TOML
+api_key = "$API_KEY"
+admin_key = "$ADMIN_KEY"
+allow_anonymous = true
+
+[auth]
+hmac_secret = "$SECRET"
+
+[drain]
+grace_ms = 3000
+spread_ms = 1000
+
+[namespaces.room]
+presence = true
+join_leave = true
+history_size = 1000
+history_ttl = 600
+allow_publish = true
+allow_anonymous = true
+
+[namespaces.plain]
+allow_anonymous = true
+TOML
+
+OUT="$LOGDIR/serve.out"
+ERR="$LOGDIR/serve.log"
+: >"$OUT"
+: >"$ERR"
+# The server is killed by the EXIT trap; `timeout` bounds it if this script is SIGKILLed.
+timeout --kill-after=5 $((TIMEOUT + 60)) "$VOLLEY_BIN" serve --listen 127.0.0.1:0 --config "$CONFIG" \
+    >"$OUT" 2>"$ERR" </dev/null &
+SERVER_PID=$!
+
+FIRST=""
+deadline=$((SECONDS + 30))
+while [ $SECONDS -lt $deadline ]; do
+    # A complete first line (newline-terminated) is there.
+    if [ "$(wc -l <"$OUT")" -ge 1 ]; then
+        FIRST="$(head -n 1 "$OUT")"
+        break
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+done
+ADDR="$(printf '%s\n' "$FIRST" | sed -n 's#^volley serve listening on http://\([0-9.]*:[0-9]*\)/$#\1#p')"
+if [ -z "$ADDR" ]; then
+    echo "---- server stdout ----"; cat "$OUT"; echo "---- server stderr (last 40 lines) ----"; tail -n 40 "$ERR"
+    die "the first stdout line is not 'volley serve listening on http://ADDR/' (got: '$FIRST')"
+fi
+log "server pid $SERVER_PID listening on $ADDR"
+
+rc=0
+timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" \
+    --ws "ws://$ADDR/connection/websocket" --http "http://$ADDR" \
+    --api-key "$API_KEY" --token-secret "$SECRET" || rc=$?
+[ "$rc" -ne 124 ] || log "python_client.py TIMED OUT after ${TIMEOUT}s"
+
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "FAIL  the server died during the test"
+    rc=1
+else
+    kill -TERM "$SERVER_PID"
+    src=0
+    for _ in $(seq 150); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        log "FAIL  the server did not exit within 15 s of SIGTERM"
+        rc=1
+    else
+        wait "$SERVER_PID" || src=$?
+        SERVER_PID=""
+        if [ "$src" -eq 0 ]; then
+            log "PASS  SIGTERM -> exit 0"
+        else
+            log "FAIL  SIGTERM -> exit $src"
+            rc=1
+        fi
+    fi
+fi
+if [ "$rc" -ne 0 ]; then
+    echo "---- server stderr (last 40 lines, full log in $ERR) ----"
+    tail -n 40 "$ERR"
+fi
+log "finished in $((SECONDS - START))s"
+exit "$rc"
