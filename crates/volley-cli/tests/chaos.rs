@@ -1,0 +1,927 @@
+//! A bounded chaos test of `volley serve`, black box: 200 clients on 20
+//! channels, a publisher at 2,000 publications/s through the HTTP API for 30 s,
+//! clients disconnected at random (by the server through the HTTP
+//! `disconnect` method, and by dropping their own TCP connection), each
+//! reconnecting and resubscribing with recovery. At the end every client must
+//! have, per channel, offsets 1..=N exactly once and in order, with the data
+//! that was published; the test prints the counts.
+//!
+//! It needs the hub built with optimisations, so it is ignored by a plain
+//! `cargo test`; run it with
+//!
+//! ```sh
+//! cargo test --release -p volley-cli --test chaos -- --ignored --nocapture
+//! ```
+//!
+//! Knobs (environment): `CHAOS_SECS` (publishing time, default 30),
+//! `CHAOS_RATE` (publications per second, default 2000), `CHAOS_CLIENTS`
+//! (default 200), `CHAOS_CHANNELS` (default 20), `CHAOS_SEED`.
+//!
+//! Written from docs/protocol.md and the `volley serve` contract only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
+
+/// Subscriptions per client.
+const CHANNELS_PER_CLIENT: usize = 2;
+/// Bytes of padding in each publication's data.
+const PAD: usize = 64;
+/// HTTP connections the publisher spreads its channels over.
+const PUBLISHER_CONNECTIONS: usize = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ---- a tiny deterministic PRNG (xorshift64*), so no extra dependency -------
+
+#[derive(Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+// ---- the hub process ---------------------------------------------------------
+
+/// A running `volley serve`; killed on drop.
+struct Hub {
+    child: Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Hub {
+    fn start(config: &str) -> Hub {
+        let dir = std::env::temp_dir().join(format!(
+            "volley-chaos-{}-{}",
+            std::process::id(),
+            seed_from_clock()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("volley.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let stderr = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn volley serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut hub = Hub {
+            child,
+            addr: String::new(),
+            dir,
+        };
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                hub.dump_log();
+                panic!("volley serve printed no first line within 30 s");
+            }
+        };
+        let addr = first
+            .strip_prefix("volley serve listening on http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_else(|| {
+                panic!(
+                    "first stdout line {first:?} is not `volley serve listening on http://ADDR/`"
+                )
+            });
+        hub.addr = addr.to_string();
+        hub
+    }
+
+    fn dump_log(&self) {
+        let log = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!("---- last 40 lines of the server's stderr ----");
+        for l in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{l}");
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(42)
+}
+
+// ---- a minimal HTTP/1.1 keep-alive client for the HTTP API -------------------
+
+struct Http {
+    addr: String,
+    key: String,
+    conn: Option<tokio::io::BufReader<TcpStream>>,
+}
+
+impl Http {
+    fn new(addr: &str, key: &str) -> Self {
+        Self {
+            addr: addr.to_string(),
+            key: key.to_string(),
+            conn: None,
+        }
+    }
+
+    /// `POST /api/<method>`; returns the status and the parsed body. Retries
+    /// once on a fresh connection if the kept-alive one was closed.
+    async fn post(&mut self, method: &str, body: &Value) -> Result<(u16, Value), String> {
+        let body = body.to_string();
+        let request = format!(
+            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.key,
+            body.len()
+        );
+        for attempt in 0..2 {
+            if self.conn.is_none() {
+                let tcp = TcpStream::connect(&self.addr)
+                    .await
+                    .map_err(|e| format!("connect {}: {e}", self.addr))?;
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                self.conn = Some(tokio::io::BufReader::new(tcp));
+            }
+            let conn = self.conn.as_mut().unwrap();
+            match exchange(conn, request.as_bytes()).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    self.conn = None;
+                    if attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        unreachable!()
+    }
+}
+
+async fn exchange(
+    conn: &mut tokio::io::BufReader<TcpStream>,
+    request: &[u8],
+) -> Result<(u16, Value), String> {
+    conn.get_mut()
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut line = String::new();
+    if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+        return Err("connection closed before the status line".into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await.map_err(|e| e.to_string())?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = l.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await.map_err(|e| e.to_string())?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| format!("bad chunk size {line:?}"))?;
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        let n = length.ok_or("response without Content-Length or chunked body")?;
+        body.resize(n, 0);
+        conn.read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    Ok((status, value))
+}
+
+// ---- shared bookkeeping --------------------------------------------------------
+
+#[derive(Default)]
+struct Counters {
+    delivered_push: AtomicU64,
+    delivered_recovered: AtomicU64,
+    reconnects: AtomicU64,
+    recovering_subscribes: AtomicU64,
+    recovered_subscribes: AtomicU64,
+    own_drops: AtomicU64,
+    connect_failures: AtomicU64,
+    http_disconnects_sent: AtomicU64,
+    http_disconnects_effective: AtomicU64,
+    close_codes: Mutex<BTreeMap<u16, u64>>,
+    errors: Mutex<Vec<String>>,
+    error_count: AtomicU64,
+}
+
+impl Counters {
+    fn error(&self, e: String) {
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 20 {
+            errors.push(e);
+        }
+    }
+    fn close_code(&self, code: u16) {
+        *self.close_codes.lock().unwrap().entry(code).or_default() += 1;
+    }
+}
+
+struct Shared {
+    url: String,
+    channels: Vec<String>,
+    counters: Counters,
+    /// The current client id of each client, while connected.
+    client_ids: Mutex<Vec<Option<String>>>,
+    /// Set once every client has its first subscriptions.
+    subscribed: AtomicU64,
+}
+
+/// The channels of client `i`: `CHANNELS_PER_CLIENT` distinct ones, spread
+/// so that every channel has the same number of subscribers.
+fn client_channels(i: usize, n_channels: usize) -> Vec<usize> {
+    let step = (n_channels / CHANNELS_PER_CLIENT).max(1);
+    let mut chans: Vec<usize> = (0..CHANNELS_PER_CLIENT)
+        .map(|j| (i + j * (step + 1)) % n_channels)
+        .collect();
+    chans.sort_unstable();
+    chans.dedup();
+    chans
+}
+
+fn expected_data(channel: usize, k: u64) -> Value {
+    json!({"c": channel, "k": k, "p": "x".repeat(PAD)})
+}
+
+// ---- one client ------------------------------------------------------------------
+
+struct Sub {
+    channel: usize,
+    epoch: Option<String>,
+    /// The last offset delivered (0 before the first).
+    pos: u64,
+    /// Subscribe reply seen on the current connection.
+    live: bool,
+}
+
+enum End {
+    /// Every channel complete after the publisher finished.
+    Done,
+    /// The connection ended (by the server, or dropped by us): reconnect.
+    Lost,
+}
+
+async fn client(
+    index: usize,
+    shared: Arc<Shared>,
+    mut drop_rx: mpsc::UnboundedReceiver<()>,
+    mut final_rx: watch::Receiver<Option<Arc<Vec<u64>>>>,
+    seed: u64,
+) {
+    let mut subs: Vec<Sub> = client_channels(index, shared.channels.len())
+        .into_iter()
+        .map(|channel| Sub {
+            channel,
+            epoch: None,
+            pos: 0,
+            live: false,
+        })
+        .collect();
+    let mut rng = Rng::new(seed);
+    let config = WebSocketConfig::builder()
+        .protocol(
+            volley::Config::builder()
+                .max_size(64 << 20)
+                .deflate(None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut first = true;
+    let c = &shared.counters;
+    let give_up = Instant::now() + Duration::from_secs(300);
+    loop {
+        if Instant::now() > give_up {
+            c.error(format!("client {index}: still not done after 300 s"));
+            return;
+        }
+        if !first {
+            // Reconnect with a small jittered delay (the §14.1 backoff, attempt 0).
+            tokio::time::sleep(Duration::from_millis(rng.below(300))).await;
+            c.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let connected = ClientBuilder::new(shared.url.clone())
+            .protocol("volley.v1")
+            .config(config.clone())
+            .connect()
+            .await;
+        let mut ws = match connected {
+            Ok((ws, _)) => ws,
+            Err(_) => {
+                c.connect_failures.fetch_add(1, Ordering::Relaxed);
+                first = false;
+                continue;
+            }
+        };
+        // Drain stale drop requests: a drop is meant for the connection that existed.
+        while drop_rx.try_recv().is_ok() {}
+        let end = session(
+            index,
+            &shared,
+            &mut ws,
+            &mut subs,
+            &mut drop_rx,
+            &mut final_rx,
+            first,
+        )
+        .await;
+        shared.client_ids.lock().unwrap()[index] = None;
+        first = false;
+        match end {
+            End::Done => {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    ws.close(CloseCode::NORMAL, "done"),
+                )
+                .await;
+                return;
+            }
+            End::Lost => {
+                // Dropping `ws` drops the TCP connection (for an own drop, without a close frame).
+                drop(ws);
+            }
+        }
+    }
+}
+
+fn complete(subs: &[Sub], fin: &Option<Arc<Vec<u64>>>) -> bool {
+    match fin {
+        Some(tops) => subs.iter().all(|s| s.live && s.pos == tops[s.channel]),
+        None => false,
+    }
+}
+
+/// One connection's life: connect, (re)subscribe with recovery, then check
+/// every publication until the connection ends or the client is complete.
+async fn session<S>(
+    index: usize,
+    shared: &Shared,
+    ws: &mut volley::WebSocket<S>,
+    subs: &mut [Sub],
+    drop_rx: &mut mpsc::UnboundedReceiver<()>,
+    final_rx: &mut watch::Receiver<Option<Arc<Vec<u64>>>>,
+    first: bool,
+) -> End
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let c = &shared.counters;
+    let err = |e: String| c.error(format!("client {index}: {e}"));
+    // connect, then wait for its reply before anything else (§5).
+    let connect =
+        json!({"id": 1, "method": "connect", "params": {"name": "chaos", "version": "1"}});
+    if ws.send(Message::text(connect.to_string())).await.is_err() {
+        return End::Lost;
+    }
+    let mut next_id = 2u64;
+    let mut pending: BTreeMap<u64, usize> = BTreeMap::new(); // subscribe id -> index in subs
+    let mut connected = false;
+    let mut fin = final_rx.borrow().clone();
+    for s in subs.iter_mut() {
+        s.live = false;
+    }
+    loop {
+        let message = tokio::select! {
+            m = ws.recv() => m,
+            Some(()) = drop_rx.recv() => {
+                c.own_drops.fetch_add(1, Ordering::Relaxed);
+                return End::Lost;
+            }
+            changed = final_rx.changed() , if fin.is_none() => {
+                if changed.is_ok() {
+                    fin = final_rx.borrow().clone();
+                    if complete(subs, &fin) {
+                        return End::Done;
+                    }
+                }
+                continue;
+            }
+        };
+        let text = match message {
+            Some(Ok(m)) => match m.as_text() {
+                Some(t) => t.to_owned(),
+                None => {
+                    err("binary message from the server".into());
+                    continue;
+                }
+            },
+            Some(Err(_)) | None => {
+                let code = ws.close_frame().map(|f| u16::from(f.code)).unwrap_or(1006);
+                c.close_code(code);
+                if code != 4000 && code != 4002 && code != 1006 {
+                    err(format!("connection closed with unexpected code {code}"));
+                }
+                return End::Lost;
+            }
+        };
+        let msg: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                err(format!("invalid JSON from the server: {e}: {text:.200}"));
+                continue;
+            }
+        };
+        if let Some(id) = msg.get("id").and_then(Value::as_u64) {
+            if id == 1 {
+                let Some(result) = msg.get("result") else {
+                    err(format!("connect failed: {msg}"));
+                    return End::Lost;
+                };
+                connected = true;
+                let cid = result
+                    .get("client")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                shared.client_ids.lock().unwrap()[index] = Some(cid);
+                // Resubscribe every channel, back to back, with recovery where we have a position.
+                for (i, s) in subs.iter().enumerate() {
+                    let mut params = json!({"channel": shared.channels[s.channel]});
+                    if let Some(epoch) = &s.epoch {
+                        params["recover"] = json!(true);
+                        params["epoch"] = json!(epoch);
+                        params["offset"] = json!(s.pos);
+                        c.recovering_subscribes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let cmd = json!({"id": next_id, "method": "subscribe", "params": params});
+                    pending.insert(next_id, i);
+                    next_id += 1;
+                    if ws.feed(Message::text(cmd.to_string())).await.is_err() {
+                        return End::Lost;
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    return End::Lost;
+                }
+                continue;
+            }
+            let Some(i) = pending.remove(&id) else {
+                err(format!("reply to an unknown id: {text:.200}"));
+                continue;
+            };
+            let s = &mut subs[i];
+            let Some(r) = msg.get("result") else {
+                err(format!("subscribe failed: {msg}"));
+                return End::Lost;
+            };
+            let epoch = r.get("epoch").and_then(Value::as_str).map(str::to_owned);
+            let offset = r.get("offset").and_then(Value::as_u64);
+            let (Some(epoch), Some(offset)) = (epoch, offset) else {
+                err(format!("subscribe reply without epoch/offset: {r}"));
+                return End::Lost;
+            };
+            if let Some(old) = &s.epoch {
+                if r.get("recovered") != Some(&json!(true)) {
+                    err(format!(
+                        "recovery of {} from {old}/{} failed: {r:.300}",
+                        shared.channels[s.channel], s.pos
+                    ));
+                    return End::Lost;
+                }
+                if *old != epoch {
+                    err(format!(
+                        "epoch changed from {old} to {epoch} with recovered true"
+                    ));
+                }
+                c.recovered_subscribes.fetch_add(1, Ordering::Relaxed);
+                let pubs = r
+                    .get("publications")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for p in &pubs {
+                    if let Err(e) = accept(s, p, shared, "recovered") {
+                        err(e);
+                    } else {
+                        c.delivered_recovered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if offset != s.pos {
+                    err(format!(
+                        "recovered reply offset {offset} but publications end at {}",
+                        s.pos
+                    ));
+                    s.pos = offset;
+                }
+            } else {
+                if first && offset != 0 {
+                    err(format!(
+                        "first subscribe at offset {offset}, want 0 (subscribed before any publication)"
+                    ));
+                }
+                s.pos = offset;
+                s.epoch = Some(epoch);
+                shared.subscribed.fetch_add(1, Ordering::Relaxed);
+            }
+            s.live = true;
+            if complete(subs, &fin) {
+                return End::Done;
+            }
+            continue;
+        }
+        if !connected {
+            err(format!("push before the connect reply: {text:.200}"));
+            continue;
+        }
+        match msg.get("push").and_then(Value::as_str) {
+            Some("publication") => {
+                let channel = msg
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let Some(s) = subs
+                    .iter_mut()
+                    .find(|s| shared.channels[s.channel] == channel)
+                else {
+                    err(format!(
+                        "publication for a channel not subscribed: {channel}"
+                    ));
+                    continue;
+                };
+                if !s.live {
+                    err(format!(
+                        "publication in {channel} before its subscribe reply"
+                    ));
+                    continue;
+                }
+                match accept(s, &msg, shared, "pushed") {
+                    Ok(()) => {
+                        c.delivered_push.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => err(e),
+                }
+                if complete(subs, &fin) {
+                    return End::Done;
+                }
+            }
+            Some("disconnect") => {
+                // The close frame with the same code follows; counted there.
+            }
+            Some("join" | "leave" | "message") => {}
+            other => err(format!("unexpected push {other:?}")),
+        }
+    }
+}
+
+/// Checks one publication against the client's position: exactly the next
+/// offset, with the data that was published at that offset.
+fn accept(s: &mut Sub, p: &Value, shared: &Shared, how: &str) -> Result<(), String> {
+    let channel = &shared.channels[s.channel];
+    let offset = p
+        .get("offset")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{how} publication without offset in {channel}"))?;
+    if offset != s.pos + 1 {
+        let what = if offset <= s.pos { "duplicate" } else { "gap" };
+        let e = format!(
+            "{what}: {how} offset {offset} in {channel}, position {}",
+            s.pos
+        );
+        if offset > s.pos {
+            s.pos = offset; // resynchronise so one gap is one error
+        }
+        return Err(e);
+    }
+    s.pos = offset;
+    if p.get("data") != Some(&expected_data(s.channel, offset)) {
+        return Err(format!(
+            "{how} data at {channel}/{offset} differs: {:.200}",
+            p.get("data").map(Value::to_string).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+// ---- the test --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the release build: cargo test --release -p volley-cli --test chaos -- --ignored --nocapture"]
+async fn chaos_clients_recover_every_publication_exactly_once() {
+    let secs: f64 = env_or("CHAOS_SECS", 30.0);
+    let rate: f64 = env_or("CHAOS_RATE", 2000.0);
+    let n_clients: usize = env_or("CHAOS_CLIENTS", 200);
+    let n_channels: usize = env_or("CHAOS_CHANNELS", 20);
+    let seed: u64 = env_or("CHAOS_SEED", seed_from_clock());
+    let test_start = Instant::now();
+    println!(
+        "chaos: {n_clients} clients x {CHANNELS_PER_CLIENT} of {n_channels} channels, {rate} publications/s for {secs} s, seed {seed}"
+    );
+
+    let api_key = format!("chaos-{seed:x}");
+    let config = format!(
+        r#"api_key = "{api_key}"
+allow_anonymous = true
+
+[limits]
+max_connections_per_ip = 100000
+commands_per_second = 100000
+
+[namespaces.chaos]
+history_size = 10000
+history_ttl = 600
+allow_anonymous = true
+"#
+    );
+    let mut hub = Hub::start(&config);
+    println!("chaos: hub on {}", hub.addr);
+
+    let shared = Arc::new(Shared {
+        url: format!("ws://{}/connection/websocket", hub.addr),
+        channels: (0..n_channels).map(|i| format!("chaos:ch{i}")).collect(),
+        counters: Counters::default(),
+        client_ids: Mutex::new(vec![None; n_clients]),
+        subscribed: AtomicU64::new(0),
+    });
+    let (final_tx, final_rx) = watch::channel(None::<Arc<Vec<u64>>>);
+    let mut rng = Rng::new(seed);
+    let mut droppers = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n_clients {
+        let (tx, rx) = mpsc::unbounded_channel();
+        droppers.push(tx);
+        clients.push(tokio::spawn(client(
+            i,
+            shared.clone(),
+            rx,
+            final_rx.clone(),
+            rng.next(),
+        )));
+    }
+    // Every client subscribed before the first publication.
+    let want_subs = (0..n_clients)
+        .map(|i| client_channels(i, n_channels).len() as u64)
+        .sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.subscribed.load(Ordering::Relaxed) < want_subs {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {want_subs} first subscriptions in 60 s; errors: {:?}",
+            shared.subscribed.load(Ordering::Relaxed),
+            shared.counters.errors.lock().unwrap()
+        );
+        assert!(hub.alive(), "the hub died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "chaos: {want_subs} subscriptions ready after {:.1} s",
+        test_start.elapsed().as_secs_f64()
+    );
+
+    // The publisher: each HTTP connection owns n_channels / PUBLISHER_CONNECTIONS
+    // channels and publishes to them round-robin at its share of the rate.
+    let stop_publishing = Arc::new(AtomicBool::new(false));
+    let publish_start = Instant::now();
+    let publish_end = publish_start + Duration::from_secs_f64(secs);
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHER_CONNECTIONS.min(n_channels) {
+        let mine: Vec<usize> = (0..n_channels)
+            .filter(|c| c % PUBLISHER_CONNECTIONS == p)
+            .collect();
+        let share = rate * mine.len() as f64 / n_channels as f64;
+        let (addr, key, channels) = (hub.addr.clone(), api_key.clone(), shared.channels.clone());
+        publishers.push(tokio::spawn(async move {
+            let mut http = Http::new(&addr, &key);
+            let mut counts = vec![0u64; channels.len()];
+            let mut errors = Vec::new();
+            let start = tokio::time::Instant::now();
+            let mut g: u64 = 0;
+            while Instant::now() < publish_end {
+                tokio::time::sleep_until(start + Duration::from_secs_f64(g as f64 / share)).await;
+                let ch = mine[(g % mine.len() as u64) as usize];
+                let k = counts[ch] + 1;
+                let body = json!({"channel": channels[ch], "data": expected_data(ch, k)});
+                match http.post("publish", &body).await {
+                    Ok((200, v)) if v["result"]["offset"].as_u64() == Some(k) => counts[ch] = k,
+                    Ok((status, v)) => {
+                        errors.push(format!("publish {} #{k}: HTTP {status} {v}", channels[ch]));
+                        break;
+                    }
+                    Err(e) => {
+                        errors.push(format!("publish {} #{k}: {e}", channels[ch]));
+                        break;
+                    }
+                }
+                g += 1;
+            }
+            (counts, errors)
+        }));
+    }
+
+    // Chaos while publishing: every ~40 ms one client is disconnected, at
+    // random either by the server (HTTP disconnect by client id, code 4000)
+    // or by itself (it drops its TCP connection).
+    let chaos = {
+        let shared = shared.clone();
+        let (addr, key) = (hub.addr.clone(), api_key.clone());
+        let stop = stop_publishing.clone();
+        let mut rng = Rng::new(seed ^ 0xC4A05);
+        tokio::spawn(async move {
+            let mut http = Http::new(&addr, &key);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < publish_end {
+                tokio::time::sleep(Duration::from_millis(20 + rng.below(40))).await;
+                let victim = rng.below(droppers.len() as u64) as usize;
+                if rng.below(2) == 0 {
+                    let id = shared.client_ids.lock().unwrap()[victim].clone();
+                    let Some(id) = id else { continue };
+                    let c = &shared.counters;
+                    c.http_disconnects_sent.fetch_add(1, Ordering::Relaxed);
+                    match http
+                        .post("disconnect", &json!({"client": id, "reconnect": true}))
+                        .await
+                    {
+                        Ok((200, v)) => {
+                            let n = v["result"]["disconnected"].as_u64().unwrap_or(0);
+                            c.http_disconnects_effective.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok((status, v)) => c.error(format!("HTTP disconnect: {status} {v}")),
+                        Err(e) => c.error(format!("HTTP disconnect: {e}")),
+                    }
+                } else {
+                    let _ = droppers[victim].send(());
+                }
+            }
+        })
+    };
+
+    let mut tops = vec![0u64; n_channels];
+    let mut publish_errors = Vec::new();
+    for p in publishers {
+        let (counts, errors) = p.await.unwrap();
+        for (c, n) in counts.iter().enumerate() {
+            tops[c] = tops[c].max(*n);
+        }
+        publish_errors.extend(errors);
+    }
+    let publish_secs = publish_start.elapsed().as_secs_f64();
+    stop_publishing.store(true, Ordering::Relaxed);
+    chaos.await.unwrap();
+    let published: u64 = tops.iter().sum();
+    println!(
+        "chaos: published {published} in {publish_secs:.1} s ({:.0}/s; per channel {}..={})",
+        published as f64 / publish_secs,
+        tops.iter().min().unwrap(),
+        tops.iter().max().unwrap()
+    );
+    assert!(
+        publish_errors.is_empty(),
+        "publisher errors: {publish_errors:?}"
+    );
+    let _ = final_tx.send(Some(Arc::new(tops.clone())));
+
+    // Every client ends complete; bounded.
+    let drain_start = Instant::now();
+    let mut unfinished = 0;
+    for c in clients {
+        let left = Duration::from_secs(60).saturating_sub(drain_start.elapsed());
+        match tokio::time::timeout(left, c).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => unfinished += 1,
+        }
+    }
+    let c = &shared.counters;
+    let delivered_push = c.delivered_push.load(Ordering::Relaxed);
+    let delivered_recovered = c.delivered_recovered.load(Ordering::Relaxed);
+    let expected_deliveries: u64 = (0..n_clients)
+        .map(|i| {
+            client_channels(i, n_channels)
+                .iter()
+                .map(|ch| tops[*ch])
+                .sum::<u64>()
+        })
+        .sum();
+    println!(
+        "chaos: published {published}, expected deliveries {expected_deliveries}, delivered {} ({delivered_push} pushed + {delivered_recovered} recovered)",
+        delivered_push + delivered_recovered
+    );
+    println!(
+        "chaos: reconnects {}, recovering subscribes {}, recovered {}, own TCP drops {}, HTTP disconnects {} sent / {} effective, connect failures {}",
+        c.reconnects.load(Ordering::Relaxed),
+        c.recovering_subscribes.load(Ordering::Relaxed),
+        c.recovered_subscribes.load(Ordering::Relaxed),
+        c.own_drops.load(Ordering::Relaxed),
+        c.http_disconnects_sent.load(Ordering::Relaxed),
+        c.http_disconnects_effective.load(Ordering::Relaxed),
+        c.connect_failures.load(Ordering::Relaxed),
+    );
+    println!(
+        "chaos: close codes seen {:?}; drain {:.1} s; total {:.1} s",
+        c.close_codes.lock().unwrap(),
+        drain_start.elapsed().as_secs_f64(),
+        test_start.elapsed().as_secs_f64()
+    );
+    let errors = c.error_count.load(Ordering::Relaxed);
+    if errors > 0 || unfinished > 0 || !hub.alive() {
+        hub.dump_log();
+    }
+    assert!(hub.alive(), "the hub died during the test");
+    assert_eq!(
+        errors,
+        0,
+        "{errors} errors, first ones: {:#?}",
+        c.errors.lock().unwrap()
+    );
+    assert_eq!(
+        unfinished, 0,
+        "{unfinished} clients did not complete within 60 s of the last publication"
+    );
+    assert_eq!(
+        delivered_push + delivered_recovered,
+        expected_deliveries,
+        "deliveries"
+    );
+    assert!(published > 0, "nothing was published");
+    assert!(
+        c.recovered_subscribes.load(Ordering::Relaxed) > 0
+            && c.own_drops.load(Ordering::Relaxed) > 0
+            && c.http_disconnects_effective.load(Ordering::Relaxed) > 0,
+        "the chaos did not exercise both kinds of disconnect and recovery"
+    );
+}
