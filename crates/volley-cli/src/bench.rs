@@ -12,6 +12,9 @@ use clap::{Args, Subcommand};
 use tokio::net::TcpSocket;
 use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
 
+#[path = "fanout.rs"]
+mod fanout;
+
 /// Arguments of `volley bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -27,6 +30,9 @@ enum Mode {
     Latency(LatencyArgs),
     /// Open N idle connections, then report the server's memory per connection.
     Connect(ConnectArgs),
+    /// Fan-out of `volley serve`: N subscribers on one channel, events
+    /// published through the HTTP API at rising rates.
+    Fanout(fanout::FanoutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +112,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
         Mode::Echo(a) => echo(a).await,
         Mode::Latency(a) => latency(a).await,
         Mode::Connect(a) => connect(a).await,
+        Mode::Fanout(a) => fanout::run(a).await.map_err(BoxError::from),
     };
     result.map_err(|e| e as Box<dyn std::error::Error>)
 }

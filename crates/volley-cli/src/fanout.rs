@@ -1,0 +1,844 @@
+//! `volley bench fanout`: fan-out of `volley serve`, black box.
+//!
+//! N subscribers (10,000 by default) on one channel, all on one
+//! current-thread runtime; events published through the HTTP API at rising
+//! rates. Per rate: deliveries per second, publish-to-last-delivery latency
+//! (from the start of the HTTP publish call to the moment the last subscriber
+//! received the publication; p50, p99, max), the load generator's CPU and,
+//! with `--server-pid`, the hub's CPU; once, the hub's resident memory per idle
+//! subscriber. Every subscriber must receive every event exactly once and in
+//! order: each push's offset is checked against the subscriber's position,
+//! and its `seq` against the event published at that offset.
+//!
+//! Pushes are read cheaply: only `"offset":` and `"seq":` are located in the
+//! text; no JSON tree is built on the hot path.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
+
+/// Arguments of `volley bench fanout`.
+#[derive(Debug, Args)]
+pub(crate) struct FanoutArgs {
+    /// The hub's address, host:port (WebSocket at /connection/websocket, HTTP API at /api/).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: String,
+    /// The hub's HTTP API key.
+    #[arg(long, env = "VOLLEY_API_KEY")]
+    api_key: String,
+    /// The channel; its namespace must keep history (offsets) and allow
+    /// anonymous subscribers, and nothing else may publish to it.
+    #[arg(long, default_value = "fanout:bench")]
+    channel: String,
+    /// Subscriber connections.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    subscribers: usize,
+    /// Publication rates to step through, events per second.
+    #[arg(long, value_delimiter = ',', default_value = "10,50,100,200,500,1000")]
+    rates: Vec<f64>,
+    /// Seconds of publishing per rate.
+    #[arg(short = 'd', long, default_value_t = 3.0)]
+    seconds: f64,
+    /// HTTP connections publishing in parallel.
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Bytes of padding in each event's data.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Seconds to wait after a step's last publication for its deliveries.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Subscribers connecting at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
+    /// PID of the hub: its resident memory and CPU are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Go on to the next rate even after a step missed deliveries.
+    #[arg(long)]
+    keep_going: bool,
+    /// Append one JSON line per result to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// A label for the results.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// What can stop the fan-out benchmark.
+#[derive(Debug)]
+#[non_exhaustive]
+pub(crate) enum FanoutError {
+    /// A subscriber could not connect or subscribe.
+    Subscribe {
+        /// Which subscriber.
+        index: usize,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An HTTP API call failed.
+    Http {
+        /// The API method.
+        method: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The subscribers disagree on the channel's position before the first event.
+    Setup(String),
+    /// The runtime or a file could not be set up.
+    Io(std::io::Error),
+    /// The benchmark thread panicked or vanished.
+    Thread,
+}
+
+impl fmt::Display for FanoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Subscribe { index, detail } => write!(f, "subscriber {index}: {detail}"),
+            Self::Http { method, detail } => write!(f, "HTTP API {method}: {detail}"),
+            Self::Setup(detail) => write!(f, "setup: {detail}"),
+            Self::Io(e) => write!(f, "I/O: {e}"),
+            Self::Thread => write!(f, "the benchmark thread ended without a result"),
+        }
+    }
+}
+
+impl std::error::Error for FanoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for FanoutError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Connections opened from one source address before moving to the next.
+const PORTS_PER_SOURCE: usize = 20_000;
+
+/// Runs the benchmark on a current-thread runtime of its own thread.
+pub(crate) async fn run(args: FanoutArgs) -> Result<(), FanoutError> {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fanout".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(FanoutError::from)
+                .and_then(|rt| {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, bench(args))
+                });
+            let _ = tx.send(result);
+        })?;
+    rx.await.map_err(|_| FanoutError::Thread)?
+}
+
+// ---- bookkeeping shared by the tasks of the one thread ------------------------
+
+/// Per event (indexed by `seq`), filled by the publishers and subscribers.
+struct Tracker {
+    subscribers: u32,
+    publish_at: RefCell<Vec<Option<Instant>>>,
+    http_done_at: RefCell<Vec<Option<Instant>>>,
+    received: RefCell<Vec<u32>>,
+    last_at: RefCell<Vec<Option<Instant>>>,
+    /// The offset each event was delivered at (0 = not yet seen).
+    offset_of: RefCell<Vec<u64>>,
+    /// Events received by every subscriber.
+    complete: Cell<u64>,
+    deliveries: Cell<u64>,
+    errors: Cell<u64>,
+    first_errors: RefCell<Vec<String>>,
+    closed: Cell<u64>,
+    /// Subscribers end after receiving this seq.
+    stop_seq: Cell<u64>,
+}
+
+impl Tracker {
+    fn error(&self, e: String) {
+        self.errors.set(self.errors.get() + 1);
+        let mut first = self.first_errors.borrow_mut();
+        if first.len() < 10 {
+            first.push(e);
+        }
+    }
+}
+
+/// Finds the unsigned integer after `key` (e.g. `"offset":`).
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits =
+        text[start..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .fold((0u64, 0usize), |(n, len), d| {
+                (
+                    n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')),
+                    len + 1,
+                )
+            });
+    (digits.1 > 0 && digits.1 <= 16).then_some(digits.0)
+}
+
+fn client_config() -> Result<WebSocketConfig, String> {
+    let protocol = volley::Config::builder()
+        .max_size(64 << 20)
+        .deflate(None)
+        .build()
+        .map_err(|e| e.to_string())?;
+    WebSocketConfig::builder()
+        .protocol(protocol)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+type Ws = volley::WebSocket<TcpStream>;
+
+/// Connects subscriber `index`: TCP, handshake with `volley.v1`, anonymous
+/// `connect`, `subscribe`. Returns the socket and the channel's offset.
+async fn subscribe(
+    index: usize,
+    server: SocketAddr,
+    url: &str,
+    channel: &str,
+    config: WebSocketConfig,
+) -> Result<(Ws, u64), String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if server.ip().is_loopback() && index >= PORTS_PER_SOURCE {
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (index / PORTS_PER_SOURCE) as u8);
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+    }
+    let tcp = socket
+        .connect(server)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut ws, response) = ClientBuilder::new(url)
+        .protocol("volley.v1")
+        .config(config)
+        .connect_on(tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let selected = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok());
+    if selected != Some("volley.v1") {
+        return Err(format!("subprotocol {selected:?}, want volley.v1"));
+    }
+    let connect = r#"{"id":1,"method":"connect","params":{"name":"volley-bench","version":"1"}}"#;
+    let reply = command(&mut ws, connect, 1).await?;
+    if reply.get("result").is_none() {
+        return Err(format!("connect: {reply}"));
+    }
+    let subscribe =
+        serde_json::json!({"id": 2, "method": "subscribe", "params": {"channel": channel}});
+    let reply = command(&mut ws, &subscribe.to_string(), 2).await?;
+    let result = reply
+        .get("result")
+        .ok_or_else(|| format!("subscribe: {reply}"))?;
+    if result.get("recoverable") != Some(&serde_json::Value::Bool(true)) {
+        return Err(format!(
+            "the channel keeps no history (no offsets to check order by): {result}"
+        ));
+    }
+    let offset = result
+        .get("offset")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| format!("subscribe reply without offset: {result}"))?;
+    Ok((ws, offset))
+}
+
+/// Sends a command and waits for the reply with `id` (pushes before it are
+/// unexpected here: nothing is published while subscribing).
+async fn command(ws: &mut Ws, text: &str, id: u64) -> Result<serde_json::Value, String> {
+    ws.send(Message::text(text.to_owned()))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    loop {
+        let m = match tokio::time::timeout(Duration::from_secs(30), ws.recv()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(format!("recv: {e}")),
+            Ok(None) => {
+                return Err(format!(
+                    "closed by the server: {:?}",
+                    ws.close_frame()
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                ));
+            }
+            Err(_) => return Err("no reply within 30 s".into()),
+        };
+        let v: serde_json::Value = serde_json::from_slice(m.as_bytes())
+            .map_err(|e| format!("invalid JSON from the server: {e}"))?;
+        if v.get("id").and_then(serde_json::Value::as_u64) == Some(id) {
+            return Ok(v);
+        }
+    }
+}
+
+/// The subscriber's read loop: every push checked, counted and timed.
+async fn receive(mut ws: Ws, mut next_offset: u64, t: Rc<Tracker>) {
+    loop {
+        let message = match ws.recv().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                t.closed.set(t.closed.get() + 1);
+                t.error(format!("subscriber connection failed: {e}"));
+                return;
+            }
+            None => {
+                t.closed.set(t.closed.get() + 1);
+                t.error(format!(
+                    "subscriber closed by the server: {:?}",
+                    ws.close_frame()
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                ));
+                return;
+            }
+        };
+        let now = Instant::now();
+        let Some(text) = message.as_text() else {
+            t.error("binary message from the hub".into());
+            continue;
+        };
+        if !text.contains(r#""push":"publication""#) {
+            continue; // join/leave/other pushes; replies are not expected
+        }
+        let (Some(offset), Some(seq)) = (
+            number_after(text, r#""offset":"#),
+            number_after(text, r#""seq":"#),
+        ) else {
+            t.error(format!("publication without offset or seq: {text:.200}"));
+            continue;
+        };
+        if offset != next_offset {
+            t.error(format!(
+                "{} at offset {offset}, expected {next_offset}",
+                if offset < next_offset {
+                    "duplicate"
+                } else {
+                    "gap"
+                }
+            ));
+        }
+        next_offset = offset + 1;
+        let i = seq as usize;
+        {
+            let mut offset_of = t.offset_of.borrow_mut();
+            match offset_of.get_mut(i) {
+                Some(o) if *o == 0 => *o = offset,
+                Some(o) if *o == offset => {}
+                Some(o) => {
+                    let first = *o;
+                    drop(offset_of);
+                    t.error(format!(
+                        "seq {seq} at offset {offset} here, at {first} elsewhere"
+                    ));
+                }
+                None => {
+                    drop(offset_of);
+                    t.error(format!("seq {seq} was never published"));
+                    continue;
+                }
+            }
+        }
+        t.deliveries.set(t.deliveries.get() + 1);
+        if let Some(r) = t.received.borrow_mut().get_mut(i) {
+            *r += 1;
+            if *r == t.subscribers {
+                t.complete.set(t.complete.get() + 1);
+            }
+        }
+        if let Some(slot) = t.last_at.borrow_mut().get_mut(i) {
+            *slot = Some(now);
+        }
+        if seq == t.stop_seq.get() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), ws.close(CloseCode::NORMAL, "")).await;
+            return;
+        }
+    }
+}
+
+// ---- a minimal HTTP/1.1 keep-alive client for the HTTP API --------------------
+
+struct Http {
+    addr: String,
+    key: String,
+    conn: Option<BufReader<TcpStream>>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Http {
+    fn new(addr: &str, key: &str) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            key: key.to_owned(),
+            conn: None,
+            line: String::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// `POST /api/<method>`: the status and the body. One retry on a fresh
+    /// connection when the kept-alive one was closed.
+    async fn post(&mut self, method: &str, body: &str) -> Result<(u16, &[u8]), String> {
+        let request = format!(
+            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.key,
+            body.len()
+        );
+        let mut last_error = String::new();
+        for _ in 0..2 {
+            let conn = match &mut self.conn {
+                Some(c) => c,
+                None => {
+                    let tcp = TcpStream::connect(&self.addr)
+                        .await
+                        .map_err(|e| format!("connect {}: {e}", self.addr))?;
+                    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                    self.conn.insert(BufReader::new(tcp))
+                }
+            };
+            match exchange(conn, request.as_bytes(), &mut self.line, &mut self.body).await {
+                Ok(status) => return Ok((status, &self.body)),
+                Err(e) => {
+                    self.conn = None;
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+}
+
+async fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    request: &[u8],
+    line: &mut String,
+    body: &mut Vec<u8>,
+) -> Result<u16, String> {
+    conn.get_mut()
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    line.clear();
+    if conn.read_line(line).await.map_err(|e| e.to_string())? == 0 {
+        return Err("closed before the status line".into());
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        if conn.read_line(line).await.map_err(|e| e.to_string())? == 0 {
+            return Err("closed in the response head".into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = l.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+    }
+    body.clear();
+    if chunked {
+        loop {
+            line.clear();
+            conn.read_line(line).await.map_err(|e| e.to_string())?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| format!("bad chunk size {line:?}"))?;
+            let start = body.len();
+            body.resize(start + size + 2, 0);
+            conn.read_exact(&mut body[start..])
+                .await
+                .map_err(|e| e.to_string())?;
+            body.truncate(start + size);
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        let n = length.ok_or("response without Content-Length or chunked body")?;
+        body.resize(n, 0);
+        conn.read_exact(body).await.map_err(|e| e.to_string())?;
+    }
+    Ok(status)
+}
+
+// ---- CPU and memory from /proc ---------------------------------------------------
+
+/// CPU seconds (user + system) of a process (`None`: this one).
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// Resident memory of a process in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn emit(path: Option<&std::path::Path>, line: &serde_json::Value) -> Result<(), FanoutError> {
+    println!("{line}");
+    if let Some(path) = path {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+// ---- the benchmark ------------------------------------------------------------------
+
+async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
+    let server: SocketAddr = a
+        .addr
+        .parse()
+        .map_err(|e| FanoutError::Setup(format!("--addr {}: {e}", a.addr)))?;
+    let url = format!("ws://{}/connection/websocket", a.addr);
+    let config = client_config().map_err(FanoutError::Setup)?;
+    let n = a.subscribers.max(1);
+    let publishers = a.publishers.max(1);
+    let counts: Vec<u64> = a
+        .rates
+        .iter()
+        .map(|r| (r * a.seconds).round().max(1.0) as u64)
+        .collect();
+    let total = counts.iter().sum::<u64>() as usize + 1; // + the stop event
+    let t = Rc::new(Tracker {
+        subscribers: n as u32,
+        publish_at: RefCell::new(vec![None; total]),
+        http_done_at: RefCell::new(vec![None; total]),
+        received: RefCell::new(vec![0; total]),
+        last_at: RefCell::new(vec![None; total]),
+        offset_of: RefCell::new(vec![0; total]),
+        complete: Cell::new(0),
+        deliveries: Cell::new(0),
+        errors: Cell::new(0),
+        first_errors: RefCell::new(Vec::new()),
+        closed: Cell::new(0),
+        stop_seq: Cell::new(total as u64 - 1),
+    });
+
+    // ---- subscribe everyone, measuring the hub's memory around it -------------
+    let rss_before = a.server_pid.and_then(rss_bytes);
+    let started = Instant::now();
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
+    let mut joins = Vec::with_capacity(n);
+    for index in 0..n {
+        let permit = semaphore
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| FanoutError::Thread)?;
+        let (url, channel, config) = (url.clone(), a.channel.clone(), config.clone());
+        joins.push(tokio::task::spawn_local(async move {
+            let r = subscribe(index, server, &url, &channel, config).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for (index, j) in joins.into_iter().enumerate() {
+        match j.await {
+            Ok(Ok(s)) => sockets.push(s),
+            Ok(Err(detail)) => return Err(FanoutError::Subscribe { index, detail }),
+            Err(_) => return Err(FanoutError::Thread),
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    let base = sockets.first().map(|s| s.1).unwrap_or(0);
+    if let Some((i, s)) = sockets.iter().enumerate().find(|(_, s)| s.1 != base) {
+        return Err(FanoutError::Setup(format!(
+            "subscriber {i} subscribed at offset {}, subscriber 0 at {base}: is something else publishing to {}?",
+            s.1, a.channel
+        )));
+    }
+    // Let the hub settle its allocations, then read its memory while all are idle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after = a.server_pid.and_then(rss_bytes);
+    let per_sub = match (rss_before, rss_after) {
+        (Some(b), Some(af)) => Some(af.saturating_sub(b) as f64 / n as f64),
+        _ => None,
+    };
+    eprintln!(
+        "{:>10} {n} subscribers on {} in {connect_secs:.2} s ({:.0}/s); hub RSS {} -> {} ({})",
+        a.label,
+        a.channel,
+        n as f64 / connect_secs,
+        fmt_mib(rss_before),
+        fmt_mib(rss_after),
+        per_sub
+            .map(|p| format!("{:.2} KiB per idle subscriber", p / 1024.0))
+            .unwrap_or("no --server-pid".into()),
+    );
+    emit(
+        a.json.as_deref(),
+        &serde_json::json!({
+            "mode": "fanout-memory", "label": a.label, "subscribers": n, "connect_seconds": connect_secs,
+            "server_rss_before": rss_before, "server_rss_after": rss_after,
+            "bytes_per_idle_subscriber": per_sub,
+        }),
+    )?;
+    let mut receivers = Vec::with_capacity(n);
+    for (ws, offset) in sockets {
+        receivers.push(tokio::task::spawn_local(receive(ws, offset + 1, t.clone())));
+    }
+
+    // ---- rising rates ---------------------------------------------------------------
+    let pad = "x".repeat(a.size);
+    let mut seq0 = 0u64;
+    for (step, (&rate, &count)) in a.rates.iter().zip(&counts).enumerate() {
+        let (cpu0, hub_cpu0, wall0) = (
+            cpu_seconds(None),
+            a.server_pid.and_then(|p| cpu_seconds(Some(p))),
+            Instant::now(),
+        );
+        let deliveries0 = t.deliveries.get();
+        let complete0 = t.complete.get();
+        let start = tokio::time::Instant::now() + Duration::from_millis(10);
+        let mut tasks = Vec::new();
+        for p in 0..publishers as u64 {
+            let (t, addr, key, channel, pad) = (
+                t.clone(),
+                a.addr.clone(),
+                a.api_key.clone(),
+                a.channel.clone(),
+                pad.clone(),
+            );
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut http = Http::new(&addr, &key);
+                let mut i = p;
+                while i < count {
+                    let seq = seq0 + i;
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
+                        .await;
+                    let body =
+                        format!(r#"{{"channel":"{channel}","data":{{"seq":{seq},"p":"{pad}"}}}}"#);
+                    t.publish_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                    match http.post("publish", &body).await {
+                        Ok((200, reply)) => {
+                            let text = String::from_utf8_lossy(reply);
+                            if number_after(&text, r#""offset":"#).is_none() {
+                                return Err(format!("publish reply without offset: {text:.200}"));
+                            }
+                        }
+                        Ok((status, reply)) => {
+                            return Err(format!(
+                                "publish: HTTP {status} {:.200}",
+                                String::from_utf8_lossy(reply)
+                            ));
+                        }
+                        Err(e) => return Err(format!("publish: {e}")),
+                    }
+                    t.http_done_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                    i += publishers as u64;
+                }
+                Ok(())
+            }));
+        }
+        // With several HTTP connections, seq order and offset order may differ:
+        // order is checked by offset, and each seq must sit at one offset for all.
+        for task in tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(detail)) => {
+                    return Err(FanoutError::Http {
+                        method: "publish",
+                        detail,
+                    });
+                }
+                Err(_) => return Err(FanoutError::Thread),
+            }
+        }
+        let publish_secs = start.elapsed().as_secs_f64();
+        // Wait for every subscriber to have every event of the step (bounded).
+        let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
+        while t.complete.get() - complete0 < count
+            && Instant::now() < drain_deadline
+            && t.closed.get() == 0
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let complete = t.complete.get() - complete0 == count;
+        let wall = wall0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds(None)
+            .zip(cpu0)
+            .map(|(b, a0)| 100.0 * (b - a0) / wall);
+        let hub_cpu = a
+            .server_pid
+            .and_then(|p| cpu_seconds(Some(p)))
+            .zip(hub_cpu0)
+            .map(|(b, a0)| 100.0 * (b - a0) / wall);
+        let deliveries = t.deliveries.get() - deliveries0;
+        let range = seq0 as usize..(seq0 + count) as usize;
+        let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
+        let mut first_publish: Option<Instant> = None;
+        let mut last_delivery: Option<Instant> = None;
+        {
+            let publish_at = t.publish_at.borrow();
+            let last_at = t.last_at.borrow();
+            let http_done = t.http_done_at.borrow();
+            let received = t.received.borrow();
+            for i in range {
+                let (Some(p), Some(l)) = (publish_at[i], last_at[i]) else {
+                    continue;
+                };
+                first_publish = Some(first_publish.map_or(p, |f| f.min(p)));
+                last_delivery = Some(last_delivery.map_or(l, |x| x.max(l)));
+                if received[i] == t.subscribers {
+                    latencies.push(l.saturating_duration_since(p).as_secs_f64() * 1000.0);
+                }
+                if let Some(h) = http_done[i] {
+                    http_ms.push(h.saturating_duration_since(p).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        http_ms.sort_by(f64::total_cmp);
+        let span = match (first_publish, last_delivery) {
+            (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+            _ => 0.0,
+        };
+        let per_sec = if span > 0.0 {
+            deliveries as f64 / span
+        } else {
+            0.0
+        };
+        let achieved = count as f64 / publish_secs;
+        eprintln!(
+            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {}, hub CPU {}{}",
+            a.label,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+            latencies.last().copied().unwrap_or(f64::NAN),
+            percentile(&http_ms, 0.5),
+            cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+            hub_cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+            if complete {
+                String::new()
+            } else {
+                format!(
+                    "  INCOMPLETE: {} of {count} events reached all subscribers within {} s",
+                    t.complete.get() - complete0,
+                    a.drain_timeout
+                )
+            },
+        );
+        emit(
+            a.json.as_deref(),
+            &serde_json::json!({
+                "mode": "fanout", "label": a.label, "subscribers": n, "step": step, "rate": rate,
+                "achieved_rate": achieved, "events": count, "deliveries": deliveries,
+                "expected_deliveries": count * n as u64, "complete": complete,
+                "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
+                "p99_ms": percentile(&latencies, 0.99), "max_ms": latencies.last(),
+                "http_publish_p50_ms": percentile(&http_ms, 0.5), "http_publish_p99_ms": percentile(&http_ms, 0.99),
+                "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "errors": t.errors.get(),
+            }),
+        )?;
+        seq0 += count;
+        if t.closed.get() > 0 || (!complete && !a.keep_going) {
+            eprintln!(
+                "{:>10} stopping: the hub no longer keeps up at {rate} events/s",
+                a.label
+            );
+            break;
+        }
+    }
+
+    // ---- the stop event; every subscriber closes on it -------------------------------
+    let stop = t.stop_seq.get();
+    if t.closed.get() == 0 {
+        let mut http = Http::new(&a.addr, &a.api_key);
+        let body = format!(
+            r#"{{"channel":"{}","data":{{"seq":{stop},"stop":true}}}}"#,
+            a.channel
+        );
+        t.publish_at.borrow_mut()[stop as usize] = Some(Instant::now());
+        if let Err(e) = http.post("publish", &body).await {
+            t.error(format!("stop event: {e}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for r in receivers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, r).await.is_err() {
+                break;
+            }
+        }
+    }
+    let errors = t.errors.get();
+    eprintln!(
+        "{:>10} {} deliveries checked (offset order, exactly once, seq at its offset); {errors} errors{}",
+        a.label,
+        t.deliveries.get(),
+        if errors > 0 {
+            format!(": {:?}", t.first_errors.borrow())
+        } else {
+            String::new()
+        }
+    );
+    if errors > 0 {
+        return Err(FanoutError::Setup(format!("{errors} delivery errors")));
+    }
+    Ok(())
+}
+
+fn fmt_mib(b: Option<u64>) -> String {
+    b.map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+        .unwrap_or("?".into())
+}
