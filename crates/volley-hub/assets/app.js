@@ -107,6 +107,9 @@ function startChat() {
   chat = client.newSubscription(CHAT, { presence: true });
   chat.on("subscribed", ({ recovered, wasRecovering }) => {
     $("send-button").disabled = false;
+    // How the last (re)subscription went, for tests and the curious: fresh, recovered or reloaded.
+    document.body.dataset.chat = !wasRecovering ? "fresh" : recovered ? "recovered" : "reloaded";
+    document.body.dataset.chatSubscriptions = String(Number(document.body.dataset.chatSubscriptions || 0) + 1);
     if (wasRecovering && recovered) {
       notice("");
       return; // everything missed follows as publications

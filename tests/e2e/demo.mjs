@@ -1,0 +1,469 @@
+// End-to-end test of `volley serve` (demo mode) in headless Chromium.
+//
+// Starts `$VOLLEY_BIN serve --listen 127.0.0.1:0 --api-key K --admin-key A`,
+// reads the bound address from the first stdout line, and drives Debian's
+// Chromium through playwright-core:
+//
+//   1. the hub serves the committed assets (/, /admin, /volley.js, /assets/*)
+//      byte for byte;
+//   2. two pages join the chat (one through the name form with the keyboard,
+//      one through ?name=), see each other in the presence list and exchange
+//      messages; user text is rendered as text, never as HTML;
+//   3. the HTTP API disconnects page B by its client id (reconnect: true) and
+//      publishes to chat:lobby while it is away; page B reconnects by itself
+//      with a new client id and shows every one of those messages, none
+//      twice, in the same order as page A;
+//   4. the dashboard chart moves;
+//   5. the admin page (key from the URL hash) shows the connections and the
+//      chat channel's subscribers; a wrong key is refused.
+//
+// One line per check, then `N passed, M failed`; exit status 1 on any failure.
+// Screenshots go to E2E_SCREENSHOTS (default <repo>/target/e2e-screenshots).
+//
+// Env:
+//   VOLLEY_BIN       volley binary (default: <repo>/target/release/volley)
+//   CHROMIUM_BIN     Chromium binary (default: /usr/bin/chromium)
+//   E2E_TIMEOUT      overall time limit in seconds (default: 120)
+//   E2E_SCREENSHOTS  screenshot folder
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
+const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
+const ASSETS = path.join(REPO, 'crates', 'volley-hub', 'assets');
+const STEP_MS = 15_000;
+const API_KEY = `e2e-api-${randomBytes(8).toString('hex')}`;
+const ADMIN_KEY = `e2e-admin-${randomBytes(8).toString('hex')}`;
+const AWAY_MESSAGES = 5;
+
+let passed = 0;
+let failed = 0;
+let volley = null;
+let volleyLog = '';
+let browser = null;
+let cleaningUp = null;
+const pageErrors = [];
+
+function log(msg) {
+  process.stdout.write(`${msg}\n`);
+}
+
+function check(name, ok, detail = '') {
+  if (ok) passed++;
+  else failed++;
+  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
+  return Boolean(ok);
+}
+
+function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Runs a check whose body may throw or time out; a throw is a failure, not a crash. */
+async function step(name, fn) {
+  try {
+    const detail = await withTimeout(Promise.resolve().then(fn), STEP_MS + 5_000, name);
+    return check(name, true, typeof detail === 'string' ? detail : '');
+  } catch (e) {
+    return check(name, false, e.message.split('\n')[0]);
+  }
+}
+
+// ---------------------------------------------------------------- cleanup
+
+async function cleanup() {
+  if (cleaningUp) return cleaningUp;
+  cleaningUp = (async () => {
+    if (browser) {
+      const b = browser;
+      browser = null;
+      await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
+    }
+    if (volley && volley.exitCode === null && volley.signalCode === null) {
+      const v = volley;
+      const exited = new Promise((resolve) => v.once('exit', resolve));
+      v.kill('SIGTERM');
+      await withTimeout(exited, 10_000, 'volley exit after SIGTERM').catch(() => {
+        log('warning: volley did not exit within 10 s of SIGTERM, sending SIGKILL');
+        v.kill('SIGKILL');
+      });
+    }
+  })();
+  return cleaningUp;
+}
+
+process.on('exit', () => {
+  if (volley && volley.exitCode === null && volley.signalCode === null) {
+    try {
+      volley.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    log(`interrupted by ${sig}`);
+    cleanup().finally(() => process.exit(1));
+  });
+}
+
+const watchdog = setTimeout(() => {
+  log(`FAIL: overall time limit of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
+  failed++;
+  log(`${passed} passed, ${failed} failed`);
+  cleanup().finally(() => process.exit(1));
+  setTimeout(() => process.exit(1), 15_000).unref();
+}, OVERALL_TIMEOUT_MS);
+watchdog.unref();
+
+// ---------------------------------------------------------------- volley serve
+
+function startVolley() {
+  if (!fs.existsSync(VOLLEY_BIN)) {
+    throw new Error(`volley binary not found at ${VOLLEY_BIN}: build it with \`cargo build --release -p volley-cli\` or set VOLLEY_BIN`);
+  }
+  const args = ['serve', '--listen', '127.0.0.1:0', '--api-key', API_KEY, '--admin-key', ADMIN_KEY];
+  log(`starting: ${path.relative(REPO, VOLLEY_BIN) || VOLLEY_BIN} ${args.join(' ')}`);
+  return new Promise((resolve, reject) => {
+    volley = spawn(VOLLEY_BIN, args, {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    let firstLine = null;
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no first stdout line within 15 s; output:\n${volleyLog}`)), 15_000);
+    volley.stdout.setEncoding('utf8');
+    volley.stderr.setEncoding('utf8');
+    volley.stdout.on('data', (chunk) => {
+      volleyLog += chunk;
+      if (firstLine !== null) return;
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      firstLine = buf.slice(0, nl);
+      clearTimeout(timer);
+      const m = /^volley serve listening on http:\/\/(127\.0\.0\.1:\d+)\/$/.exec(firstLine);
+      if (m) resolve(m[1]);
+      else reject(new Error(`unexpected first stdout line: ${JSON.stringify(firstLine)}`));
+    });
+    volley.stderr.on('data', (chunk) => {
+      volleyLog += chunk;
+    });
+    volley.on('error', (e) => reject(new Error(`cannot start ${VOLLEY_BIN}: ${e.message}`)));
+    volley.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`volley exited early (code ${code}, signal ${signal}); output:\n${volleyLog}`));
+    });
+  });
+}
+
+async function api(base, method, body) {
+  const response = await fetch(`${base}/api/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${method}: HTTP ${response.status}, not JSON: ${text.slice(0, 200)}`);
+  }
+  if (!response.ok || json.error) throw new Error(`${method}: HTTP ${response.status} ${JSON.stringify(json)}`);
+  return json.result;
+}
+
+// ---------------------------------------------------------------- page helpers
+
+async function openPage(name, url, viewport = { width: 1100, height: 760 }, consoleErrors = true) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
+  page.on('console', (m) => {
+    if (consoleErrors && m.type() === 'error') pageErrors.push(`${name} console: ${m.text()}`);
+  });
+  await page.goto(url);
+  return page;
+}
+
+const clientId = (page) => page.locator('body').getAttribute('data-client-id');
+
+async function waitConnected(page) {
+  await page.waitForSelector('#status[data-state="connected"]');
+  await page.waitForSelector('body[data-client-id]');
+  return clientId(page);
+}
+
+/** The rendered chat messages: [{offset, author, text}] in page order. */
+function messages(page) {
+  return page.$$eval('#messages li', (items) =>
+    items.map((li) => ({
+      offset: li.dataset.offset === undefined ? null : Number(li.dataset.offset),
+      author: li.querySelector('.author')?.textContent ?? '',
+      text: li.querySelector('.text')?.textContent ?? '',
+    })),
+  );
+}
+
+async function waitForText(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li .text')].some((n) => n.textContent === t),
+    text,
+  );
+}
+
+async function shot(page, name) {
+  const file = path.join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+// ---------------------------------------------------------------- the scenario
+
+async function main() {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  log(`screenshots: ${SHOTS}`);
+  const addr = await startVolley();
+  const base = `http://${addr}`;
+  log(`volley serve listening on ${base}/`);
+
+  await step('the hub serves the committed assets byte for byte', async () => {
+    const files = [
+      ['/', 'index.html'],
+      ['/admin', 'admin.html'],
+      ['/volley.js', 'volley.js'],
+      ['/assets/app.js', 'app.js'],
+      ['/assets/admin.js', 'admin.js'],
+      ['/assets/style.css', 'style.css'],
+    ];
+    const stale = [];
+    for (const [url, file] of files) {
+      const response = await fetch(base + url);
+      const body = Buffer.from(await response.arrayBuffer());
+      if (response.status !== 200 || !body.equals(fs.readFileSync(path.join(ASSETS, file)))) {
+        stale.push(`${url} (HTTP ${response.status}, ${body.length} bytes)`);
+      }
+    }
+    if (stale.length > 0) throw new Error(`differs from crates/volley-hub/assets (rebuild the binary?): ${stale.join(', ')}`);
+    return `${files.length} files`;
+  });
+
+  browser = await withTimeout(
+    chromium.launch({
+      executablePath: CHROMIUM_BIN,
+      headless: true,
+      timeout: 30_000,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    }),
+    40_000,
+    'launching Chromium',
+  );
+  log(`chromium ${browser.version()}`);
+
+  // Page A joins through the name form, with the keyboard only.
+  const pageA = await openPage('A', `${base}/`);
+  let idA = null;
+  await step('page A: joins through the name form with the keyboard', async () => {
+    await pageA.focus('#name-input');
+    await pageA.keyboard.press('ControlOrMeta+A');
+    await pageA.keyboard.type('Ada');
+    await pageA.keyboard.press('Enter');
+    idA = await waitConnected(pageA);
+    const focused = await pageA.evaluate(() => document.activeElement?.id);
+    if (focused !== 'chat-input') throw new Error(`focus went to ${focused}, not the message input`);
+    return `client ${idA}`;
+  });
+
+  const pageB = await openPage('B', `${base}/?name=Grace`);
+  let idB = null;
+  await step('page B: joins with ?name=', async () => {
+    idB = await waitConnected(pageB);
+    return `client ${idB}`;
+  });
+
+  await step('both pages see each other in the presence list, by name', async () => {
+    for (const [page, other, otherName] of [
+      [pageA, idB, 'Grace'],
+      [pageB, idA, 'Ada'],
+    ]) {
+      const item = page.locator(`#presence li[data-client="${other}"]`);
+      await item.waitFor();
+      const text = await item.textContent();
+      if (!text.includes(otherName)) throw new Error(`presence entry for ${other} reads ${JSON.stringify(text)}`);
+    }
+  });
+
+  await step('A and B exchange messages (sent with Enter)', async () => {
+    await pageA.fill('#chat-input', 'hello from Ada');
+    await pageA.press('#chat-input', 'Enter');
+    await waitForText(pageB, 'hello from Ada');
+    await pageB.fill('#chat-input', 'hi Ada, Grace here');
+    await pageB.press('#chat-input', 'Enter');
+    await waitForText(pageA, 'hi Ada, Grace here');
+    const fromA = (await messages(pageB)).find((m) => m.text === 'hello from Ada');
+    if (fromA?.author !== 'Ada') throw new Error(`author shown as ${JSON.stringify(fromA?.author)}`);
+  });
+
+  await step('user text is shown as text, never as HTML', async () => {
+    const evil = '<img src=x onerror="window.__pwned=1"><b>bold</b>';
+    await pageA.fill('#chat-input', evil);
+    await pageA.press('#chat-input', 'Enter');
+    await waitForText(pageB, evil);
+    const injected = await pageB.evaluate(() => document.querySelectorAll('#messages img, #messages b').length);
+    const pwned = await pageB.evaluate(() => window.__pwned === 1);
+    if (injected !== 0 || pwned) throw new Error(`markup was interpreted (${injected} elements, pwned=${pwned})`);
+  });
+
+  log(`screenshot: ${await shot(pageA, '01-chat-page-a')}`);
+  log(`screenshot: ${await shot(pageB, '02-chat-page-b')}`);
+
+  // Disconnect B through the HTTP API and publish while it is away.
+  const awayTexts = Array.from({ length: AWAY_MESSAGES }, (_, i) => `while away ${i + 1}`);
+  const awayOffsets = [];
+  let statesWhilePublishing = [];
+  await step('HTTP API disconnects page B by client id and publishes while it is away', async () => {
+    const before = Number((await pageB.locator('body').getAttribute('data-chat-subscriptions')) ?? '0');
+    const result = await api(base, 'disconnect', { client: idB, reconnect: true, reason: 'e2e test' });
+    if (result.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(result)}`);
+    for (const text of awayTexts) {
+      const r = await api(base, 'publish', { channel: 'chat:lobby', data: { name: 'api', text } });
+      awayOffsets.push(r.offset);
+      statesWhilePublishing.push(await pageB.locator('#status').getAttribute('data-state'));
+    }
+    // B really went away: it subscribes again on a new connection with a new client id.
+    await pageB.waitForFunction((n) => Number(document.body.dataset.chatSubscriptions || 0) > n, before);
+    const newId = await waitConnected(pageB);
+    if (newId === idB) throw new Error('page B still has its old client id');
+    return `offsets ${awayOffsets.join(',')}; B's status while publishing: ${statesWhilePublishing.join(',')}; new client ${newId}`;
+  });
+
+  await step('page B reconnected by itself and recovered', async () => {
+    const how = await pageB.locator('body').getAttribute('data-chat');
+    if (how !== 'recovered') throw new Error(`the resubscription reports ${JSON.stringify(how)}, not "recovered"`);
+    const status = await pageB.locator('#status').textContent();
+    return `status: ${status}`;
+  });
+
+  await step(`page B shows all ${AWAY_MESSAGES} messages published while away, none twice, in A's order`, async () => {
+    for (const text of awayTexts) await waitForText(pageB, text);
+    await waitForText(pageA, awayTexts[awayTexts.length - 1]);
+    const b = await messages(pageB);
+    const a = await messages(pageA);
+    const offsets = b.map((m) => m.offset);
+    if (offsets.some((o) => o === null)) throw new Error('a chat message without an offset');
+    if (new Set(offsets).size !== offsets.length) throw new Error(`duplicate offsets in B: ${offsets.join(',')}`);
+    const texts = b.map((m) => m.text);
+    for (const text of awayTexts) {
+      const n = texts.filter((t) => t === text).length;
+      if (n !== 1) throw new Error(`${JSON.stringify(text)} shown ${n} times`);
+    }
+    const sorted = [...offsets].sort((x, y) => x - y);
+    if (offsets.join() !== sorted.join()) throw new Error(`B's messages are out of order: ${offsets.join(',')}`);
+    const key = (list) => list.map((m) => `${m.offset}:${m.author}:${m.text}`).join('\n');
+    if (key(a) !== key(b)) throw new Error(`A and B differ:\nA ${key(a)}\nB ${key(b)}`);
+    const apiShown = b.filter((m) => awayOffsets.includes(m.offset)).map((m) => m.author);
+    if (apiShown.some((author) => author !== 'api')) throw new Error(`names of API messages: ${apiShown.join(',')}`);
+    return `${b.length} messages, offsets ${offsets[0]}..${offsets[offsets.length - 1]}`;
+  });
+
+  await step('presence is whole again after the reconnect', async () => {
+    const idB2 = await clientId(pageB);
+    await pageA.locator(`#presence li[data-client="${idB2}"]`).waitFor();
+    await pageA.waitForFunction((old) => !document.querySelector(`#presence li[data-client="${old}"]`), idB);
+    await pageB.locator(`#presence li[data-client="${idA}"]`).waitFor();
+  });
+
+  log(`screenshot: ${await shot(pageB, '03-page-b-after-reconnect')}`);
+
+  await step('the dashboard chart moves', async () => {
+    const read = () =>
+      pageA.evaluate(() => {
+        const chart = document.getElementById('ticker-chart');
+        return {
+          count: Number(chart.dataset.count || 0),
+          lastT: Number(chart.dataset.lastT || 0),
+          points: document.getElementById('ticker-line').getAttribute('points') || '',
+          price: document.getElementById('ticker-price').textContent,
+        };
+      });
+    await pageA.waitForFunction(() => Number(document.getElementById('ticker-chart').dataset.count || 0) >= 2);
+    const first = await read();
+    await pageA.waitForFunction(
+      (t) => Number(document.getElementById('ticker-chart').dataset.lastT || 0) > t,
+      first.lastT,
+    );
+    await pageA.waitForFunction(
+      (t) => Number(document.getElementById('ticker-chart').dataset.lastT || 0) > t,
+      first.lastT + 900,
+    );
+    const second = await read();
+    if (second.points === first.points) throw new Error('the polyline did not change');
+    if (!/^\d+\.\d\d$/.test(second.price ?? '')) throw new Error(`price shows ${JSON.stringify(second.price)}`);
+    return `${first.count} -> ${second.count} points, price ${second.price}`;
+  });
+
+  log(`screenshot: ${await shot(pageA, '04-dashboard-page-a')}`);
+
+  const phone = await openPage('phone', `${base}/?name=Phone`, { width: 390, height: 844 });
+  await step('the demo fits a phone screen (no horizontal scroll)', async () => {
+    await waitConnected(phone);
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) throw new Error(`${overflow} px wider than the screen`);
+  });
+  log(`screenshot: ${await shot(phone, '05-phone')}`);
+
+  const admin = await openPage('admin', `${base}/admin#key=${encodeURIComponent(ADMIN_KEY)}`);
+  await step('admin page: connections, subscribers of chat:lobby and message rates', async () => {
+    await admin.waitForSelector('#admin-status[data-state="connected"]');
+    await admin.waitForFunction(() => Number(document.getElementById('connections').textContent) >= 3);
+    const row = admin.locator('#channels tr[data-channel="chat:lobby"] td').first();
+    await admin.waitForFunction(() => {
+      const cell = document.querySelector('#channels tr[data-channel="chat:lobby"] td');
+      return cell !== null && Number(cell.textContent) >= 3;
+    });
+    await admin.waitForFunction(() => Number(document.getElementById('messages-out').textContent.replace(/[^\d.]/g, '')) > 0);
+    return `connections ${await admin.locator('#connections').textContent()}, chat:lobby subscribers ${await row.textContent()}, messages out/s ${await admin.locator('#messages-out').textContent()}`;
+  });
+  log(`screenshot: ${await shot(admin, '06-admin')}`);
+
+  // (Its refused request logs a console error by design: not counted.)
+  const wrong = await openPage('admin-wrong-key', `${base}/admin#key=not-the-key`, undefined, false);
+  await step('admin page: a wrong key is refused and the key is asked for', async () => {
+    await wrong.waitForSelector('#key-form:not([hidden])');
+    const stats = await fetch(`${base}/admin/api/stats`, { headers: { Authorization: 'Bearer not-the-key' } });
+    if (stats.status !== 401) throw new Error(`/admin/api/stats with a wrong key: HTTP ${stats.status}`);
+  });
+
+  check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
+}
+
+let crashed = false;
+try {
+  await main();
+} catch (e) {
+  crashed = true;
+  check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
+}
+await cleanup();
+if (crashed || failed > 0) log(`volley output (last 2000 chars):\n${volleyLog.slice(-2000)}`);
+log(`screenshots in ${SHOTS}`);
+log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 ? 1 : 0);
