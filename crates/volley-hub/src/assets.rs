@@ -1,0 +1,48 @@
+//! The demo app, the admin page and the browser SDK, embedded into the binary
+//! at build time (crates/volley-hub/assets; the SDK is built from clients/js).
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+/// The demo app (`/`).
+pub const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
+/// The admin page (`/admin`).
+pub const ADMIN_HTML: &[u8] = include_bytes!("../assets/admin.html");
+/// The browser SDK (`/volley.js`).
+pub const VOLLEY_JS: &[u8] = include_bytes!("../assets/volley.js");
+const APP_JS: &[u8] = include_bytes!("../assets/app.js");
+const ADMIN_JS: &[u8] = include_bytes!("../assets/admin.js");
+const STYLE_CSS: &[u8] = include_bytes!("../assets/style.css");
+
+/// An HTML page.
+pub fn page(body: &'static [u8]) -> Response {
+    with_type(body, "text/html; charset=utf-8")
+}
+
+/// A JavaScript module.
+pub fn script(body: &'static [u8]) -> Response {
+    with_type(body, "text/javascript; charset=utf-8")
+}
+
+fn with_type(body: &'static [u8], content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A file under `/assets/`.
+pub fn by_name(name: &str) -> Option<Response> {
+    Some(match name {
+        "app.js" => script(APP_JS),
+        "admin.js" => script(ADMIN_JS),
+        "volley.js" => script(VOLLEY_JS),
+        "style.css" => with_type(STYLE_CSS, "text/css; charset=utf-8"),
+        _ => return None,
+    })
+}

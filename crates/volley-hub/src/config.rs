@@ -1,0 +1,365 @@
+//! The hub's configuration: a TOML file, overridden by flags and environment
+//! variables in `volley serve`. Every key is optional; the defaults are the
+//! "hub default" column of `docs/limits.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::channel::valid_namespace;
+
+/// Everything `volley serve` needs to run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The HTTP API key (`Authorization: apikey KEY`). No API without it.
+    pub api_key: Option<String>,
+    /// The key of the admin page and `/admin/api/stats`.
+    pub admin_key: Option<String>,
+    /// Accept `connect` without a token.
+    pub allow_anonymous: bool,
+    /// Origins allowed to open a WebSocket; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Run the demo: the ticker publisher, `/demo/token`, and the demo
+    /// namespaces `chat` and `ticker` when not configured.
+    pub demo: bool,
+    /// Token verification keys.
+    pub auth: AuthConfig,
+    /// Connection and traffic limits.
+    pub limits: Limits,
+    /// Graceful drain on SIGTERM/SIGINT.
+    pub drain: DrainConfig,
+    /// TLS: serve `https://` and `wss://`.
+    pub tls: Option<TlsConfig>,
+    /// Options of channels without a `namespace:` prefix.
+    pub default_namespace: NamespaceOptions,
+    /// Options per namespace; a channel in an unlisted namespace gets error 102.
+    pub namespaces: BTreeMap<String, NamespaceOptions>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            api_key: None,
+            admin_key: None,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            demo: false,
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            drain: DrainConfig::default(),
+            tls: None,
+            default_namespace: NamespaceOptions::default(),
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+/// Keys for connection and subscription tokens (JWT).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret.
+    pub hmac_secret: Option<String>,
+    /// RS256 public key, a PEM file.
+    pub rsa_public_key: Option<PathBuf>,
+    /// ES256 public key, a PEM file.
+    pub ec_public_key: Option<PathBuf>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Allowed clock skew for `exp` and `nbf`, in seconds.
+    pub leeway: u64,
+}
+
+/// Per-connection and per-node limits.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// WebSocket connections on this node.
+    pub max_connections: usize,
+    /// WebSocket connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// The largest message a client may send, in bytes.
+    pub max_message_size: usize,
+    /// Sustained commands per second per connection (token bucket; the burst
+    /// is one second's worth).
+    pub commands_per_second: u32,
+    /// Channels one connection may be subscribed to.
+    pub max_channels_per_connection: usize,
+    /// Bytes queued for one client before it is disconnected as slow (4002).
+    pub outbound_queue_bytes: usize,
+    /// Time to a successful `connect` after the WebSocket opens (then 4003).
+    pub connect_timeout_ms: u64,
+    /// Interval of WebSocket pings.
+    pub ping_interval_ms: u64,
+    /// Time for the pong to come back.
+    pub pong_timeout_ms: u64,
+    /// Time for the WebSocket handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            max_message_size: 64 * 1024,
+            commands_per_second: 2000,
+            max_channels_per_connection: 128,
+            outbound_queue_bytes: 1024 * 1024,
+            connect_timeout_ms: 15_000,
+            ping_interval_ms: 20_000,
+            pong_timeout_ms: 20_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Graceful drain.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Time from the signal until remaining connections are closed with 1001.
+    pub grace_ms: u64,
+    /// Clients are told to reconnect after a delay drawn from `[0, spread_ms)`.
+    pub spread_ms: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self {
+            grace_ms: 30_000,
+            spread_ms: 25_000,
+        }
+    }
+}
+
+/// Certificate chain and private key, PEM files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+}
+
+/// What a namespace allows (docs/protocol.md §8.2).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// `presence`, `presence_stats` and the subscribe `presence` flag.
+    pub presence: bool,
+    /// `join` and `leave` pushes.
+    pub join_leave: bool,
+    /// Publications retained per channel (0: no history, no recovery).
+    pub history_size: usize,
+    /// How long a publication is retained, in seconds.
+    pub history_ttl: u64,
+    /// Subscribed clients may publish.
+    pub allow_publish: bool,
+    /// Anonymous connections may subscribe.
+    pub allow_anonymous: bool,
+}
+
+impl NamespaceOptions {
+    /// Whether channels of this namespace keep history (offsets, recovery).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 && self.history_ttl > 0
+    }
+
+    /// The retention time.
+    pub fn history_ttl(&self) -> Duration {
+        Duration::from_secs(self.history_ttl)
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or ill-typed keys.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A namespace name breaks the channel grammar.
+    #[error("namespace {0:?}: names are 1-64 characters of A-Z a-z 0-9 _ -")]
+    NamespaceName(String),
+    /// History needs both a size and a TTL.
+    #[error("namespace {0:?}: history_size and history_ttl must both be set (or both 0)")]
+    History(String),
+    /// A limit of zero would refuse everything.
+    #[error("limits.{0} must be greater than 0")]
+    ZeroLimit(&'static str),
+    /// A key of a TLS or token setting is unusable.
+    #[error("{0}")]
+    Key(String),
+}
+
+impl HubConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The demo: anonymous access, the `chat` and `ticker` namespaces, the
+    /// demo publisher.
+    pub fn demo() -> Self {
+        let mut config = Self {
+            allow_anonymous: true,
+            demo: true,
+            ..Self::default()
+        };
+        config.add_demo_namespaces();
+        config
+    }
+
+    /// Adds the demo namespaces where the configuration has none of that name.
+    pub fn add_demo_namespaces(&mut self) {
+        self.namespaces
+            .entry("chat".into())
+            .or_insert(NamespaceOptions {
+                presence: true,
+                join_leave: true,
+                history_size: 100,
+                history_ttl: 600,
+                allow_publish: true,
+                allow_anonymous: true,
+            });
+        self.namespaces
+            .entry("ticker".into())
+            .or_insert(NamespaceOptions {
+                history_size: 100,
+                history_ttl: 60,
+                allow_anonymous: true,
+                ..NamespaceOptions::default()
+            });
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let all = std::iter::once(("", &self.default_namespace))
+            .chain(self.namespaces.iter().map(|(k, v)| (k.as_str(), v)));
+        for (name, ns) in all {
+            if !name.is_empty() && !valid_namespace(name) {
+                return Err(ConfigError::NamespaceName(name.into()));
+            }
+            if (ns.history_size > 0) != (ns.history_ttl > 0) {
+                return Err(ConfigError::History(name.into()));
+            }
+        }
+        let l = &self.limits;
+        for (value, name) in [
+            (l.max_connections, "max_connections"),
+            (l.max_connections_per_ip, "max_connections_per_ip"),
+            (l.max_message_size, "max_message_size"),
+            (l.commands_per_second as usize, "commands_per_second"),
+            (l.max_channels_per_connection, "max_channels_per_connection"),
+            (l.outbound_queue_bytes, "outbound_queue_bytes"),
+            (l.connect_timeout_ms as usize, "connect_timeout_ms"),
+            (l.ping_interval_ms as usize, "ping_interval_ms"),
+            (l.pong_timeout_ms as usize, "pong_timeout_ms"),
+            (l.handshake_timeout_ms as usize, "handshake_timeout_ms"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The options of a namespace (`""` is the default namespace).
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceOptions> {
+        if name.is_empty() {
+            Some(&self.default_namespace)
+        } else {
+            self.namespaces.get(name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = HubConfig::from_toml("").unwrap();
+        assert_eq!(c.limits.max_message_size, 65536);
+        assert_eq!(c.limits.outbound_queue_bytes, 1 << 20);
+        assert!(!c.allow_anonymous);
+        assert!(c.namespaces.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_namespaces_are_refused() {
+        assert!(matches!(
+            HubConfig::from_toml("listn = \"127.0.0.1:1\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            HubConfig::from_toml("[namespaces.\"a:b\"]"),
+            Err(ConfigError::NamespaceName(_))
+        ));
+        assert!(matches!(
+            HubConfig::from_toml("[namespaces.chat]\nhistory_size = 10"),
+            Err(ConfigError::History(_))
+        ));
+        assert!(matches!(
+            HubConfig::from_toml("[limits]\ncommands_per_second = 0"),
+            Err(ConfigError::ZeroLimit("commands_per_second"))
+        ));
+    }
+
+    #[test]
+    fn namespaces_parse() {
+        let c = HubConfig::from_toml(
+            "allow_anonymous = true\n[namespaces.chat]\npresence = true\nhistory_size = 10\nhistory_ttl = 60\n",
+        )
+        .unwrap();
+        let chat = c.namespace("chat").unwrap();
+        assert!(chat.presence && chat.has_history());
+        assert!(c.namespace("news").is_none());
+        assert!(!c.namespace("").unwrap().has_history());
+    }
+}

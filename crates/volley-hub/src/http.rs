@@ -1,0 +1,390 @@
+//! The HTTP side of the hub: the WebSocket endpoint, the API for application
+//! backends (docs/http-api.md), metrics, health, the demo and admin pages.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use volley::{Accept, Rejection};
+
+use crate::assets;
+use crate::hub::{Admission, Hub, Target};
+use crate::protocol::{self, ErrorCode, PATH, SUBPROTOCOL};
+use crate::session;
+
+/// The peer's IP address, put into every request's extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteIp(pub IpAddr);
+
+/// The router of every HTTP endpoint.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route(PATH, get(websocket))
+        .route("/api/{method}", post(api))
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .route("/", get(index))
+        .route("/admin", get(|| async { assets::page(assets::ADMIN_HTML) }))
+        .route("/admin/api/stats", get(admin_stats))
+        .route(
+            "/volley.js",
+            get(|| async { assets::script(assets::VOLLEY_JS) }),
+        )
+        .route("/assets/{name}", get(asset))
+        .route("/demo/token", get(demo_token))
+        .with_state(hub)
+}
+
+async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
+    let ip = request
+        .extensions()
+        .get::<RemoteIp>()
+        .map(|r| r.0)
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let check = |req: &volley::ServerRequest| -> Result<Accept, Rejection> {
+        if !hub.origin_allowed(req.origin()) {
+            hub.metrics().rejected("origin");
+            return Err(Rejection::new(StatusCode::FORBIDDEN).body("origin not allowed\n"));
+        }
+        if !req.protocols.iter().any(|p| p == SUBPROTOCOL) {
+            hub.metrics().rejected("subprotocol");
+            return Err(Rejection::new(StatusCode::BAD_REQUEST).body(format!(
+                "offer the WebSocket subprotocol {SUBPROTOCOL} (supported: {SUBPROTOCOL})\n"
+            )));
+        }
+        Ok(Accept::new().protocol(SUBPROTOCOL))
+    };
+    let (response, upgrading) = match volley::upgrade(&mut request, hub.ws_config().clone(), check)
+    {
+        Ok(pair) => pair,
+        Err(rejection) => {
+            if rejection.status() != StatusCode::FORBIDDEN
+                && rejection.status() != StatusCode::BAD_REQUEST
+            {
+                hub.metrics().rejected("bad_request");
+            }
+            return rejection.map(Body::from);
+        }
+    };
+    let (key, outbox) = match hub.admit(ip) {
+        Ok(admitted) => admitted,
+        Err(why) => {
+            let (status, reason, body) = match why {
+                Admission::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "draining\n"),
+                Admission::NodeFull => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "connection_limit",
+                    "too many connections\n",
+                ),
+                Admission::IpFull => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ip_limit",
+                    "too many connections from this address\n",
+                ),
+            };
+            hub.metrics().rejected(reason);
+            let mut response = (status, body).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return response;
+        }
+    };
+    let task_hub = hub.clone();
+    tokio::spawn(async move {
+        match upgrading.await {
+            Ok(ws) => session::run(task_hub, ws, key, outbox, ip).await,
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                task_hub.leave(key, ip, None);
+            }
+        }
+    });
+    response.map(Body::new)
+}
+
+/// An API error: an HTTP status and the protocol's error object.
+fn api_error(code: ErrorCode) -> Response {
+    let status = match code {
+        ErrorCode::BadRequest | ErrorCode::UnknownChannel | ErrorCode::UnrecoverablePosition => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::MethodNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::NotAvailable => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = protocol::to_json(&json!({ "error": protocol::ReplyError::from(code) }));
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body + "\n",
+    )
+        .into_response()
+}
+
+fn ok<T: serde::Serialize>(result: &T) -> Response {
+    json_response(
+        StatusCode::OK,
+        protocol::to_json(&json!({ "result": result })),
+    )
+}
+
+/// Constant-time comparison of a presented key with the configured one.
+fn key_matches(presented: Option<&str>, configured: Option<&str>) -> bool {
+    let (Some(p), Some(c)) = (presented, configured) else {
+        return false;
+    };
+    p.len() == c.len()
+        && p.bytes()
+            .zip(c.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (s, key) = value.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(key.trim())
+}
+
+async fn api(
+    State(hub): State<Arc<Hub>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !key_matches(
+        authorization(&headers, "apikey"),
+        hub.config().api_key.as_deref(),
+    ) {
+        return api_error(ErrorCode::Unauthorized);
+    }
+    let body = if body.is_empty() { &b"{}"[..] } else { &body };
+    match call(&hub, &method, body).await {
+        Ok(response) => response,
+        Err(code) => api_error(code),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ErrorCode> {
+    serde_json::from_slice(body).map_err(|_| ErrorCode::BadRequest)
+}
+
+#[derive(Deserialize)]
+struct ChannelParams {
+    channel: String,
+}
+
+async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCode> {
+    match method {
+        "publish" => {
+            #[derive(Deserialize)]
+            struct P {
+                channel: String,
+                data: Box<RawValue>,
+            }
+            let p: P = parse(body)?;
+            Ok(ok(&hub.publish(&p.channel, p.data).await?))
+        }
+        "broadcast" => {
+            #[derive(Deserialize)]
+            struct P {
+                channels: Vec<String>,
+                data: Box<RawValue>,
+            }
+            let p: P = parse(body)?;
+            let mut responses = Vec::with_capacity(p.channels.len());
+            for channel in &p.channels {
+                responses.push(match hub.publish(channel, p.data.clone()).await {
+                    Ok(r) => json!({ "result": r }),
+                    Err(code) => json!({ "error": protocol::ReplyError::from(code) }),
+                });
+            }
+            Ok(ok(&json!({ "responses": responses })))
+        }
+        "presence" | "presence_stats" => {
+            let p: ChannelParams = parse(body)?;
+            let options = hub.namespace_of(&p.channel)?;
+            if !options.presence {
+                return Err(ErrorCode::NotAvailable);
+            }
+            let clients = hub
+                .engine()
+                .presence(&p.channel)
+                .await
+                .map_err(|_| ErrorCode::Internal)?;
+            if method == "presence" {
+                Ok(ok(&json!({ "clients": clients })))
+            } else {
+                Ok(ok(&session::presence_stats(&clients)))
+            }
+        }
+        "history" => {
+            let p: session::HistoryParams = parse(body)?;
+            Ok(ok(&session::history(hub, &p).await?))
+        }
+        "disconnect" => {
+            #[derive(Deserialize)]
+            struct P {
+                #[serde(default)]
+                user: Option<String>,
+                #[serde(default)]
+                client: Option<String>,
+                #[serde(default = "yes")]
+                reconnect: bool,
+            }
+            let p: P = parse(body)?;
+            if p.user.is_none() && p.client.is_none() {
+                return Err(ErrorCode::BadRequest);
+            }
+            let n = hub.disconnect(
+                &Target {
+                    user: p.user,
+                    client: p.client,
+                },
+                p.reconnect,
+            );
+            Ok(ok(&json!({ "disconnected": n })))
+        }
+        "send" => {
+            #[derive(Deserialize)]
+            struct P {
+                user: String,
+                data: Box<RawValue>,
+            }
+            let p: P = parse(body)?;
+            let target = Target {
+                user: Some(p.user),
+                client: None,
+            };
+            Ok(ok(&json!({ "delivered": hub.send(&target, &p.data) })))
+        }
+        "channels" => {
+            let channels = hub
+                .engine()
+                .channels()
+                .await
+                .map_err(|_| ErrorCode::Internal)?;
+            Ok(ok(&json!({ "channels": channels })))
+        }
+        "info" => Ok(ok(&hub.info().await)),
+        _ => Err(ErrorCode::MethodNotFound),
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics().encode(),
+    )
+        .into_response()
+}
+
+async fn ready(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn index(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.config().demo {
+        assets::page(assets::INDEX_HTML)
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "Volley hub {}. WebSocket endpoint: {PATH} (subprotocol {SUBPROTOCOL}). \
+                 The demo runs with `demo = true`.\n",
+                crate::hub::VERSION
+            ),
+        )
+            .into_response()
+    }
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match assets::by_name(&name) {
+        Some(response) => response,
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+async fn admin_stats(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
+    if !key_matches(
+        authorization(&headers, "bearer"),
+        hub.config().admin_key.as_deref(),
+    ) {
+        return (StatusCode::UNAUTHORIZED, "admin key required\n").into_response();
+    }
+    let info = hub.info().await;
+    let rates = hub.metrics().rates();
+    let channels = hub.engine().channels().await.unwrap_or_default();
+    let channels: Vec<_> = channels
+        .into_iter()
+        .map(|c| {
+            let mut v = json!({ "channel": c.channel, "subscribers": c.num_clients });
+            if let Some(offset) = c.offset {
+                v["offset"] = offset.into();
+            }
+            v
+        })
+        .collect();
+    ok_plain(&json!({
+        "version": info.version,
+        "uptime_ms": info.uptime_ms,
+        "connections": info.num_connections,
+        "subscriptions": info.num_subscriptions,
+        "messages_in_per_s": rates.messages_in_per_s,
+        "messages_out_per_s": rates.messages_out_per_s,
+        "bytes_in_per_s": rates.bytes_in_per_s,
+        "bytes_out_per_s": rates.bytes_out_per_s,
+        "channels": channels,
+    }))
+}
+
+fn ok_plain(value: &serde_json::Value) -> Response {
+    json_response(StatusCode::OK, protocol::to_json(value))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn demo_token(State(hub): State<Arc<Hub>>, Query(q): Query<TokenQuery>) -> Response {
+    if !hub.config().demo {
+        return (StatusCode::NOT_FOUND, "the demo is off\n").into_response();
+    }
+    match crate::demo::token(&hub, q.name.as_deref().unwrap_or("guest")) {
+        Some(token) => ok_plain(&json!({ "token": token })),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the demo needs auth.hmac_secret\n",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,216 @@
+//! Prometheus metrics (`GET /metrics`), and the per-second rates the admin
+//! page shows.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Why a handshake was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `origin`, `draining`, `connection_limit`, `ip_limit`, `subprotocol`, `bad_request`.
+    pub reason: &'static str,
+}
+
+/// Why the hub closed a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisconnectLabels {
+    /// The close code.
+    pub code: u16,
+}
+
+/// Every metric of the hub.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Active subscriptions.
+    pub subscriptions: Gauge,
+    /// Messages received from clients.
+    pub messages_in: Counter,
+    /// Messages sent to clients.
+    pub messages_out: Counter,
+    /// Payload bytes received from clients.
+    pub bytes_in: Counter,
+    /// Frame bytes sent to clients.
+    pub bytes_out: Counter,
+    /// Publications accepted (clients and HTTP API).
+    pub publications: Counter,
+    /// Seconds from a publication entering the hub to its frame being handed
+    /// to a subscriber's socket.
+    pub delivery_latency: Histogram,
+    /// Clients disconnected for a full outbound queue.
+    pub slow_consumer_disconnects: Counter,
+    /// Connections the hub closed, by code.
+    pub disconnects: Family<DisconnectLabels, Counter>,
+    /// Handshakes refused, by reason.
+    pub handshakes_rejected: Family<RejectLabels, Counter>,
+    rates: Mutex<RateWindow>,
+}
+
+#[derive(Debug)]
+struct RateWindow {
+    at: Instant,
+    counts: [u64; 4],
+    rates: [f64; 4],
+}
+
+/// Messages and bytes per second over the last completed window.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Rates {
+    /// Messages from clients per second.
+    pub messages_in_per_s: f64,
+    /// Messages to clients per second.
+    pub messages_out_per_s: f64,
+    /// Bytes from clients per second.
+    pub bytes_in_per_s: f64,
+    /// Bytes to clients per second.
+    pub bytes_out_per_s: f64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("volley");
+        let connections = Gauge::default();
+        let subscriptions = Gauge::default();
+        let messages_in = Counter::default();
+        let messages_out = Counter::default();
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let publications = Counter::default();
+        let delivery_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let slow_consumer_disconnects = Counter::default();
+        let disconnects = Family::<DisconnectLabels, Counter>::default();
+        let handshakes_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Active subscriptions",
+            subscriptions.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Messages received from clients",
+            messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Messages sent to clients",
+            messages_out.clone(),
+        );
+        registry.register(
+            "bytes_in",
+            "Payload bytes received from clients",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Frame bytes sent to clients",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "publications",
+            "Publications accepted",
+            publications.clone(),
+        );
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from a publication entering the hub to its frame reaching a subscriber's socket",
+            delivery_latency.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Clients disconnected because their outbound queue overflowed",
+            slow_consumer_disconnects.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Connections closed by the hub, by close code",
+            disconnects.clone(),
+        );
+        registry.register(
+            "handshakes_rejected",
+            "WebSocket handshakes refused, by reason",
+            handshakes_rejected.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            subscriptions,
+            messages_in,
+            messages_out,
+            bytes_in,
+            bytes_out,
+            publications,
+            delivery_latency,
+            slow_consumer_disconnects,
+            disconnects,
+            handshakes_rejected,
+            rates: Mutex::new(RateWindow {
+                at: Instant::now(),
+                counts: [0; 4],
+                rates: [0.0; 4],
+            }),
+        }
+    }
+
+    /// Counts a refused handshake.
+    pub fn rejected(&self, reason: &'static str) {
+        self.handshakes_rejected
+            .get_or_create(&RejectLabels { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Rates over the last window of at least a second (updated on read).
+    pub fn rates(&self) -> Rates {
+        let mut w = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let elapsed = now.duration_since(w.at).as_secs_f64();
+        let counts = [
+            self.messages_in.get(),
+            self.messages_out.get(),
+            self.bytes_in.get(),
+            self.bytes_out.get(),
+        ];
+        if elapsed >= 1.0 {
+            for (i, c) in counts.iter().enumerate() {
+                w.rates[i] = (c - w.counts[i]) as f64 / elapsed;
+            }
+            w.counts = counts;
+            w.at = now;
+        }
+        Rates {
+            messages_in_per_s: w.rates[0],
+            messages_out_per_s: w.rates[1],
+            bytes_in_per_s: w.rates[2],
+            bytes_out_per_s: w.rates[3],
+        }
+    }
+}

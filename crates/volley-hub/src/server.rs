@@ -1,0 +1,225 @@
+//! The listener: TCP (optionally TLS), HTTP/1.1 with upgrades, background
+//! tasks, and the graceful drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::config::{ConfigError, HubConfig, TlsConfig};
+use crate::http::{RemoteIp, router};
+use crate::hub::Hub;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// A bound hub, ready to run.
+pub struct Server {
+    hub: Arc<Hub>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections open when the drain started.
+    pub connections_at_start: usize,
+    /// Connections closed with 1001 at the end of the grace period.
+    pub closed_at_deadline: usize,
+}
+
+impl Server {
+    /// Validates the configuration, loads keys and binds the listener.
+    pub async fn bind(config: HubConfig) -> Result<Self, ServeError> {
+        let tls = config.tls.as_ref().map(load_tls).transpose()?;
+        let addr = config.listen;
+        let hub = Hub::new(config)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self { hub, listener, tls })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Serves until `shutdown` completes, then drains: new upgrades get 503,
+    /// clients are told to reconnect (4001, jittered), and those still open
+    /// after the grace period are closed with 1001.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
+        let Self { hub, listener, tls } = self;
+        let app = router(hub.clone());
+        let mut background = tokio::task::JoinSet::new();
+        {
+            let hub = hub.clone();
+            background.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    hub.engine().maintain();
+                }
+            });
+        }
+        if hub.config().demo {
+            background.spawn(crate::demo::ticker(hub.clone()));
+        }
+        let accept = |stream: TcpStream, peer: SocketAddr| {
+            let app = app.clone();
+            let tls = tls.clone();
+            let timeout = Duration::from_millis(hub.config().limits.handshake_timeout_ms);
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let service = hyper::service::service_fn(move |mut req| {
+                    req.extensions_mut().insert(RemoteIp(peer.ip()));
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(TokioTimer::new()).header_read_timeout(timeout);
+                let result = match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                http.serve_connection(TokioIo::new(s), service)
+                                    .with_upgrades()
+                                    .await
+                            }
+                            _ => return,
+                        }
+                    }
+                    None => {
+                        http.serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!("http connection from {peer}: {e}");
+                }
+            });
+        };
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => accept(stream, peer),
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a little.
+                        tracing::warn!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        let connections_at_start = hub.connection_count();
+        tracing::info!(
+            "draining: {connections_at_start} connections, grace {} ms",
+            hub.config().drain.grace_ms
+        );
+        hub.start_drain();
+        let grace = Duration::from_millis(hub.config().drain.grace_ms);
+        let deadline = tokio::time::Instant::now() + grace;
+        // Keep answering (503 to upgrades, /health/ready 503) during the
+        // grace period, until every client has left.
+        let idle = hub.wait_idle(grace);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, peer)) = accepted {
+                        accept(stream, peer);
+                    }
+                }
+                _ = &mut idle => break,
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        drop(listener);
+        let closed_at_deadline = hub.connection_count();
+        hub.close_all();
+        let left = hub.wait_idle(Duration::from_secs(5)).await;
+        if left > 0 {
+            tracing::warn!("{left} connections did not finish closing");
+        }
+        background.abort_all();
+        DrainReport {
+            connections_at_start,
+            closed_at_deadline,
+        }
+    }
+}
+
+fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+    };
+    let cert_pem = read(&config.cert)?;
+    let key_pem = read(&config.key)?;
+    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", config.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "{}: no certificate found",
+            config.cert.display()
+        )));
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", config.key.display())))?
+        .ok_or_else(|| {
+            ServeError::Tls(format!("{}: no private key found", config.key.display()))
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(server)))
+}

@@ -1,0 +1,717 @@
+//! One client connection: the command loop of docs/protocol.md §5-§6.
+//!
+//! A single task owns the WebSocket. It reads commands, runs them one at a
+//! time in arrival order, and moves frames from the connection's outbox to
+//! the socket. Reads are handled first, and the outbox is written out once
+//! nothing more is readable, so a burst of commands gets one write.
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use volley::{CloseCode, Message, WebSocket};
+
+use crate::auth::{ConnectClaims, TokenError};
+use crate::channel;
+use crate::engine::{HistoryError, HistoryQuery, NewPublication, SubscribeRequest, Subscriber};
+use crate::hub::{Hub, VERSION, new_client_id, text_frame};
+use crate::outbox::{Directive, Outbox, Queued};
+use crate::protocol::{
+    self, ClientInfo, Command, DisconnectCode, ErrorCode, Parsed, StreamPosition,
+};
+
+/// Bytes moved from the outbox to the socket per write, at most.
+const WRITE_BUDGET: usize = 64 * 1024;
+/// Commands handled before the outbox is written out even if more are
+/// readable.
+const MAX_READS_BEFORE_WRITE: usize = 64;
+
+/// The authenticated side of a connection.
+struct Session {
+    client: Arc<str>,
+    user: Arc<str>,
+    conn_info: Option<Arc<RawValue>>,
+    channels_claim: Option<Vec<String>>,
+    expires: Option<Instant>,
+}
+
+/// A subscription of this connection: its `chan_info`.
+type Subscriptions = HashMap<Box<str>, Option<Arc<RawValue>>>;
+
+/// How the connection ends.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// Send a `disconnect` push, then close with the code.
+    Disconnect(DisconnectCode, Option<u64>),
+    /// Close with the code after the queued reply (failed connect).
+    AfterReply(DisconnectCode),
+    /// Close with 1001.
+    GoingAway,
+}
+
+enum Event {
+    Message(Message),
+    Directive(Directive),
+    Deadline,
+    Gone,
+}
+
+struct Connection {
+    hub: Arc<Hub>,
+    key: u64,
+    outbox: Arc<Outbox>,
+    session: Option<Session>,
+    subscriptions: Subscriptions,
+    tokens: f64,
+    refilled: Instant,
+    rejected: u32,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Runs one client connection to its end.
+pub(crate) async fn run<S>(
+    hub: Arc<Hub>,
+    mut ws: WebSocket<S>,
+    key: u64,
+    outbox: Arc<Outbox>,
+    ip: IpAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let connect_timeout = Duration::from_millis(hub.config().limits.connect_timeout_ms);
+    let mut conn = Connection {
+        tokens: f64::from(hub.config().limits.commands_per_second),
+        hub,
+        key,
+        outbox,
+        session: None,
+        subscriptions: HashMap::new(),
+        refilled: Instant::now(),
+        rejected: 0,
+        deadline: Some(Box::pin(tokio::time::sleep(connect_timeout))),
+    };
+    let ending = conn.drive(&mut ws).await;
+    if let Some(ending) = ending {
+        conn.finish(&mut ws, ending).await;
+    }
+    conn.cleanup(ip).await;
+}
+
+impl Connection {
+    async fn drive<S>(&mut self, ws: &mut WebSocket<S>) -> Option<Ending>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut batch = Vec::new();
+        let mut reads = 0usize;
+        loop {
+            let event = poll_fn(|cx| self.poll_event(cx, ws, &mut batch, &mut reads)).await;
+            match event {
+                Event::Message(Message::Text(text)) => {
+                    let metrics = self.hub.metrics();
+                    metrics.messages_in.inc();
+                    metrics.bytes_in.inc_by(text.len() as u64);
+                    if let Some(ending) = self.handle(&text).await {
+                        return Some(ending);
+                    }
+                }
+                Event::Message(Message::Binary(_)) => {
+                    return Some(Ending::Disconnect(DisconnectCode::BadRequest, None));
+                }
+                Event::Directive(Directive::Disconnect(code, after)) => {
+                    return Some(Ending::Disconnect(code, after));
+                }
+                Event::Directive(Directive::GoingAway) => return Some(Ending::GoingAway),
+                Event::Directive(Directive::None) => {}
+                Event::Deadline => {
+                    self.deadline = None;
+                    match &self.session {
+                        None => {
+                            return Some(Ending::Disconnect(DisconnectCode::ConnectTimeout, None));
+                        }
+                        Some(s) if s.expires.is_some_and(|e| e <= Instant::now()) => {
+                            return Some(Ending::Disconnect(DisconnectCode::TokenExpired, None));
+                        }
+                        Some(s) => self.arm_expiry(s.expires),
+                    }
+                }
+                Event::Gone => return None,
+            }
+        }
+    }
+
+    /// Reads first; when nothing more is readable (or after a run of reads),
+    /// writes the outbox out.
+    fn poll_event<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut WebSocket<S>,
+        batch: &mut Vec<Queued>,
+        reads: &mut usize,
+    ) -> Poll<Event>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if let Some(d) = &mut self.deadline {
+            if d.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Deadline);
+            }
+        }
+        if *reads < MAX_READS_BEFORE_WRITE {
+            match Pin::new(&mut *ws).poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => {
+                    *reads += 1;
+                    return Poll::Ready(Event::Message(message));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("connection {}: {e}", self.key);
+                    return Poll::Ready(Event::Gone);
+                }
+                Poll::Ready(None) => return Poll::Ready(Event::Gone),
+                Poll::Pending => {}
+            }
+        }
+        *reads = 0;
+        loop {
+            let hwm = self.hub.ws_config().write_high_water_mark();
+            if ws.buffered_amount() < hwm {
+                match self.outbox.poll_take(cx, batch, WRITE_BUDGET) {
+                    Poll::Ready(Directive::None) => self.queue_batch(ws, batch),
+                    Poll::Ready(directive) => return Poll::Ready(Event::Directive(directive)),
+                    Poll::Pending => {}
+                }
+            }
+            if ws.buffered_amount() == 0 {
+                return Poll::Pending;
+            }
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("connection {}: {e}", self.key);
+                    return Poll::Ready(Event::Gone);
+                }
+                Poll::Pending => {
+                    // Writing backs up; pushes accumulate in the outbox and
+                    // are bounded there. Still watch for a directive.
+                    if let Poll::Ready(d) = self.outbox.poll_directive(cx) {
+                        return Poll::Ready(Event::Directive(d));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn queue_batch<S>(&self, ws: &mut WebSocket<S>, batch: &mut Vec<Queued>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let metrics = self.hub.metrics();
+        let now = Instant::now();
+        let mut bytes = 0;
+        let count = batch.len();
+        for q in batch.drain(..) {
+            if ws.queue_prepared(&q.frame).is_err() {
+                break;
+            }
+            bytes += q.frame.len();
+            if let Some(at) = q.published {
+                metrics
+                    .delivery_latency
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+        }
+        metrics.messages_out.inc_by(count as u64);
+        metrics.bytes_out.inc_by(bytes as u64);
+    }
+
+    async fn finish<S>(&mut self, ws: &mut WebSocket<S>, ending: Ending)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (code, reason) = match ending {
+            Ending::Disconnect(code, after) => {
+                if code == DisconnectCode::SlowConsumer {
+                    self.hub.metrics().slow_consumer_disconnects.inc();
+                }
+                let push = text_frame(protocol::disconnect_push(code, after));
+                let _ = ws.queue_prepared(&push);
+                (code.code(), code.reason())
+            }
+            Ending::AfterReply(code) => {
+                let mut batch = Vec::new();
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                if let Poll::Ready(Directive::None) =
+                    self.outbox.poll_take(&mut cx, &mut batch, usize::MAX)
+                {
+                    self.queue_batch(ws, &mut batch);
+                }
+                (code.code(), code.reason())
+            }
+            Ending::GoingAway => (1001, "going away"),
+        };
+        self.hub
+            .metrics()
+            .disconnects
+            .get_or_create(&crate::metrics::DisconnectLabels { code })
+            .inc();
+        let _ = ws.close(CloseCode(code), reason).await;
+    }
+
+    async fn cleanup(&mut self, ip: IpAddr) {
+        // Stop deliveries first, then release the registry entry.
+        self.outbox.disconnect(Directive::GoingAway);
+        let subscriptions = std::mem::take(&mut self.subscriptions);
+        for channel in subscriptions.keys() {
+            if let Ok(options) = self.hub.namespace_of(channel) {
+                let _ = self
+                    .hub
+                    .engine()
+                    .unsubscribe(channel, options, self.key)
+                    .await;
+            }
+            self.hub.metrics().subscriptions.dec();
+        }
+        let client = self.session.as_ref().map(|s| (&s.client, &s.user));
+        self.hub.leave(self.key, ip, client);
+    }
+
+    fn arm_expiry(&mut self, expires: Option<Instant>) {
+        self.deadline = expires
+            .map(|at| Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(at))));
+    }
+
+    fn reply_json(&self, json: String) {
+        self.outbox.reply(text_frame(json));
+    }
+
+    fn reply<T: serde::Serialize>(&self, id: u64, result: &T) {
+        self.reply_json(protocol::reply(id, result));
+    }
+
+    fn error(&self, id: u64, code: ErrorCode) {
+        self.reply_json(protocol::error_reply(id, code));
+    }
+
+    /// Handles one client message; `Some` ends the connection.
+    async fn handle(&mut self, text: &str) -> Option<Ending> {
+        let bad_request = Some(Ending::Disconnect(DisconnectCode::BadRequest, None));
+        let command = match protocol::parse_command(text) {
+            Err(_) => return bad_request,
+            Ok(Parsed::NoMethod(id)) => {
+                if self.session.is_none() {
+                    return bad_request;
+                }
+                self.error(id, ErrorCode::BadRequest);
+                return None;
+            }
+            Ok(Parsed::Command(c)) => c,
+        };
+        if self.session.is_none() {
+            if command.method != "connect" {
+                return bad_request;
+            }
+            return self.connect(&command);
+        }
+        if command.method == "connect" {
+            return bad_request;
+        }
+        if !self.take_token() {
+            self.error(command.id, ErrorCode::TooManyRequests);
+            self.rejected += 1;
+            if self.rejected > self.hub.config().limits.commands_per_second {
+                return Some(Ending::Disconnect(DisconnectCode::RateLimited, Some(1000)));
+            }
+            return None;
+        }
+        self.rejected = 0;
+        let id = command.id;
+        let result = match command.method {
+            "subscribe" => self.subscribe(&command).await,
+            "unsubscribe" => self.unsubscribe(&command).await,
+            "publish" => self.publish(&command).await,
+            "presence" => self.presence(&command, false).await,
+            "presence_stats" => self.presence(&command, true).await,
+            "history" => self.history(&command).await,
+            "refresh" => self.refresh(&command),
+            "ping" => {
+                self.reply(id, &serde_json::json!({}));
+                Ok(())
+            }
+            _ => Err(ErrorCode::MethodNotFound),
+        };
+        if let Err(code) = result {
+            self.error(id, code);
+        }
+        None
+    }
+
+    /// Token bucket: `commands_per_second` per second, as large a burst.
+    fn take_token(&mut self) -> bool {
+        let rate = f64::from(self.hub.config().limits.commands_per_second);
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn connect(&mut self, command: &Command<'_>) -> Option<Ending> {
+        #[derive(Deserialize)]
+        struct Params {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            #[allow(dead_code)]
+            name: Option<String>,
+            #[serde(default)]
+            #[allow(dead_code)]
+            version: Option<String>,
+        }
+        let fail = |this: &Self, error: ErrorCode, close: DisconnectCode| {
+            this.error(command.id, error);
+            Some(Ending::AfterReply(close))
+        };
+        let Some(params) = protocol::params::<Params>(command.params) else {
+            return fail(self, ErrorCode::BadRequest, DisconnectCode::BadRequest);
+        };
+        let hub = self.hub.clone();
+        let claims = match params.token.as_deref() {
+            None | Some("") => {
+                if !hub.config().allow_anonymous {
+                    return fail(self, ErrorCode::Unauthorized, DisconnectCode::Unauthorized);
+                }
+                None
+            }
+            Some(token) => match hub.verifier().connect(token) {
+                Ok(claims) => Some(claims),
+                Err(TokenError::Expired) => {
+                    return fail(self, ErrorCode::TokenExpired, DisconnectCode::TokenExpired);
+                }
+                Err(TokenError::Invalid) => {
+                    return fail(self, ErrorCode::Unauthorized, DisconnectCode::Unauthorized);
+                }
+            },
+        };
+        let client: Arc<str> = new_client_id().into();
+        let (user, conn_info, channels_claim, exp) = match claims {
+            Some(ConnectClaims {
+                sub,
+                exp,
+                info,
+                channels,
+            }) => (Arc::from(sub), info, channels, exp),
+            None => (Arc::from(""), None, None, None),
+        };
+        let (expires, expires_in_ms) = expiry(exp);
+        hub.register_client(self.key, &client, &user);
+        let l = &hub.config().limits;
+        let mut result = serde_json::json!({
+            "client": &*client,
+            "user": &*user,
+            "version": VERSION,
+            "ping_interval_ms": l.ping_interval_ms,
+            "pong_timeout_ms": l.pong_timeout_ms,
+            "max_message_size": l.max_message_size,
+        });
+        if let Some(ms) = expires_in_ms {
+            result["expires_in_ms"] = ms.into();
+        }
+        self.reply(command.id, &result);
+        self.session = Some(Session {
+            client,
+            user,
+            conn_info,
+            channels_claim,
+            expires,
+        });
+        self.arm_expiry(expires);
+        None
+    }
+
+    fn refresh(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
+        #[derive(Deserialize)]
+        struct Params {
+            token: String,
+        }
+        let params: Params = protocol::params(command.params).ok_or(ErrorCode::BadRequest)?;
+        let hub = self.hub.clone();
+        let session = self.session.as_mut().ok_or(ErrorCode::Internal)?;
+        if session.user.is_empty() {
+            return Err(ErrorCode::NotAvailable);
+        }
+        let claims = hub.verifier().connect(&params.token).map_err(|e| match e {
+            TokenError::Expired => ErrorCode::TokenExpired,
+            TokenError::Invalid => ErrorCode::Unauthorized,
+        })?;
+        if *claims.sub != *session.user {
+            return Err(ErrorCode::Unauthorized);
+        }
+        let (expires, expires_in_ms) = expiry(claims.exp);
+        session.expires = expires;
+        session.conn_info = claims.info;
+        session.channels_claim = claims.channels;
+        self.arm_expiry(expires);
+        let mut result = serde_json::json!({});
+        if let Some(ms) = expires_in_ms {
+            result["expires_in_ms"] = ms.into();
+        }
+        self.reply(command.id, &result);
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
+        #[derive(Deserialize)]
+        struct Params {
+            channel: String,
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            recover: bool,
+            #[serde(default)]
+            epoch: Option<String>,
+            #[serde(default)]
+            offset: Option<u64>,
+            #[serde(default)]
+            presence: bool,
+        }
+        let p: Params = protocol::params(command.params).ok_or(ErrorCode::BadRequest)?;
+        let parsed = channel::parse(&p.channel).ok_or(ErrorCode::BadRequest)?;
+        let recover = match (p.recover, p.epoch, p.offset) {
+            (false, _, _) => None,
+            (true, Some(epoch), Some(offset)) => Some(StreamPosition { epoch, offset }),
+            (true, _, _) => return Err(ErrorCode::BadRequest),
+        };
+        let hub = self.hub.clone();
+        let options = hub.namespace_of(&p.channel)?;
+        let session = self.session.as_ref().ok_or(ErrorCode::Internal)?;
+        if self.subscriptions.contains_key(p.channel.as_str()) {
+            return Err(ErrorCode::AlreadySubscribed);
+        }
+        if self.subscriptions.len() >= hub.config().limits.max_channels_per_connection {
+            return Err(ErrorCode::TooManyChannels);
+        }
+        if session.user.is_empty() && !options.allow_anonymous {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        let granted = match &session.channels_claim {
+            Some(list) => {
+                if !list.contains(&p.channel) {
+                    return Err(ErrorCode::PermissionDenied);
+                }
+                true
+            }
+            None => false,
+        };
+        let mut chan_info = None;
+        if parsed.private && !granted {
+            let token = p.token.as_deref().ok_or(ErrorCode::PermissionDenied)?;
+            let claims = hub
+                .verifier()
+                .subscribe(token, &session.user, &p.channel)
+                .map_err(|e| match e {
+                    TokenError::Expired => ErrorCode::TokenExpired,
+                    TokenError::Invalid => ErrorCode::Unauthorized,
+                })?;
+            chan_info = claims.info;
+        }
+        let subscriber = Subscriber {
+            key: self.key,
+            outbox: self.outbox.clone(),
+            info: ClientInfo {
+                client: session.client.clone(),
+                user: session.user.clone(),
+                conn_info: session.conn_info.clone(),
+                chan_info: chan_info.clone(),
+            },
+        };
+        let request = SubscribeRequest {
+            recover,
+            presence: p.presence,
+        };
+        let id = command.id;
+        hub.engine()
+            .subscribe(
+                &p.channel,
+                options,
+                subscriber,
+                request,
+                Box::new(move |outcome| text_frame(protocol::reply(id, outcome))),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!("subscribe {}: {e}", p.channel);
+                ErrorCode::Internal
+            })?;
+        self.subscriptions.insert(p.channel.into(), chan_info);
+        hub.metrics().subscriptions.inc();
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
+        let channel = channel_param(command)?;
+        if self.subscriptions.remove(channel.as_str()).is_none() {
+            return Err(ErrorCode::NotSubscribed);
+        }
+        let hub = self.hub.clone();
+        let options = hub.namespace_of(&channel)?;
+        hub.metrics().subscriptions.dec();
+        hub.engine()
+            .unsubscribe(&channel, options, self.key)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        self.reply(command.id, &serde_json::json!({}));
+        Ok(())
+    }
+
+    async fn publish(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
+        #[derive(Deserialize)]
+        struct Params {
+            channel: String,
+            data: Box<RawValue>,
+        }
+        let p: Params = protocol::params(command.params).ok_or(ErrorCode::BadRequest)?;
+        let hub = self.hub.clone();
+        let options = hub.namespace_of(&p.channel)?;
+        let chan_info = self
+            .subscriptions
+            .get(p.channel.as_str())
+            .ok_or(ErrorCode::NotSubscribed)?;
+        if !options.allow_publish {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        let session = self.session.as_ref().ok_or(ErrorCode::Internal)?;
+        let publication = NewPublication {
+            data: p.data,
+            info: Some(ClientInfo {
+                client: session.client.clone(),
+                user: session.user.clone(),
+                conn_info: session.conn_info.clone(),
+                chan_info: chan_info.clone(),
+            }),
+            at: Instant::now(),
+        };
+        let result = hub
+            .engine()
+            .publish(&p.channel, options, publication)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        hub.metrics().publications.inc();
+        self.reply(command.id, &result);
+        Ok(())
+    }
+
+    async fn presence(&mut self, command: &Command<'_>, stats: bool) -> Result<(), ErrorCode> {
+        let channel = channel_param(command)?;
+        let hub = self.hub.clone();
+        let options = hub.namespace_of(&channel)?;
+        if !self.subscriptions.contains_key(channel.as_str()) {
+            return Err(ErrorCode::NotSubscribed);
+        }
+        if !options.presence {
+            return Err(ErrorCode::NotAvailable);
+        }
+        let clients = hub
+            .engine()
+            .presence(&channel)
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        if stats {
+            self.reply(command.id, &presence_stats(&clients));
+        } else {
+            self.reply(command.id, &serde_json::json!({ "clients": clients }));
+        }
+        Ok(())
+    }
+
+    async fn history(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
+        let p: HistoryParams = protocol::params(command.params).ok_or(ErrorCode::BadRequest)?;
+        let hub = self.hub.clone();
+        hub.namespace_of(&p.channel)?;
+        if !self.subscriptions.contains_key(p.channel.as_str()) {
+            return Err(ErrorCode::NotSubscribed);
+        }
+        let result = history(&hub, &p).await?;
+        self.reply(command.id, &result);
+        Ok(())
+    }
+}
+
+/// Params of `history` (the client command and the HTTP API method).
+#[derive(Debug, Deserialize)]
+pub(crate) struct HistoryParams {
+    pub(crate) channel: String,
+    #[serde(default)]
+    pub(crate) limit: Option<u64>,
+    #[serde(default)]
+    pub(crate) since: Option<StreamPosition>,
+    #[serde(default)]
+    pub(crate) reverse: bool,
+}
+
+/// Reads history (shared by the command and the HTTP API).
+pub(crate) async fn history(
+    hub: &Hub,
+    p: &HistoryParams,
+) -> Result<crate::engine::HistoryResult, ErrorCode> {
+    let options = hub.namespace_of(&p.channel)?;
+    if !options.has_history() {
+        return Err(ErrorCode::NotAvailable);
+    }
+    let query = HistoryQuery {
+        limit: p.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        since: p.since.clone(),
+        reverse: p.reverse,
+    };
+    hub.engine()
+        .history(&p.channel, options, query)
+        .await
+        .map_err(|e| match e {
+            HistoryError::Unrecoverable => ErrorCode::UnrecoverablePosition,
+            HistoryError::Engine(_) => ErrorCode::Internal,
+        })
+}
+
+/// `{num_clients, num_users}`.
+pub(crate) fn presence_stats(clients: &[ClientInfo]) -> serde_json::Value {
+    serde_json::json!({
+        "num_clients": clients.len(),
+        "num_users": clients.iter().map(|c| &c.user).collect::<std::collections::HashSet<_>>().len(),
+    })
+}
+
+fn channel_param(command: &Command<'_>) -> Result<String, ErrorCode> {
+    #[derive(Deserialize)]
+    struct Params {
+        channel: String,
+    }
+    let p: Params = protocol::params(command.params).ok_or(ErrorCode::BadRequest)?;
+    channel::parse(&p.channel).ok_or(ErrorCode::BadRequest)?;
+    Ok(p.channel)
+}
+
+/// The session's expiry as an instant, and the milliseconds to it.
+fn expiry(exp: Option<u64>) -> (Option<Instant>, Option<u64>) {
+    let Some(exp) = exp else {
+        return (None, None);
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = Duration::from_secs(exp).saturating_sub(now);
+    (Some(Instant::now() + left), Some(left.as_millis() as u64))
+}
