@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use tokio::net::TcpSocket;
 use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
+
+#[path = "bench_raw.rs"]
+mod raw;
 
 #[path = "fanout.rs"]
 mod fanout;
@@ -49,6 +52,55 @@ struct Common {
     /// A label for the result (e.g. the server's name).
     #[arg(long, default_value = "")]
     label: String,
+    /// Load engine: `raw` drives sockets directly (cheap enough for servers
+    /// past a million messages per second); `client` uses the volley client
+    /// per connection (always used with --compression).
+    #[arg(long, value_enum, default_value_t = Engine::Raw)]
+    engine: Engine,
+    /// The server is a raw TCP echo (the ceiling): no handshake, and the
+    /// echo must equal the bytes sent (masked frames and all).
+    #[arg(long)]
+    raw_tcp: bool,
+}
+
+/// Which load engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Engine {
+    /// Raw sockets, frames encoded once, one current-thread runtime per thread.
+    Raw,
+    /// The volley client, one per connection.
+    Client,
+}
+
+impl Common {
+    /// Whether the raw engine runs.
+    fn raw(&self) -> bool {
+        self.raw_tcp || (self.engine == Engine::Raw && !self.compression)
+    }
+
+    fn target(&self) -> Result<raw::Target, BoxError> {
+        use std::net::ToSocketAddrs as _;
+        let t = volley::Target::parse(&self.url)?;
+        if t.tls {
+            return Err("the raw engine speaks ws:// only (use --engine client)".into());
+        }
+        let addr = (t.host.as_str(), t.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| format!("{} resolves to no address", t.host))?;
+        Ok(raw::Target {
+            addr,
+            host: t.host_header,
+            path: t.path,
+            raw_tcp: self.raw_tcp,
+        })
+    }
+}
+
+/// Whether a run of this length gets a progress bar (on a terminal only).
+fn show_progress(seconds: f64) -> bool {
+    use std::io::IsTerminal as _;
+    seconds >= 3.0 && std::io::stderr().is_terminal()
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +125,9 @@ struct EchoArgs {
     /// Send text messages instead of binary.
     #[arg(long)]
     text: bool,
+    /// Load threads (raw engine), each with its own current-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +140,9 @@ struct LatencyArgs {
     /// Measured seconds.
     #[arg(short = 'd', long, default_value_t = 5.0)]
     duration: f64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
 }
 
 #[derive(Debug, Args)]
@@ -147,7 +205,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// Resident memory of a process in bytes.
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -176,7 +234,55 @@ fn emit(common: &Common, line: serde_json::Value) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// Messages counted, seconds measured, CPU seconds used, compression.
+type EchoOutcome = (u64, f64, f64, bool);
+
 async fn echo(a: EchoArgs) -> Result<(), BoxError> {
+    let (messages, elapsed, cpu, compressed) = if a.common.raw() {
+        let spec = raw::EchoSpec {
+            target: a.common.target()?,
+            connections: a.connections,
+            in_flight: a.in_flight.max(1),
+            size: a.size,
+            text: a.text,
+            warmup: Duration::from_secs_f64(a.warmup),
+            duration: Duration::from_secs_f64(a.duration),
+            threads: a.threads,
+            progress: show_progress(a.warmup + a.duration),
+        };
+        let r = tokio::task::spawn_blocking(move || raw::run_echo(&spec, cpu_seconds)).await??;
+        (r.messages, r.seconds, r.cpu_seconds, false)
+    } else {
+        echo_client(&a).await?
+    };
+    let rate = messages as f64 / elapsed;
+    let cpu_percent = 100.0 * cpu / elapsed;
+    eprintln!(
+        "{:>12} {:>5} conns x {:>8} B, K={:<3} compression={:<5} {:>12.0} msg/s {:>9.1} MiB/s  loadgen CPU {:>5.1}%",
+        a.common.label,
+        a.connections,
+        a.size,
+        a.in_flight,
+        compressed,
+        rate,
+        rate * a.size as f64 / (1 << 20) as f64,
+        cpu_percent
+    );
+    emit(
+        &a.common,
+        serde_json::json!({
+            "mode": "echo", "label": a.common.label, "connections": a.connections, "in_flight": a.in_flight,
+            "size": a.size, "text": a.text, "compression": compressed, "seconds": elapsed, "messages": messages,
+            "messages_per_sec": rate, "loadgen_cpu_percent": cpu_percent,
+            "engine": if a.common.raw() { "raw" } else { "client" }, "threads": a.threads,
+            "raw_tcp": a.common.raw_tcp,
+        }),
+    )?;
+    Ok(())
+}
+
+/// The echo run on the volley client (one per connection).
+async fn echo_client(a: &EchoArgs) -> Result<EchoOutcome, BoxError> {
     let config = client_config(a.common.compression)?;
     let message = payload(a.size, a.text);
     let counted = Arc::new(AtomicU64::new(0));
@@ -240,50 +346,24 @@ async fn echo(a: EchoArgs) -> Result<(), BoxError> {
             Err(_) => return Err("a connection did not drain in 30 s".into()),
         }
     }
-    let rate = messages as f64 / elapsed;
-    eprintln!(
-        "{:>12} {:>5} conns x {:>8} B, K={:<3} compression={:<5} {:>12.0} msg/s {:>9.1} MiB/s  loadgen CPU {:>5.1}%",
-        a.common.label,
-        a.connections,
-        a.size,
-        a.in_flight,
-        compressed,
-        rate,
-        rate * a.size as f64 / (1 << 20) as f64,
-        100.0 * (cpu1 - cpu0) / elapsed
-    );
-    emit(
-        &a.common,
-        serde_json::json!({
-            "mode": "echo", "label": a.common.label, "connections": a.connections, "in_flight": a.in_flight,
-            "size": a.size, "compression": compressed, "seconds": elapsed, "messages": messages,
-            "messages_per_sec": rate, "loadgen_cpu_percent": 100.0 * (cpu1 - cpu0) / elapsed,
-        }),
-    )?;
-    Ok(())
+    Ok((messages, elapsed, cpu1 - cpu0, compressed))
 }
 
 async fn latency(a: LatencyArgs) -> Result<(), BoxError> {
-    let config = client_config(a.common.compression)?;
-    let (mut ws, _) = ClientBuilder::new(a.common.url.clone())
-        .config(config)
-        .connect()
-        .await?;
-    let message = payload(a.size, false);
-    let mut samples = Vec::new();
-    let end = Instant::now() + Duration::from_secs_f64(a.duration);
-    while Instant::now() < end {
-        let t = Instant::now();
-        ws.send(message.clone()).await?;
-        match ws.recv().await {
-            Some(Ok(m)) if m == message => {}
-            Some(Ok(_)) => return Err("echoed bytes differ".into()),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err("server closed".into()),
-        }
-        samples.push(t.elapsed().as_nanos() as u64);
+    let mut samples = if a.common.raw() {
+        let spec = raw::LatencySpec {
+            target: a.common.target()?,
+            size: a.size,
+            warmup: Duration::from_secs_f64(a.warmup),
+            duration: Duration::from_secs_f64(a.duration),
+        };
+        tokio::task::spawn_blocking(move || raw::run_latency(&spec)).await??
+    } else {
+        latency_client(&a).await?
+    };
+    if samples.is_empty() {
+        return Err("no round trip completed".into());
     }
-    ws.close(volley::CloseCode::NORMAL, "").await?;
     samples.sort_unstable();
     let pct = |p: f64| {
         samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1000.0
@@ -302,19 +382,101 @@ async fn latency(a: LatencyArgs) -> Result<(), BoxError> {
         serde_json::json!({
             "mode": "latency", "label": a.common.label, "size": a.size, "round_trips": samples.len(),
             "p50_us": pct(0.5), "p99_us": pct(0.99), "p999_us": pct(0.999),
+            "engine": if a.common.raw() { "raw" } else { "client" }, "raw_tcp": a.common.raw_tcp,
         }),
     )?;
     Ok(())
+}
+
+/// Round trips in nanoseconds, on the volley client.
+async fn latency_client(a: &LatencyArgs) -> Result<Vec<u64>, BoxError> {
+    let config = client_config(a.common.compression)?;
+    let (mut ws, _) = ClientBuilder::new(a.common.url.clone())
+        .config(config)
+        .connect()
+        .await?;
+    let message = payload(a.size, false);
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(a.warmup);
+    let end = measure_from + Duration::from_secs_f64(a.duration);
+    while Instant::now() < end {
+        let t = Instant::now();
+        ws.send(message.clone()).await?;
+        match ws.recv().await {
+            Some(Ok(m)) if m == message => {}
+            Some(Ok(_)) => return Err("echoed bytes differ".into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("server closed".into()),
+        }
+        if t >= measure_from {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    ws.close(volley::CloseCode::NORMAL, "").await?;
+    Ok(samples)
 }
 
 async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
     if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
         let _ = rlimit::Resource::NOFILE.set(hard, hard);
     }
+    let before = a.server_pid.and_then(rss_bytes);
+    let pid = a.server_pid;
+    let (held, elapsed, after) = if a.common.raw() {
+        let spec = raw::ConnectSpec {
+            target: a.common.target()?,
+            connections: a.connections,
+            concurrency: a.concurrency,
+            ports_per_source: PORTS_PER_SOURCE,
+            progress: show_progress(a.connections as f64 / 5000.0),
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            raw::run_connect(&spec, || pid.and_then(rss_bytes))
+        })
+        .await??;
+        (r.connections, r.seconds, r.measured)
+    } else {
+        connect_client(&a).await?
+    };
+    let per_conn = match (before, after) {
+        (Some(b), Some(a2)) => Some((a2.saturating_sub(b)) as f64 / held as f64),
+        _ => None,
+    };
+    eprintln!(
+        "{:>12} {} connections in {:.2} s ({:.0}/s); server RSS {} -> {} ({})",
+        a.common.label,
+        held,
+        elapsed,
+        held as f64 / elapsed,
+        before
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or("?".into()),
+        after
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or("?".into()),
+        per_conn
+            .map(|p| format!("{:.2} KiB per connection", p / 1024.0))
+            .unwrap_or("no --server-pid".into()),
+    );
+    emit(
+        &a.common,
+        serde_json::json!({
+            "mode": "connect", "label": a.common.label, "connections": held, "seconds": elapsed,
+            "connections_per_sec": held as f64 / elapsed, "server_rss_before": before,
+            "server_rss_after": after, "bytes_per_connection": per_conn, "compression": a.common.compression,
+            "engine": if a.common.raw() { "raw" } else { "client" },
+        }),
+    )?;
+    Ok(())
+}
+
+/// Opens and holds the connections with the volley client; returns how many,
+/// the seconds it took, and the server's RSS once they were idle.
+async fn connect_client(a: &ConnectArgs) -> Result<(usize, f64, Option<u64>), BoxError> {
     let config = client_config(a.common.compression)?;
     let target = volley::Target::parse(&a.common.url)?;
     let server: SocketAddr = format!("{}:{}", target.host, target.port).parse()?;
-    let before = a.server_pid.and_then(rss_bytes);
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(a.concurrency));
     let mut tasks = Vec::with_capacity(a.connections);
@@ -347,34 +509,7 @@ async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
     // Let the server settle its allocations before reading its memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = a.server_pid.and_then(rss_bytes);
-    let per_conn = match (before, after) {
-        (Some(b), Some(a2)) => Some((a2.saturating_sub(b)) as f64 / held.len() as f64),
-        _ => None,
-    };
-    eprintln!(
-        "{:>12} {} connections in {:.2} s ({:.0}/s); server RSS {} -> {} ({})",
-        a.common.label,
-        held.len(),
-        elapsed,
-        held.len() as f64 / elapsed,
-        before
-            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
-            .unwrap_or("?".into()),
-        after
-            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
-            .unwrap_or("?".into()),
-        per_conn
-            .map(|p| format!("{:.2} KiB per connection", p / 1024.0))
-            .unwrap_or("no --server-pid".into()),
-    );
-    emit(
-        &a.common,
-        serde_json::json!({
-            "mode": "connect", "label": a.common.label, "connections": held.len(), "seconds": elapsed,
-            "connections_per_sec": held.len() as f64 / elapsed, "server_rss_before": before,
-            "server_rss_after": after, "bytes_per_connection": per_conn, "compression": a.common.compression,
-        }),
-    )?;
+    let count = held.len();
     // Close properly, so the server closes TCP first and the TIME_WAIT
     // states (and their ports) stay on its side, not on ours.
     let closing: Vec<_> = held
@@ -384,5 +519,5 @@ async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
     for c in closing {
         let _ = c.await;
     }
-    Ok(())
+    Ok((count, elapsed, after))
 }
