@@ -109,9 +109,9 @@ function fmt(value) {
 
 function drawRates() {
   const max = Math.max(1, ...rates);
-  const step = 240 / (RATE_POINTS - 1);
-  const offset = RATE_POINTS - rates.length;
-  const points = rates.map((r, i) => `${((offset + i) * step).toFixed(1)},${(57 - (r / max) * 54).toFixed(1)}`);
+  // Until two minutes have passed, the samples so far fill the width.
+  const step = 240 / Math.max(rates.length - 1, 1);
+  const points = rates.map((r, i) => `${(i * step).toFixed(1)},${(57 - (r / max) * 54).toFixed(1)}`);
   $("rate-line").setAttribute("points", points.join(" "));
 }
 

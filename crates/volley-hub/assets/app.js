@@ -102,6 +102,7 @@ function setStatus(state, text) {
 // Messages by offset: the page renders each offset once, in offset order.
 const rendered = new Map();
 let loading = null; // while the history loads: publications that arrive meanwhile
+let recovering = false; // while the SDK delivers the publications recovered on a resubscribe
 
 function startChat() {
   chat = client.newSubscription(CHAT, { presence: true });
@@ -110,6 +111,9 @@ function startChat() {
     // How the last (re)subscription went, for tests and the curious: fresh, recovered or reloaded.
     document.body.dataset.chat = !wasRecovering ? "fresh" : recovered ? "recovered" : "reloaded";
     document.body.dataset.chatSubscriptions = String(Number(document.body.dataset.chatSubscriptions || 0) + 1);
+    // The SDK delivers recovered publications right after this event, in the same task: count them.
+    recovering = recovered;
+    if (recovered) queueMicrotask(() => (recovering = false));
     if (wasRecovering && recovered) {
       notice("");
       return; // everything missed follows as publications
@@ -130,6 +134,7 @@ function startChat() {
     notice(`Left the chat (${code} ${reason}).`);
   });
   chat.on("publication", (pub) => {
+    if (recovering) document.body.dataset.chatRecovered = String(Number(document.body.dataset.chatRecovered || 0) + 1);
     if (loading) loading.push(pub);
     else addMessage(pub);
   });
@@ -182,7 +187,9 @@ function addMessage(pub) {
   const item = el("li", "message");
   item.dataset.testid = "message";
   if (offset !== undefined) item.dataset.offset = String(offset);
-  if (pub.info && client && pub.info.client === client.client) item.classList.add("mine");
+  if (pub.info && client && (pub.info.client === client.client || (client.user && pub.info.user === client.user))) {
+    item.classList.add("mine");
+  }
   item.append(el("span", "author", author), el("span", "text", text));
 
   const list = $("messages");
@@ -267,9 +274,8 @@ function drawChart() {
   const min = Math.min(...prices);
   const max = Math.max(...prices);
   const span = max - min || 1;
-  const step = 300 / Math.max(CHART_POINTS - 1, 1);
-  const offset = CHART_POINTS - points.length;
-  const coords = points.map((p, i) => `${((offset + i) * step).toFixed(1)},${(114 - ((p.price - min) / span) * 108).toFixed(1)}`);
+  const step = 300 / Math.max(points.length - 1, 1);
+  const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(114 - ((p.price - min) / span) * 108).toFixed(1)}`);
   $("ticker-line").setAttribute("points", coords.join(" "));
   const last = points[points.length - 1];
   chart.dataset.lastT = String(last.t);

@@ -174,11 +174,16 @@ impl Hub {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Whether `origin` may open a WebSocket.
+    /// Whether a handshake with this `Origin` may open a WebSocket. Browsers
+    /// always send `Origin`, and the allowlist is what protects their users
+    /// from other sites; a request without one comes from a non-browser
+    /// client (which could send any value) and is allowed.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         let allowed = &self.config.allowed_origins;
-        allowed.is_empty()
-            || origin.is_some_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+        match origin {
+            None => true,
+            Some(o) => allowed.is_empty() || allowed.iter().any(|a| a.eq_ignore_ascii_case(o)),
+        }
     }
 
     /// Admits a new WebSocket from `ip`, or says why not. On success the

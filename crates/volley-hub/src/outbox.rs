@@ -173,6 +173,14 @@ impl Outbox {
         }
     }
 
+    /// Takes every queued frame, whatever the directive (the last replies
+    /// before a disconnect).
+    pub fn take_all(&self, out: &mut Vec<Queued>) {
+        let mut inner = self.lock();
+        out.extend(inner.frames.drain(..));
+        inner.bytes = 0;
+    }
+
     /// Bytes of pushes queued (what the limit applies to).
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes

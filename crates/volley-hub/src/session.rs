@@ -238,6 +238,11 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // Replies queued before the end still go out (a slow consumer's queue
+        // was dropped already).
+        let mut batch = Vec::new();
+        self.outbox.take_all(&mut batch);
+        self.queue_batch(ws, &mut batch);
         let (code, reason) = match ending {
             Ending::Disconnect(code, after) => {
                 if code == DisconnectCode::SlowConsumer {
@@ -247,16 +252,7 @@ impl Connection {
                 let _ = ws.queue_prepared(&push);
                 (code.code(), code.reason())
             }
-            Ending::AfterReply(code) => {
-                let mut batch = Vec::new();
-                let mut cx = Context::from_waker(std::task::Waker::noop());
-                if let Poll::Ready(Directive::None) =
-                    self.outbox.poll_take(&mut cx, &mut batch, usize::MAX)
-                {
-                    self.queue_batch(ws, &mut batch);
-                }
-                (code.code(), code.reason())
-            }
+            Ending::AfterReply(code) => (code.code(), code.reason()),
             Ending::GoingAway => (1001, "going away"),
         };
         self.hub

@@ -40,6 +40,10 @@ struct Stream {
     epoch: Arc<str>,
     top: u64,
     retained: VecDeque<Retained>,
+    /// The stream (epoch and top) is kept this long after the channel's last
+    /// publication or subscriber, so that a client returning to a quiet
+    /// channel still recovers; then it is forgotten and a new epoch starts.
+    keep_until: Instant,
 }
 
 #[derive(Debug)]
@@ -49,12 +53,17 @@ struct Retained {
 }
 
 impl Stream {
-    fn new() -> Self {
+    fn new(now: Instant, options: &NamespaceOptions) -> Self {
         Self {
             epoch: new_epoch().into(),
             top: 0,
             retained: VecDeque::new(),
+            keep_until: now + options.history_ttl(),
         }
+    }
+
+    fn touch(&mut self, now: Instant, options: &NamespaceOptions) {
+        self.keep_until = self.keep_until.max(now + options.history_ttl());
     }
 
     fn trim(&mut self, now: Instant, size: usize) {
@@ -86,8 +95,20 @@ impl Stream {
 }
 
 impl ChannelState {
-    fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.stream.as_ref().is_none_or(|s| s.retained.is_empty())
+    /// No subscribers and no stream worth keeping.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.subscribers.is_empty()
+            && self
+                .stream
+                .as_ref()
+                .is_none_or(|s| s.retained.is_empty() && s.keep_until <= now)
+    }
+
+    /// The channel's stream, created (new epoch) when there is none.
+    fn stream(&mut self, now: Instant, options: &NamespaceOptions) -> &mut Stream {
+        let stream = self.stream.get_or_insert_with(|| Stream::new(now, options));
+        stream.trim(now, options.history_size);
+        stream
     }
 
     fn deliver(&self, frame: &PreparedFrame, at: Option<Instant>, except: Option<u64>) {
@@ -131,9 +152,10 @@ impl MemoryEngine {
         let mut shard = self.shard(channel);
         let state = shard.entry(channel.into()).or_default();
         let mut result = PublishResult::default();
+        let now = Instant::now();
         let offset = if options.has_history() {
-            let stream = state.stream.get_or_insert_with(Stream::new);
-            stream.trim(publication.at, options.history_size);
+            let stream = state.stream(now, options);
+            stream.touch(now, options);
             stream.top += 1;
             result.epoch = Some(stream.epoch.clone());
             result.offset = Some(stream.top);
@@ -152,13 +174,13 @@ impl MemoryEngine {
         if let Some(stream) = &mut state.stream {
             if offset.is_some() {
                 stream.retained.push_back(Retained {
-                    expires: Instant::now() + options.history_ttl(),
+                    expires: now + options.history_ttl(),
                     publication,
                 });
-                stream.trim(Instant::now(), options.history_size);
+                stream.trim(now, options.history_size);
             }
         }
-        if state.is_idle() {
+        if state.is_idle(now) {
             shard.remove(channel);
         }
         result
@@ -185,8 +207,8 @@ impl MemoryEngine {
             presence: None,
         };
         if options.has_history() {
-            let stream = state.stream.get_or_insert_with(Stream::new);
-            stream.trim(now, options.history_size);
+            let stream = state.stream(now, options);
+            stream.touch(now, options);
             outcome.recoverable = true;
             outcome.epoch = Some(stream.epoch.clone());
             outcome.offset = Some(stream.top);
@@ -216,6 +238,7 @@ impl MemoryEngine {
     }
 
     fn unsubscribe_now(&self, channel: &str, options: &NamespaceOptions, key: u64) -> bool {
+        let now = Instant::now();
         let mut shard = self.shard(channel);
         let Some(state) = shard.get_mut(channel) else {
             return false;
@@ -227,7 +250,10 @@ impl MemoryEngine {
             let frame = text_frame(protocol::presence_push("leave", channel, &sub.info));
             state.deliver(&frame, None, None);
         }
-        if state.is_idle() {
+        if let Some(stream) = &mut state.stream {
+            stream.touch(now, options);
+        }
+        if state.is_idle(now) {
             shard.remove(channel);
         }
         true
@@ -242,8 +268,7 @@ impl MemoryEngine {
         let now = Instant::now();
         let mut shard = self.shard(channel);
         let state = shard.entry(channel.into()).or_default();
-        let stream = state.stream.get_or_insert_with(Stream::new);
-        stream.trim(now, options.history_size);
+        let stream = state.stream(now, options);
         let limit = query.limit.unwrap_or(usize::MAX);
         let top = stream.top;
         let publications: Vec<_> = match (&query.since, query.reverse) {
@@ -375,7 +400,7 @@ impl Engine for MemoryEngine {
                         stream.retained.pop_front();
                     }
                 }
-                !state.is_idle()
+                !state.is_idle(now)
             });
         }
     }

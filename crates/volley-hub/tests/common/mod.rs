@@ -1,0 +1,310 @@
+//! A hub on a free port, `volley.v1` clients and a minimal HTTP client, over
+//! real sockets.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use volley::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
+use volley_hub::{DrainReport, Hub, HubConfig, NamespaceOptions, Server};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123";
+pub const API_KEY: &str = "test-api-key";
+/// How long any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The configuration the tests start from.
+pub fn config() -> HubConfig {
+    let mut c = HubConfig::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.allow_anonymous = true;
+    c.api_key = Some(API_KEY.into());
+    c.admin_key = Some("admin".into());
+    c.auth.hmac_secret = Some(SECRET.into());
+    c.default_namespace.allow_anonymous = true;
+    c.namespaces.insert(
+        "chat".into(),
+        NamespaceOptions {
+            presence: true,
+            join_leave: true,
+            history_size: 100,
+            history_ttl: 300,
+            allow_publish: true,
+            allow_anonymous: true,
+        },
+    );
+    c.namespaces.insert(
+        "feed".into(),
+        NamespaceOptions {
+            history_size: 3,
+            history_ttl: 300,
+            allow_anonymous: true,
+            ..Default::default()
+        },
+    );
+    c.namespaces.insert(
+        "plain".into(),
+        NamespaceOptions {
+            allow_publish: true,
+            allow_anonymous: true,
+            ..Default::default()
+        },
+    );
+    c.namespaces.insert(
+        "members".into(),
+        NamespaceOptions {
+            presence: true,
+            ..Default::default()
+        },
+    );
+    c
+}
+
+/// A running hub.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<DrainReport>,
+}
+
+impl TestHub {
+    pub async fn start(config: HubConfig) -> Self {
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let hub = server.hub().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Sends the shutdown signal (the drain starts).
+    pub fn signal(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for `run` to return.
+    pub async fn finished(self) -> DrainReport {
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the drain ends")
+            .unwrap()
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/connection/websocket", self.addr)
+    }
+
+    /// `POST /api/<method>` with the API key; (status, body).
+    pub async fn api(&self, method: &str, params: Value) -> (u16, Value) {
+        http(
+            self.addr,
+            "POST",
+            &format!("/api/{method}"),
+            &[("Authorization", &format!("apikey {API_KEY}"))],
+            &params.to_string(),
+        )
+        .await
+    }
+
+    /// `publish` through the API; the result.
+    pub async fn publish(&self, channel: &str, data: Value) -> Value {
+        let (status, body) = self
+            .api("publish", json!({"channel": channel, "data": data}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["result"].clone()
+    }
+}
+
+/// A minimal HTTP/1.1 request; (status, JSON body or the text as a string).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    // The hub's API answers with Content-Length; chunked bodies are not expected.
+    assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
+    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    (status, value)
+}
+
+/// A `volley.v1` client.
+pub struct Client {
+    pub ws: WebSocket<MaybeTlsStream>,
+    next_id: u64,
+    pushes: VecDeque<Value>,
+    /// The result of the connect reply.
+    pub info: Value,
+}
+
+impl Client {
+    /// Opens the WebSocket only.
+    pub async fn open(hub: &TestHub) -> Self {
+        let (ws, _) = ClientBuilder::new(hub.url())
+            .protocol("volley.v1")
+            .connect()
+            .await
+            .unwrap();
+        Self {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            info: Value::Null,
+        }
+    }
+
+    /// Opens and connects anonymously.
+    pub async fn anonymous(hub: &TestHub) -> Self {
+        Self::with_token(hub, None).await
+    }
+
+    /// Opens and connects; panics unless the connect succeeds.
+    pub async fn with_token(hub: &TestHub, token: Option<&str>) -> Self {
+        let mut c = Self::open(hub).await;
+        let params = match token {
+            Some(t) => json!({"token": t}),
+            None => json!({}),
+        };
+        let reply = c.call("connect", params).await;
+        assert!(reply["result"].is_object(), "connect failed: {reply}");
+        c.info = reply["result"].clone();
+        c
+    }
+
+    pub fn client_id(&self) -> String {
+        self.info["client"].as_str().unwrap().to_string()
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).await.unwrap();
+    }
+
+    /// Sends a command without waiting; returns its id.
+    pub async fn send(&mut self, method: &str, params: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let cmd = json!({"id": id, "method": method, "params": params});
+        self.send_text(&cmd.to_string()).await;
+        id
+    }
+
+    /// The next message from the server, or `None` when the connection ends.
+    pub async fn read(&mut self) -> Option<Value> {
+        let m = tokio::time::timeout(WAIT, self.ws.recv())
+            .await
+            .expect("the server answers in time");
+        match m {
+            Some(Ok(Message::Text(t))) => Some(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Binary(_))) => panic!("binary message from the hub"),
+            Some(Err(_)) | None => None,
+        }
+    }
+
+    /// Waits for the reply to `id`, keeping pushes for later.
+    pub async fn reply(&mut self, id: u64) -> Value {
+        loop {
+            let v = self.read().await.expect("a reply before the end");
+            if v.get("id").and_then(Value::as_u64) == Some(id) {
+                return v;
+            }
+            assert!(v.get("push").is_some(), "not a push: {v}");
+            self.pushes.push_back(v);
+        }
+    }
+
+    /// Sends a command and waits for its reply.
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params).await;
+        self.reply(id).await
+    }
+
+    /// The next push.
+    pub async fn push(&mut self) -> Value {
+        if let Some(p) = self.pushes.pop_front() {
+            return p;
+        }
+        let v = self.read().await.expect("a push before the end");
+        assert!(v.get("push").is_some(), "not a push: {v}");
+        v
+    }
+
+    /// Reads to the end: the pushes seen and the close code.
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut seen: Vec<Value> = self.pushes.drain(..).collect();
+        while let Some(v) = self.read().await {
+            seen.push(v);
+        }
+        (seen, self.ws.close_frame().map(|f| f.code.0))
+    }
+
+    pub async fn subscribe(&mut self, params: Value) -> Value {
+        self.call("subscribe", params).await
+    }
+}
+
+/// A result's error code, if it is an error reply.
+pub fn error_code(reply: &Value) -> Option<u64> {
+    reply["error"]["code"].as_u64()
+}
+
+/// A signed HS256 token with these claims.
+pub fn token(claims: Value) -> String {
+    volley_hub::auth::sign_hs256(SECRET, &claims).unwrap()
+}
+
+/// The HTTP status of a refused handshake (101 when it succeeded).
+pub fn handshake_status<T>(r: volley::Result<T>) -> u16 {
+    match r {
+        Err(volley::Error::Response(volley::proto::handshake::ResponseError::Status {
+            status,
+            ..
+        })) => status.as_u16(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => 101,
+    }
+}
+
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
