@@ -22,11 +22,13 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The configuration the tests start from.
 pub fn config() -> HubConfig {
-    let mut c = HubConfig::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.allow_anonymous = true;
-    c.api_key = Some(API_KEY.into());
-    c.admin_key = Some("admin".into());
+    let mut c = HubConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_anonymous: true,
+        api_key: Some(API_KEY.into()),
+        admin_key: Some("admin".into()),
+        ..HubConfig::default()
+    };
     c.auth.hmac_secret = Some(SECRET.into());
     c.default_namespace.allow_anonymous = true;
     c.namespaces.insert(
