@@ -352,6 +352,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let c = HubConfig::from_toml(include_str!("../../../docs/volley.example.toml")).unwrap();
+        assert_eq!(
+            c.limits.max_message_size,
+            Limits::default().max_message_size
+        );
+        assert!(c.namespace("chat").unwrap().join_leave);
+        assert!(c.namespace("prices").unwrap().has_history());
+    }
+
+    #[test]
     fn namespaces_parse() {
         let c = HubConfig::from_toml(
             "allow_anonymous = true\n[namespaces.chat]\npresence = true\nhistory_size = 10\nhistory_ttl = 60\n",
