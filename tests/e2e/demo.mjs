@@ -358,8 +358,11 @@ async function main() {
   await step('page B reconnected by itself and recovered', async () => {
     const how = await pageB.locator('body').getAttribute('data-chat');
     if (how !== 'recovered') throw new Error(`the resubscription reports ${JSON.stringify(how)}, not "recovered"`);
+    // Publications delivered by the recovery itself (not live): proof they were published while B was away.
+    const recovered = Number((await pageB.locator('body').getAttribute('data-chat-recovered')) ?? '0');
+    if (recovered < 1) throw new Error('no publication came through recovery');
     const status = await pageB.locator('#status').textContent();
-    return `status: ${status}`;
+    return `${recovered} of ${AWAY_MESSAGES} came through recovery, the rest live; status: ${status}`;
   });
 
   await step(`page B shows all ${AWAY_MESSAGES} messages published while away, none twice, in A's order`, async () => {
