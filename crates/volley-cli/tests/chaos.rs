@@ -15,7 +15,8 @@
 //!
 //! Knobs (environment): `CHAOS_SECS` (publishing time, default 30),
 //! `CHAOS_RATE` (publications per second, default 2000), `CHAOS_CLIENTS`
-//! (default 200), `CHAOS_CHANNELS` (default 20), `CHAOS_SEED`.
+//! (default 200), `CHAOS_CHANNELS` (default 20), `CHAOS_SEED`,
+//! `CHAOS_VOLLEY_BIN` (another `volley` binary to test).
 //!
 //! Written from docs/protocol.md and the `volley serve` contract only.
 
@@ -88,7 +89,9 @@ impl Hub {
         let config_path = dir.join("volley.toml");
         std::fs::write(&config_path, config).unwrap();
         let stderr = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        let bin = std::env::var("CHAOS_VOLLEY_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_volley").to_string());
+        let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .stdin(Stdio::null())
