@@ -26,17 +26,14 @@
 //   E2E_TIMEOUT      overall time limit in seconds (default: 120)
 //   E2E_SCREENSHOTS  screenshot folder
 
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '..', '..');
-const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
+import { REPO, startHub, withTimeout } from './hub.mjs';
+
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -48,8 +45,7 @@ const AWAY_MESSAGES = 5;
 
 let passed = 0;
 let failed = 0;
-let volley = null;
-let volleyLog = '';
+let hub = null;
 let browser = null;
 let cleaningUp = null;
 const pageErrors = [];
@@ -63,14 +59,6 @@ function check(name, ok, detail = '') {
   else failed++;
   log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
   return Boolean(ok);
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Runs a check whose body may throw or time out; a throw is a failure, not a crash. */
@@ -93,28 +81,12 @@ async function cleanup() {
       browser = null;
       await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
     }
-    if (volley && volley.exitCode === null && volley.signalCode === null) {
-      const v = volley;
-      const exited = new Promise((resolve) => v.once('exit', resolve));
-      v.kill('SIGTERM');
-      await withTimeout(exited, 10_000, 'volley exit after SIGTERM').catch(() => {
-        log('warning: volley did not exit within 10 s of SIGTERM, sending SIGKILL');
-        v.kill('SIGKILL');
-      });
-    }
+    if (hub) await hub.stop();
   })();
   return cleaningUp;
 }
 
-process.on('exit', () => {
-  if (volley && volley.exitCode === null && volley.signalCode === null) {
-    try {
-      volley.kill('SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
+process.on('exit', () => hub?.killNow());
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
     log(`interrupted by ${sig}`);
@@ -130,65 +102,6 @@ const watchdog = setTimeout(() => {
   setTimeout(() => process.exit(1), 15_000).unref();
 }, OVERALL_TIMEOUT_MS);
 watchdog.unref();
-
-// ---------------------------------------------------------------- volley serve
-
-function startVolley() {
-  if (!fs.existsSync(VOLLEY_BIN)) {
-    throw new Error(`volley binary not found at ${VOLLEY_BIN}: build it with \`cargo build --release -p volley-cli\` or set VOLLEY_BIN`);
-  }
-  const args = ['serve', '--listen', '127.0.0.1:0', '--api-key', API_KEY, '--admin-key', ADMIN_KEY];
-  log(`starting: ${path.relative(REPO, VOLLEY_BIN) || VOLLEY_BIN} ${args.join(' ')}`);
-  return new Promise((resolve, reject) => {
-    volley = spawn(VOLLEY_BIN, args, {
-      cwd: REPO,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NO_COLOR: '1' },
-    });
-    let firstLine = null;
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error(`no first stdout line within 15 s; output:\n${volleyLog}`)), 15_000);
-    volley.stdout.setEncoding('utf8');
-    volley.stderr.setEncoding('utf8');
-    volley.stdout.on('data', (chunk) => {
-      volleyLog += chunk;
-      if (firstLine !== null) return;
-      buf += chunk;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      firstLine = buf.slice(0, nl);
-      clearTimeout(timer);
-      const m = /^volley serve listening on http:\/\/(127\.0\.0\.1:\d+)\/$/.exec(firstLine);
-      if (m) resolve(m[1]);
-      else reject(new Error(`unexpected first stdout line: ${JSON.stringify(firstLine)}`));
-    });
-    volley.stderr.on('data', (chunk) => {
-      volleyLog += chunk;
-    });
-    volley.on('error', (e) => reject(new Error(`cannot start ${VOLLEY_BIN}: ${e.message}`)));
-    volley.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`volley exited early (code ${code}, signal ${signal}); output:\n${volleyLog}`));
-    });
-  });
-}
-
-async function api(base, method, body) {
-  const response = await fetch(`${base}/api/${method}`, {
-    method: 'POST',
-    headers: { Authorization: `apikey ${API_KEY}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await response.text();
-  let json;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new Error(`${method}: HTTP ${response.status}, not JSON: ${text.slice(0, 200)}`);
-  }
-  if (!response.ok || json.error) throw new Error(`${method}: HTTP ${response.status} ${JSON.stringify(json)}`);
-  return json.result;
-}
 
 // ---------------------------------------------------------------- page helpers
 
@@ -241,8 +154,8 @@ async function shot(page, name) {
 async function main() {
   fs.mkdirSync(SHOTS, { recursive: true });
   log(`screenshots: ${SHOTS}`);
-  const addr = await startVolley();
-  const base = `http://${addr}`;
+  hub = await startHub({ apiKey: API_KEY, extraArgs: ['--admin-key', ADMIN_KEY], log });
+  const base = hub.base;
   log(`volley serve listening on ${base}/`);
 
   await step('the hub serves the committed assets byte for byte', async () => {
@@ -341,10 +254,10 @@ async function main() {
   let statesWhilePublishing = [];
   await step('HTTP API disconnects page B by client id and publishes while it is away', async () => {
     const before = Number((await pageB.locator('body').getAttribute('data-chat-subscriptions')) ?? '0');
-    const result = await api(base, 'disconnect', { client: idB, reconnect: true, reason: 'e2e test' });
+    const result = await hub.api('disconnect', { client: idB, reconnect: true, reason: 'e2e test' });
     if (result.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(result)}`);
     for (const text of awayTexts) {
-      const r = await api(base, 'publish', { channel: 'chat:lobby', data: { name: 'api', text } });
+      const r = await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text } });
       awayOffsets.push(r.offset);
       statesWhilePublishing.push(await pageB.locator('#status').getAttribute('data-state'));
     }
@@ -466,7 +379,7 @@ try {
   check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
 }
 await cleanup();
-if (crashed || failed > 0) log(`volley output (last 2000 chars):\n${volleyLog.slice(-2000)}`);
+if ((crashed || failed > 0) && hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
 log(`screenshots in ${SHOTS}`);
 log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

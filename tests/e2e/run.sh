@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# End-to-end test of `volley serve` in demo mode with headless Chromium:
-# two pages chat, see each other in presence, one is disconnected through the
-# HTTP API and recovers every message published while it was away (none
-# twice), the ticker chart moves, the admin page shows the hub's stats.
-# Screenshots go to the folder it prints (E2E_SCREENSHOTS, default
-# target/e2e-screenshots). Ends with "N passed, M failed".
+# End-to-end tests of `volley serve` (the release binary) with the SDK:
+#   node.mjs  the SDK in Node 20 (ws) against the hub: recovery, a 4501 stop,
+#             the SIGTERM drain (4001) of a hub with a short drain config;
+#   demo.mjs  headless Chromium on the demo (/) and admin (/admin) pages: two
+#             pages chat, see each other in presence, one is disconnected
+#             through the HTTP API and recovers every message published while
+#             it was away (none twice), the ticker chart moves, the admin page
+#             shows the stats. Screenshots go to the folder it prints
+#             (E2E_SCREENSHOTS, default target/e2e-screenshots).
+# Each prints one line per check and "N passed, M failed"; the last line is
+# the sum. Exit status 1 if any check failed.
 #
 # Env: E2E_SKIP_SETUP=1 skips setup.sh; VOLLEY_BIN picks the binary (default
 # target/release/volley); CHROMIUM_BIN (default /usr/bin/chromium);
-# E2E_TIMEOUT overall limit in seconds (default 120).
+# E2E_TIMEOUT overall limit per script in seconds (default 120 / 60).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,4 +23,25 @@ if [ "${E2E_SKIP_SETUP:-0}" != "1" ]; then
 fi
 
 cd "$HERE"
-exec node demo.mjs "$@"
+total_passed=0
+total_failed=0
+rc=0
+for script in node.mjs demo.mjs; do
+    echo "== tests/e2e/$script"
+    out="$(mktemp)"
+    node "$script" "$@" | tee "$out" || rc=1
+    line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1 || true)"
+    rm -f "$out"
+    if [ -z "$line" ]; then
+        echo "tests/e2e/$script printed no summary"
+        total_failed=$((total_failed + 1))
+        rc=1
+        continue
+    fi
+    total_passed=$((total_passed + ${line%% passed*}))
+    f="${line#*passed, }"
+    total_failed=$((total_failed + ${f%% failed}))
+done
+echo "e2e: ${total_passed} passed, ${total_failed} failed"
+[ "$total_failed" -eq 0 ] || rc=1
+exit "$rc"

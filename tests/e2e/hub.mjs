@@ -1,0 +1,131 @@
+// Shared by the e2e scenarios: start `volley serve` on a free port, read the
+// bound address from its first stdout line, call its HTTP API, stop it.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
+
+/** Rejects with a message naming `what` when `promise` takes longer than `ms`. */
+export function withTimeout(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A running `volley serve`. */
+export class Hub {
+  constructor(proc, addr, apiKey) {
+    this.proc = proc;
+    this.addr = addr;
+    this.base = `http://${addr}`;
+    this.apiKey = apiKey;
+    this.output = '';
+    this.exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Whether the process is still running. */
+  get running() {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** POST /api/METHOD with the API key; resolves with `result`, rejects on an error. */
+  async api(method, body) {
+    const response = await fetch(`${this.base}/api/${method}`, {
+      method: 'POST',
+      headers: { Authorization: `apikey ${this.apiKey}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const text = await response.text();
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new Error(`${method}: HTTP ${response.status}, not JSON: ${text.slice(0, 200)}`);
+    }
+    if (!response.ok || json.error) throw new Error(`${method}: HTTP ${response.status} ${JSON.stringify(json)}`);
+    return json.result;
+  }
+
+  /** SIGTERM, then SIGKILL after `ms`; resolves with the exit status. */
+  async stop(ms = 10_000) {
+    if (!this.running) return this.exit;
+    this.proc.kill('SIGTERM');
+    try {
+      return await withTimeout(this.exit, ms, 'volley exit after SIGTERM');
+    } catch {
+      this.proc.kill('SIGKILL');
+      return this.exit;
+    }
+  }
+
+  /** SIGKILL now (for process exit handlers). */
+  killNow() {
+    if (this.running) {
+      try {
+        this.proc.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+/**
+ * Starts `volley serve --listen 127.0.0.1:0 --api-key KEY ...extra` and
+ * resolves once its first stdout line names the bound address.
+ */
+export function startHub({ apiKey, extraArgs = [], log = () => {} }) {
+  if (!fs.existsSync(VOLLEY_BIN)) {
+    throw new Error(`volley binary not found at ${VOLLEY_BIN}: build it with \`cargo build --release -p volley-cli\` or set VOLLEY_BIN`);
+  }
+  const args = ['serve', '--listen', '127.0.0.1:0', '--api-key', apiKey, ...extraArgs];
+  log(`starting: ${path.relative(REPO, VOLLEY_BIN) || VOLLEY_BIN} ${args.join(' ')}`);
+  const proc = spawn(VOLLEY_BIN, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  let output = '';
+  let hub = null;
+  proc.stdout.setEncoding('utf8');
+  proc.stderr.setEncoding('utf8');
+  const append = (chunk) => {
+    output += chunk;
+    if (hub) hub.output = output;
+  };
+  proc.stderr.on('data', append);
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`no first stdout line within 15 s; output:\n${output}`));
+    }, 15_000);
+    proc.stdout.on('data', (chunk) => {
+      append(chunk);
+      if (hub) return;
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      const line = buf.slice(0, nl);
+      const m = /^volley serve listening on http:\/\/(127\.0\.0\.1:\d+)\/$/.exec(line);
+      if (!m) {
+        proc.kill('SIGKILL');
+        reject(new Error(`unexpected first stdout line: ${JSON.stringify(line)}`));
+        return;
+      }
+      hub = new Hub(proc, m[1], apiKey);
+      hub.output = output;
+      resolve(hub);
+    });
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${VOLLEY_BIN}: ${e.message}`));
+    });
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (!hub) reject(new Error(`volley exited early (code ${code}, signal ${signal}); output:\n${output}`));
+    });
+  });
+}
