@@ -765,10 +765,13 @@ export class Client extends Emitter<ClientEvents> {
 
   private closeSocket(t: Transport, code: number, reason: string): void {
     const ws = t.ws;
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onclose = null;
-    ws.onerror = null;
+    // No-ops rather than null: the `ws` package (Node) throws an uncaught "error"
+    // event when a socket closed while still connecting has no error listener.
+    const ignore = (): void => {};
+    ws.onopen = ignore;
+    ws.onmessage = ignore;
+    ws.onclose = ignore;
+    ws.onerror = ignore;
     try {
       ws.close(code, reason);
     } catch {

@@ -307,6 +307,20 @@ describe("reconnecting (§14.1)", () => {
     expect(hub.sockets).toHaveLength(2);
   });
 
+  it("leaves no-op handlers on a socket it closes (the ws package throws on an error event nobody listens to)", async () => {
+    const { hub, client } = setup();
+    client.connect();
+    const ws = hub.last; // still connecting
+    client.disconnect();
+    expect(ws.closedByClient?.code).toBe(1000);
+    expect(typeof ws.onerror).toBe("function");
+    expect(() => ws.onerror?.({})).not.toThrow();
+    ws.serverClose(1006); // a late close event changes nothing
+    expect(client.state).toBe("disconnected");
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(hub.sockets).toHaveLength(1);
+  });
+
   it("closes a failed connect's socket by the server's close code (4401 without getToken: stop)", () => {
     const { hub, client, log } = setup({ token: "bad" });
     client.connect();

@@ -949,10 +949,12 @@ var Client = class extends Emitter {
   }
   closeSocket(t, code, reason) {
     const ws = t.ws;
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onclose = null;
-    ws.onerror = null;
+    const ignore = () => {
+    };
+    ws.onopen = ignore;
+    ws.onmessage = ignore;
+    ws.onclose = ignore;
+    ws.onerror = ignore;
     try {
       ws.close(code, reason);
     } catch {
