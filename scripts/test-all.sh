@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, in this order:
-#   fmt, clippy, release build, cargo test, interop tests,
+#   fmt, clippy, release build, cargo test, the SDK's vitest suite,
+#   the hub's third-party Python client test and chaos test, the end-to-end
+#   demo test in headless Chromium, interop tests, the browser test,
 #   Autobahn|Testsuite server + client roles (in parallel), fuzz smoke test.
 # Each step is bounded by `timeout` and timed; a summary is printed at the end.
 # A failing step does not stop the later ones, except that the tests that need
@@ -165,12 +167,19 @@ step fmt 600 cargo fmt --all --check
 step clippy 3600 cargo clippy --workspace --all-targets -- -D warnings
 step build 3600 cargo build --release --workspace --examples --bins
 step "cargo test" 3600 cargo test --workspace
+step "sdk vitest" 900 clients/js/test.sh
 
 if step_ok build; then
+    step "hub python client" 600 tests/hub/run.sh
+    step "hub chaos" 900 cargo test --release -p volley-cli --test chaos -- --ignored --nocapture
+    step "e2e chromium" 900 tests/e2e/run.sh
     step interop 900 tests/interop/run.sh
     step browser 900 tests/browser/run.sh
     autobahn_both
 else
+    skip "hub python client" "release build failed"
+    skip "hub chaos" "release build failed"
+    skip "e2e chromium" "release build failed"
     skip interop "release build failed"
     skip browser "release build failed"
     skip autobahn "release build failed"
