@@ -50,6 +50,10 @@ def main():
             table[name][label].append(r["messages_per_sec"])
             higher_better[name] = hb
             cpu[name].append(r.get("loadgen_cpu_percent", 0))
+            if r.get("server_us_per_message") is not None:
+                cname = name.replace("(msg/s)", "server CPU per message (µs)")
+                table[cname][label].append(r["server_us_per_message"])
+                higher_better[cname] = False
         elif r["mode"] == "latency":
             for key, pct in (("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")):
                 name = f"latency 1 x {r['size']} B, {pct} (µs)"

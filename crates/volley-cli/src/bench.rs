@@ -128,6 +128,10 @@ struct EchoArgs {
     /// Load threads (raw engine), each with its own current-thread runtime.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// PID of the server: its CPU use during the measurement is reported
+    /// (CPU time per message is robust to a busy machine).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +189,12 @@ fn client_config(compression: bool) -> Result<WebSocketConfig, BoxError> {
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    process_cpu_seconds("self")
+}
+
+/// CPU seconds (user + system) of process `pid` ("self" for this one).
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
     let fields: Vec<&str> = stat
@@ -238,7 +247,10 @@ fn emit(common: &Common, line: serde_json::Value) -> Result<(), BoxError> {
 type EchoOutcome = (u64, f64, f64, bool);
 
 async fn echo(a: EchoArgs) -> Result<(), BoxError> {
-    let (messages, elapsed, cpu, compressed) = if a.common.raw() {
+    let server = a.server_pid.map(|p| p.to_string());
+    let server_cpu = || server.as_deref().map(process_cpu_seconds);
+    let server_cpu0 = server_cpu();
+    let (messages, elapsed, cpu, compressed, window_server_cpu) = if a.common.raw() {
         let spec = raw::EchoSpec {
             target: a.common.target()?,
             connections: a.connections,
@@ -250,15 +262,32 @@ async fn echo(a: EchoArgs) -> Result<(), BoxError> {
             threads: a.threads,
             progress: show_progress(a.warmup + a.duration),
         };
-        let r = tokio::task::spawn_blocking(move || raw::run_echo(&spec, cpu_seconds)).await??;
-        (r.messages, r.seconds, r.cpu_seconds, false)
+        let pid = a.server_pid.map(|p| p.to_string());
+        let r = tokio::task::spawn_blocking(move || {
+            raw::run_echo(&spec, || {
+                let server = pid.as_deref().map(process_cpu_seconds).unwrap_or(0.0);
+                [cpu_seconds(), server]
+            })
+        })
+        .await??;
+        let server = a.server_pid.map(|_| r.server_cpu_seconds);
+        (r.messages, r.seconds, r.cpu_seconds, false, server)
     } else {
-        echo_client(&a).await?
+        let (m, e, c, z) = echo_client(&a).await?;
+        (m, e, c, z, None)
     };
     let rate = messages as f64 / elapsed;
     let cpu_percent = 100.0 * cpu / elapsed;
+    // The server's CPU over the whole run (warm-up included) per message
+    // measured is an upper bound; raw runs measure the window exactly.
+    let server_cpu = match (window_server_cpu, server_cpu0, server_cpu()) {
+        (Some(window), _, _) => Some(window),
+        (None, Some(c0), Some(c1)) => Some(c1 - c0),
+        _ => None,
+    };
+    let server_us_per_msg = server_cpu.map(|c| 1e6 * c / messages.max(1) as f64);
     eprintln!(
-        "{:>12} {:>5} conns x {:>8} B, K={:<3} compression={:<5} {:>12.0} msg/s {:>9.1} MiB/s  loadgen CPU {:>5.1}%",
+        "{:>12} {:>5} conns x {:>8} B, K={:<3} compression={:<5} {:>12.0} msg/s {:>9.1} MiB/s  loadgen CPU {:>5.1}%{}",
         a.common.label,
         a.connections,
         a.size,
@@ -266,7 +295,14 @@ async fn echo(a: EchoArgs) -> Result<(), BoxError> {
         compressed,
         rate,
         rate * a.size as f64 / (1 << 20) as f64,
-        cpu_percent
+        cpu_percent,
+        server_cpu
+            .map(|c| format!(
+                "  server CPU {:.1}% ({:.2} us/msg)",
+                100.0 * c / elapsed,
+                1e6 * c / messages.max(1) as f64
+            ))
+            .unwrap_or_default()
     );
     emit(
         &a.common,
@@ -276,6 +312,8 @@ async fn echo(a: EchoArgs) -> Result<(), BoxError> {
             "messages_per_sec": rate, "loadgen_cpu_percent": cpu_percent,
             "engine": if a.common.raw() { "raw" } else { "client" }, "threads": a.threads,
             "raw_tcp": a.common.raw_tcp,
+            "server_cpu_percent": server_cpu.map(|c| 100.0 * c / elapsed),
+            "server_us_per_message": server_us_per_msg,
         }),
     )?;
     Ok(())

@@ -100,7 +100,10 @@ pub(crate) struct EchoSpec {
 pub(crate) struct EchoResult {
     pub(crate) messages: u64,
     pub(crate) seconds: f64,
+    /// CPU seconds of this process during the measurement.
     pub(crate) cpu_seconds: f64,
+    /// CPU seconds of the server during the measurement (0 if unknown).
+    pub(crate) server_cpu_seconds: f64,
 }
 
 /// A message payload: repeating `a`..`z` (valid UTF-8, so text and binary
@@ -559,7 +562,7 @@ async fn drive(
     };
     let ring = &frames.ring[..];
     let fl = frames.frame_len;
-    let mut rbuf = vec![0u8; (fl * in_flight).clamp(16 << 10, 256 << 10)];
+    let mut rbuf = vec![0u8; (fl * in_flight).clamp(16 << 10, 64 << 10)];
     let mut pos = 0usize; // next ring byte to send
     let mut unsent = ring.len(); // bytes owed: K frames to start with
     let mut awaiting = in_flight.max(1); // messages whose echo is due
@@ -621,9 +624,11 @@ async fn drive(
 }
 
 /// Runs an echo throughput test; blocks until it is over.
+/// `cpu` returns the CPU seconds used so far by this process and by the
+/// server.
 pub(crate) fn run_echo(
     spec: &EchoSpec,
-    cpu_seconds: fn() -> f64,
+    cpu: impl Fn() -> [f64; 2],
 ) -> Result<EchoResult, BenchError> {
     let shared = Arc::new(Shared::default());
     let threads = spec.threads.clamp(1, spec.connections.max(1));
@@ -670,7 +675,7 @@ pub(crate) fn run_echo(
     let mut result = Err(BenchError::Timeout("connecting"));
     if shared.failed().is_none() && shared.connected.load(Ordering::Relaxed) == spec.connections {
         std::thread::sleep(spec.warmup);
-        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (cpu0, t0) = (cpu(), Instant::now());
         shared.measuring.store(true, Ordering::Relaxed);
         let end = t0 + spec.duration;
         let mut last = (t0, 0u64);
@@ -684,14 +689,15 @@ pub(crate) fn run_echo(
             }
         }
         shared.measuring.store(false, Ordering::Relaxed);
-        let (cpu1, seconds) = (cpu_seconds(), t0.elapsed().as_secs_f64());
+        let (cpu1, seconds) = (cpu(), t0.elapsed().as_secs_f64());
         if spec.progress {
             eprint!("\r{:78}\r", "");
         }
         result = Ok(EchoResult {
             messages: shared.counted.load(Ordering::Relaxed),
             seconds,
-            cpu_seconds: cpu1 - cpu0,
+            cpu_seconds: cpu1[0] - cpu0[0],
+            server_cpu_seconds: cpu1[1] - cpu0[1],
         });
     }
     shared.stop.store(true, Ordering::Relaxed);

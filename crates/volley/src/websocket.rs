@@ -43,6 +43,9 @@ pub struct WebSocket<S> {
     write_wakers: Option<Arc<WriteWakers>>,
 }
 
+/// Slices handed to one vectored write.
+const MAX_WRITE_SLICES: usize = 16;
+
 /// Write buffer capacity kept between writes; more is released once written.
 const RETAINED_WRITE_CAPACITY: usize = 16 << 10;
 
@@ -315,6 +318,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     self.wbuf = Vec::new();
                 } else {
                     self.wbuf.clear();
+                }
+                if self.conn.has_shared_transmit() {
+                    // Large payloads are queued by reference: one vectored
+                    // write sends headers and payloads without copying them.
+                    let waker = self.write_waker(cx, half);
+                    let mut wcx = Context::from_waker(&waker);
+                    let mut parts: [&[u8]; MAX_WRITE_SLICES] = [&[]; MAX_WRITE_SLICES];
+                    let n = self.conn.transmit_chunks(&mut parts);
+                    let slices: [io::IoSlice<'_>; MAX_WRITE_SLICES] =
+                        std::array::from_fn(|i| io::IoSlice::new(parts[i]));
+                    let written =
+                        ready!(Pin::new(&mut self.io).poll_write_vectored(&mut wcx, &slices[..n]))?;
+                    if written == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.conn.advance_transmit(written);
+                    continue;
                 }
                 if !self.conn.poll_transmit(&mut self.wbuf) {
                     return Poll::Ready(Ok(()));
