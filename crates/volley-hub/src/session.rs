@@ -180,7 +180,13 @@ impl Connection {
                 Poll::Pending => {}
             }
         }
+        // After a run of reads, messages may still wait in the connection's
+        // buffer with no new readiness to wake us: come back for them.
+        let more_to_read = *reads >= MAX_READS_BEFORE_WRITE;
         *reads = 0;
+        if more_to_read {
+            cx.waker().wake_by_ref();
+        }
         loop {
             let hwm = self.hub.ws_config().write_high_water_mark();
             if ws.buffered_amount() < hwm {

@@ -778,3 +778,37 @@ async fn connect_timeout_closes_4003() {
     assert_eq!(code, Some(4003));
     assert_eq!(seen.last().unwrap()["code"], 4003);
 }
+
+#[tokio::test]
+async fn a_burst_of_pipelined_commands_is_answered_in_full() {
+    let hub = TestHub::start(config()).await;
+    let mut c = Client::anonymous(&hub).await;
+    c.subscribe(json!({"channel": "plain:burst"})).await;
+    // More than one read's worth, sent without waiting: every one is answered.
+    // All in one write, so that the hub reads them in one go.
+    let ids: Vec<u64> = (0..300u64).map(|i| 100 + i).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let cmd =
+            json!({"id": id, "method": "publish", "params": {"channel": "plain:burst", "data": i}});
+        c.ws.feed(volley::Message::text(cmd.to_string()))
+            .await
+            .unwrap();
+    }
+    c.ws.flush().await.unwrap();
+    let mut replies = 0;
+    let mut data = Vec::new();
+    while replies < ids.len() || data.len() < ids.len() {
+        let v = c.read().await.expect("the connection stays open");
+        if v.get("id").is_some() {
+            assert_eq!(v["result"], json!({}), "{v}");
+            replies += 1;
+        } else {
+            data.push(v["data"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        data,
+        (0..300).collect::<Vec<_>>(),
+        "publications in command order"
+    );
+}
