@@ -154,6 +154,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private positionValue: StreamPosition | undefined;
   private recoverableValue = false;
   private generation = 0;
+  /** The generation of the subscribe in flight (token fetch or command), if any. */
+  private inflight: number | undefined;
   private retryTimer: TimerHandle | undefined;
   private retryAttempts = 0;
   private token: string | undefined;
@@ -246,6 +248,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** The client connected: subscribe again, recovering (§14.3). */
   clientConnected(): void {
     if (!this.wanted) return;
+    // A `connected` listener may already have subscribed on this connection.
+    if (this.inflight !== undefined && this.inflight === this.generation) return;
     this.clearRetry();
     void this.sendSubscribe();
   }
@@ -338,6 +342,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   private async sendSubscribe(): Promise<void> {
     const generation = ++this.generation;
+    this.inflight = generation;
     const params: Record<string, unknown> = { channel: this.channel };
     if (this.channel.startsWith("$")) {
       let token = this.token;
@@ -375,6 +380,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   private subscribed(generation: number, r: SubscribeResult, wasRecovering: boolean): void {
     if (generation !== this.generation || !this.wanted) return;
+    this.inflight = undefined;
     this.retryAttempts = 0;
     this.tokenRetried = false;
     this.recoverableValue = r.recoverable === true;
@@ -415,6 +421,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   private subscribeFailed(generation: number, error: VolleyError): void {
     if (generation !== this.generation || !this.wanted) return;
+    this.inflight = undefined;
     // Disconnected or timed out: the connection is gone and the next connect subscribes again.
     if (error.kind === "disconnected" || error.kind === "timeout") return;
     this.emit("error", { channel: this.channel, type: "subscribe", error });

@@ -88,6 +88,20 @@ describe("subscribing", () => {
     expect(sub.state).toBe("subscribing");
   });
 
+  it("subscribes once when a connected listener subscribes before the SDK resubscribes", () => {
+    const { hub, client } = setup();
+    const sub = client.newSubscription("chat:lobby");
+    client.on("connected", () => sub.subscribe());
+    client.connect();
+    hub.last.accept();
+    expect(hub.last.take().map((c) => c.method)).toEqual(["subscribe"]);
+    hub.last.serverClose(1006);
+    return vi.advanceTimersByTimeAsync(250).then(() => {
+      hub.last.accept();
+      expect(hub.last.take().map((c) => c.method)).toEqual(["subscribe"]);
+    });
+  });
+
   it("accepts listeners in the options", () => {
     const { hub, client } = setup();
     const seen: unknown[] = [];

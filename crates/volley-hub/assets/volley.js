@@ -249,6 +249,7 @@ var Subscription = class extends Emitter {
   /** The client connected: subscribe again, recovering (§14.3). */
   clientConnected() {
     if (!this.wanted) return;
+    if (this.inflight !== void 0 && this.inflight === this.generation) return;
     this.clearRetry();
     void this.sendSubscribe();
   }
@@ -334,6 +335,7 @@ var Subscription = class extends Emitter {
   }
   async sendSubscribe() {
     const generation = ++this.generation;
+    this.inflight = generation;
     const params = { channel: this.channel };
     if (this.channel.startsWith("$")) {
       let token = this.token;
@@ -370,6 +372,7 @@ var Subscription = class extends Emitter {
   }
   subscribed(generation, r, wasRecovering) {
     if (generation !== this.generation || !this.wanted) return;
+    this.inflight = void 0;
     this.retryAttempts = 0;
     this.tokenRetried = false;
     this.recoverableValue = r.recoverable === true;
@@ -407,6 +410,7 @@ var Subscription = class extends Emitter {
   }
   subscribeFailed(generation, error) {
     if (generation !== this.generation || !this.wanted) return;
+    this.inflight = void 0;
     if (error.kind === "disconnected" || error.kind === "timeout") return;
     this.emit("error", { channel: this.channel, type: "subscribe", error });
     const freshTokenHelps = this.channel.startsWith("$") && this.options.getToken !== void 0 && !this.tokenRetried;
