@@ -95,6 +95,12 @@ fn configure(args: ServeArgs) -> Result<HubConfig, String> {
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     let config = configure(args)?;
+    // Every connection is a file descriptor: allow as many as the hard limit.
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
+        if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_err() {
+            tracing::warn!("cannot raise the open-files limit from {soft} to {hard}");
+        }
+    }
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     let (http, ws) = if server.is_tls() {
