@@ -353,6 +353,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
           token = (await getToken({ channel: this.channel })) ?? undefined;
         } catch (error) {
           if (generation !== this.generation || !this.wanted) return;
+          this.inflight = undefined;
           const err = error instanceof Error ? error : new Error(String(error));
           this.emit("error", { channel: this.channel, type: "token", error: err });
           if (error instanceof UnauthorizedError) this.fail(103, err.message);
@@ -364,7 +365,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       }
       if (this.token !== undefined) params.token = this.token;
     }
-    if (this.client.state !== "connected") return; // the next connect subscribes
+    if (this.client.state !== "connected") {
+      this.inflight = undefined;
+      return; // the next connect subscribes
+    }
     const recovering = this.recoverableValue && this.positionValue !== undefined;
     if (recovering && this.positionValue !== undefined) {
       params.recover = true;

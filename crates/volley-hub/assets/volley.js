@@ -346,6 +346,7 @@ var Subscription = class extends Emitter {
           token = await getToken({ channel: this.channel }) ?? void 0;
         } catch (error) {
           if (generation !== this.generation || !this.wanted) return;
+          this.inflight = void 0;
           const err = error instanceof Error ? error : new Error(String(error));
           this.emit("error", { channel: this.channel, type: "token", error: err });
           if (error instanceof UnauthorizedError) this.fail(103, err.message);
@@ -357,7 +358,10 @@ var Subscription = class extends Emitter {
       }
       if (this.token !== void 0) params.token = this.token;
     }
-    if (this.client.state !== "connected") return;
+    if (this.client.state !== "connected") {
+      this.inflight = void 0;
+      return;
+    }
     const recovering = this.recoverableValue && this.positionValue !== void 0;
     if (recovering && this.positionValue !== void 0) {
       params.recover = true;
