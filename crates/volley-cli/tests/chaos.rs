@@ -16,7 +16,12 @@
 //! Knobs (environment): `CHAOS_SECS` (publishing time, default 30),
 //! `CHAOS_RATE` (publications per second, default 2000), `CHAOS_CLIENTS`
 //! (default 200), `CHAOS_CHANNELS` (default 20), `CHAOS_SEED`,
-//! `CHAOS_VOLLEY_BIN` (another `volley` binary to test).
+//! `CHAOS_VOLLEY_BIN` (another `volley` binary to test), `CHAOS_HISTORY_SIZE`
+//! (default 10000; a small one must make the test fail with `recovered:
+//! false`, which shows that it can).
+//!
+//! A small version (40 clients, 8 channels, 200/s for 4 s) runs in every
+//! `cargo test`.
 //!
 //! Written from docs/protocol.md and the `volley serve` contract only.
 
@@ -349,6 +354,8 @@ enum End {
     Done,
     /// The connection ended (by the server, or dropped by us): reconnect.
     Lost,
+    /// A failure that reconnecting would only repeat (recorded as an error).
+    Fatal,
 }
 
 async fn client(
@@ -427,6 +434,7 @@ async fn client(
                 .await;
                 return;
             }
+            End::Fatal => return,
             End::Lost => {
                 // Dropping `ws` drops the TCP connection (for an own drop, without a close frame).
                 drop(ws);
@@ -516,7 +524,7 @@ where
             if id == 1 {
                 let Some(result) = msg.get("result") else {
                     err(format!("connect failed: {msg}"));
-                    return End::Lost;
+                    return End::Fatal;
                 };
                 connected = true;
                 let cid = result
@@ -553,13 +561,13 @@ where
             let s = &mut subs[i];
             let Some(r) = msg.get("result") else {
                 err(format!("subscribe failed: {msg}"));
-                return End::Lost;
+                return End::Fatal;
             };
             let epoch = r.get("epoch").and_then(Value::as_str).map(str::to_owned);
             let offset = r.get("offset").and_then(Value::as_u64);
             let (Some(epoch), Some(offset)) = (epoch, offset) else {
                 err(format!("subscribe reply without epoch/offset: {r}"));
-                return End::Lost;
+                return End::Fatal;
             };
             if let Some(old) = &s.epoch {
                 if r.get("recovered") != Some(&json!(true)) {
@@ -567,7 +575,7 @@ where
                         "recovery of {} from {old}/{} failed: {r:.300}",
                         shared.channels[s.channel], s.pos
                     ));
-                    return End::Lost;
+                    return End::Fatal;
                 }
                 if *old != epoch {
                     err(format!(
@@ -685,14 +693,29 @@ fn accept(s: &mut Sub, p: &Value, shared: &Shared, how: &str) -> Result<(), Stri
 
 // ---- the test --------------------------------------------------------------------
 
+/// The issue's scenario: 200 clients on 20 channels, 2,000 publications/s for 30 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the release build: cargo test --release -p volley-cli --test chaos -- --ignored --nocapture"]
 async fn chaos_clients_recover_every_publication_exactly_once() {
-    let secs: f64 = env_or("CHAOS_SECS", 30.0);
-    let rate: f64 = env_or("CHAOS_RATE", 2000.0);
-    let n_clients: usize = env_or("CHAOS_CLIENTS", 200);
-    let n_channels: usize = env_or("CHAOS_CHANNELS", 20);
+    run_chaos(
+        env_or("CHAOS_SECS", 30.0),
+        env_or("CHAOS_RATE", 2000.0),
+        env_or("CHAOS_CLIENTS", 200),
+        env_or("CHAOS_CHANNELS", 20),
+    )
+    .await;
+}
+
+/// A small version that a debug `cargo test` runs in a few seconds: 40
+/// clients on 8 channels, 200 publications/s for 4 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_small_clients_recover_every_publication_exactly_once() {
+    run_chaos(4.0, 200.0, 40, 8).await;
+}
+
+async fn run_chaos(secs: f64, rate: f64, n_clients: usize, n_channels: usize) {
     let seed: u64 = env_or("CHAOS_SEED", seed_from_clock());
+    let history_size: u64 = env_or("CHAOS_HISTORY_SIZE", 10_000);
     let test_start = Instant::now();
     println!(
         "chaos: {n_clients} clients x {CHANNELS_PER_CLIENT} of {n_channels} channels, {rate} publications/s for {secs} s, seed {seed}"
@@ -708,7 +731,7 @@ max_connections_per_ip = 100000
 commands_per_second = 100000
 
 [namespaces.chaos]
-history_size = 10000
+history_size = {history_size}
 history_ttl = 600
 allow_anonymous = true
 "#
