@@ -21,6 +21,7 @@ SUBSCRIBERS="${SUBSCRIBERS:-10000}"
 RATES="${RATES:-10,50,100,200,500,1000}"
 SECONDS_PER_RATE="${SECONDS_PER_RATE:-3}"
 PUBLISHERS="${PUBLISHERS:-4}"
+HUB_THREADS="${HUB_THREADS:-1}"   # runtime threads of the hub (it is pinned to one core)
 BIN="${VOLLEY_BIN:-target/release/volley}"   # the load generator (and the hub unless HUB_BIN)
 HUB_BIN="${HUB_BIN:-$BIN}"
 OUT="${OUT:-target/bench/fanout.jsonl}"
@@ -63,7 +64,7 @@ allow_anonymous = true
 TOML
 
 : >"$LOG"
-taskset -c 0 "$HUB_BIN" serve --listen 127.0.0.1:0 --config "$WORK/volley.toml" \
+taskset -c 0 "$HUB_BIN" serve --listen 127.0.0.1:0 --config "$WORK/volley.toml" --threads "$HUB_THREADS" \
     >"$WORK/serve.out" 2>"$LOG" </dev/null &
 SERVER_PID=$!
 ADDR=""
@@ -114,16 +115,21 @@ if mem and mem[0].get("bytes_per_idle_subscriber") is not None:
     print(f"idle memory: hub RSS {m['server_rss_before']/2**20:.1f} MiB -> {m['server_rss_after']/2**20:.1f} MiB "
           f"with {m['subscribers']:,} subscribers = {m['bytes_per_idle_subscriber']/1024:.2f} KiB per idle subscriber")
 print()
-print(f"| events/s (achieved) | deliveries/s | publish-to-last-delivery p50 | p99 | max | HTTP publish p50 | loadgen CPU | hub CPU | complete |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| events/s (achieved) | deliveries/s | publish-to-last-delivery p50 | p99 | max | hub-side delivery p50 / p99 (bucket bound) | HTTP publish p50 | loadgen CPU (ms per event) | hub CPU | CPU 0 / CPU 1 busy | complete |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 def pct(v):
     return "?" if v is None else f"{v:.0f} %"
+def ms(v):
+    return "?" if v is None else f"{v:g} ms"
 for r in rows:
     if r["mode"] != "fanout":
         continue
-    print(f"| {r['rate']:g} ({r['achieved_rate']:.1f}) | {r['deliveries_per_sec']:,.0f} | {r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | "
-          f"{(r['max_ms'] or float('nan')):.2f} ms | {r['http_publish_p50_ms']:.2f} ms | {pct(r['loadgen_cpu_percent'])} | "
-          f"{pct(r['hub_cpu_percent'])} | {'yes' if r['complete'] else 'NO'} |")
+    busy = " / ".join(f"{b:.0f} %" for b in r.get("cpu_busy_percent", [])[:2])
+    per_event = r.get("loadgen_cpu_ms_per_event")
+    print(f"| {r['rate']:g} ({r['achieved_rate']:.1f}) | {r['deliveries_per_sec']:,.0f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+          f"{(r['max_ms'] or float('nan')):.1f} ms | {ms(r.get('hub_delivery_latency_p50_le_ms'))} / {ms(r.get('hub_delivery_latency_p99_le_ms'))} | "
+          f"{r['http_publish_p50_ms']:.2f} ms | {pct(r['loadgen_cpu_percent'])} ({'?' if per_event is None else f'{per_event:.1f}'}) | "
+          f"{pct(r['hub_cpu_percent'])} | {busy} | {'yes' if r['complete'] else 'NO'} |")
 PY
 kill "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true

@@ -410,6 +410,16 @@ impl Http {
             self.key,
             body.len()
         );
+        self.request(request).await
+    }
+
+    /// `GET <path>`: the status and the body.
+    async fn get(&mut self, path: &str) -> Result<(u16, &[u8]), String> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        self.request(request).await
+    }
+
+    async fn request(&mut self, request: String) -> Result<(u16, &[u8]), String> {
         let mut last_error = String::new();
         for _ in 0..2 {
             let conn = match &mut self.conn {
@@ -511,6 +521,83 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     // USER_HZ is 100 on Linux.
     Some((utime + stime) / 100.0)
+}
+
+/// The hub's `volley_delivery_latency_seconds` histogram: (upper bound in
+/// seconds, cumulative count) per bucket, from `GET /metrics`.
+async fn hub_latency_buckets(http: &mut Http) -> Vec<(f64, u64)> {
+    const PREFIX: &str = "volley_delivery_latency_seconds_bucket{le=\"";
+    let Ok((200, body)) = http.get("/metrics").await else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(PREFIX)?;
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound (ms) under which fraction `q` of the deliveries between
+/// two readings of the histogram fell.
+fn hub_quantile_ms(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option<f64> {
+    if before.len() != after.len() || after.is_empty() {
+        return None;
+    }
+    let total = after.last()?.1.saturating_sub(before.last()?.1);
+    if total == 0 {
+        return None;
+    }
+    let want = (total as f64 * q).ceil() as u64;
+    before
+        .iter()
+        .zip(after)
+        .find(|(b, a)| a.1.saturating_sub(b.1) >= want)
+        .map(|(_, a)| a.0 * 1000.0)
+}
+
+/// Busy and total jiffies of each CPU, from /proc/stat (to see what other
+/// processes took from the two pinned cores during a step).
+fn cpu_jiffies() -> Vec<(u64, u64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total.saturating_sub(idle), total)
+        })
+        .collect()
+}
+
+/// Busy percentage of each CPU between two `cpu_jiffies` readings.
+fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| {
+            let total = a.1.saturating_sub(b.1);
+            if total == 0 {
+                0.0
+            } else {
+                100.0 * a.0.saturating_sub(b.0) as f64 / total as f64
+            }
+        })
+        .collect()
 }
 
 /// Resident memory of a process in bytes.
@@ -648,6 +735,9 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             a.server_pid.and_then(|p| cpu_seconds(Some(p))),
             Instant::now(),
         );
+        let mut metrics_http = Http::new(&a.addr, &a.api_key);
+        let hub_hist0 = hub_latency_buckets(&mut metrics_http).await;
+        let jiffies0 = cpu_jiffies();
         let deliveries0 = t.deliveries.get();
         let complete0 = t.complete.get();
         let start = tokio::time::Instant::now() + Duration::from_millis(10);
@@ -724,6 +814,14 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             .and_then(|p| cpu_seconds(Some(p)))
             .zip(hub_cpu0)
             .map(|(b, a0)| 100.0 * (b - a0) / wall);
+        let busy = cpu_busy(&jiffies0, &cpu_jiffies());
+        let loadgen_cpu_s = cpu_seconds(None).zip(cpu0).map(|(b, a0)| b - a0);
+        let hub_hist1 = hub_latency_buckets(&mut metrics_http).await;
+        let hub_p50 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.5);
+        let hub_p99 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.99);
+        // The load generator's CPU per event: a floor under what it can measure
+        // as publish-to-last-delivery (it reads the N deliveries one by one).
+        let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / count as f64);
         let deliveries = t.deliveries.get() - deliveries0;
         let range = seq0 as usize..(seq0 + count) as usize;
         let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
@@ -761,14 +859,23 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         };
         let achieved = count as f64 / publish_secs;
         eprintln!(
-            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {}, hub CPU {}{}",
+            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 <= {} ms p99 <= {} ms{}",
             a.label,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             latencies.last().copied().unwrap_or(f64::NAN),
             percentile(&http_ms, 0.5),
             cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+            loadgen_ms_per_event
+                .map(|c| format!("{c:.1}"))
+                .unwrap_or("?".into()),
             hub_cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+            busy.iter()
+                .map(|b| format!("{b:.0}%"))
+                .collect::<Vec<_>>()
+                .join("/"),
+            hub_p50.map(|v| format!("{v:.1}")).unwrap_or("?".into()),
+            hub_p99.map(|v| format!("{v:.1}")).unwrap_or("?".into()),
             if complete {
                 String::new()
             } else {
@@ -788,7 +895,10 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                 "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
                 "p99_ms": percentile(&latencies, 0.99), "max_ms": latencies.last(),
                 "http_publish_p50_ms": percentile(&http_ms, 0.5), "http_publish_p99_ms": percentile(&http_ms, 0.99),
-                "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "errors": t.errors.get(),
+                "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "cpu_busy_percent": busy,
+                "loadgen_cpu_ms_per_event": loadgen_ms_per_event,
+                "hub_delivery_latency_p50_le_ms": hub_p50, "hub_delivery_latency_p99_le_ms": hub_p99,
+                "errors": t.errors.get(),
             }),
         )?;
         seq0 += count;
