@@ -1,9 +1,14 @@
 //! `volley echo`: an echo server.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use clap::Args;
 use tokio::net::TcpListener;
+use futures_sink::Sink as _;
+use futures_core::Stream as _;
 use volley::{DeflateConfig, WebSocket, WebSocketConfig};
 
 /// Arguments of `volley echo`.
@@ -41,13 +46,24 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>
         let _ = tcp.set_nodelay(true);
         let config = config.clone();
         tokio::spawn(async move {
-            match volley::accept_with(tcp, config, |_| Ok(volley::Accept::new())).await {
-                Ok(ws) => {
-                    if let Err(e) = echo(ws).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // Both stages are boxed, each exactly its own size, and the
+            // WebSocket is moved into the second: the task of an idle
+            // connection holds one pointer, not the handshake's state next
+            // to a second copy of the WebSocket.
+            let session = {
+                let accepting = Box::pin(volley::accept_with(tcp, config, |_| {
+                    Ok(volley::Accept::new())
+                }));
+                match accepting.await {
+                    Ok(ws) => Box::pin(echo(ws)),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "handshake failed");
+                        return;
                     }
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            };
+            if let Err(e) = session.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
@@ -55,16 +71,36 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>
 
 /// Echoes until the peer closes. The replies to every message that arrived
 /// in one read go out in one write; a lone message is written at once.
-pub(crate) async fn echo<S>(mut ws: WebSocket<S>) -> volley::Result<()>
+///
+/// A plain state machine over the `Stream` and `Sink` halves of the
+/// WebSocket rather than an `async fn`: its future is the WebSocket and
+/// nothing more, which is most of what an idle connection costs.
+pub(crate) fn echo<S>(mut ws: WebSocket<S>) -> impl Future<Output = volley::Result<()>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    while let Some(message) = ws.recv().await {
-        ws.feed(message?).await?;
-        while let Some(message) = ws.try_recv() {
-            ws.feed(message).await?;
+    std::future::poll_fn(move |cx| poll_echo(&mut ws, cx))
+}
+
+fn poll_echo<S>(ws: &mut WebSocket<S>, cx: &mut Context<'_>) -> Poll<volley::Result<()>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        // Everything queued goes out before more is read: a peer that does
+        // not read its echoes stops being read (backpressure).
+        ready!(Pin::new(&mut *ws).poll_flush(cx))?;
+        match ready!(Pin::new(&mut *ws).poll_next(cx)) {
+            None => return Poll::Ready(Ok(())),
+            Some(Err(e)) => return Poll::Ready(Err(e)),
+            Some(Ok(message)) => {
+                Pin::new(&mut *ws).start_send(message)?;
+                // The rest of what the same read brought in, answered by the
+                // same write.
+                while let Some(message) = ws.try_recv() {
+                    Pin::new(&mut *ws).start_send(message)?;
+                }
+            }
         }
-        ws.flush().await?;
     }
-    Ok(())
 }

@@ -36,7 +36,8 @@ pub struct WebSocket<S> {
     wpos: usize,
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
-    keepalive: Option<KeepaliveState>,
+    /// Boxed: connections without keepalive pay one pointer.
+    keepalive: Option<Box<KeepaliveState>>,
     peer_close: Option<CloseFrame>,
     pending_error: Option<Error>,
     finish: Finish,
@@ -88,7 +89,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `leftover` holds bytes read past the handshake (frames the peer sent
     /// right behind it); `conn` is the protocol core built from the handshake.
     pub fn from_parts(io: S, conn: Connection, config: WebSocketConfig, leftover: &[u8]) -> Self {
-        let keepalive = config.keepalive().map(KeepaliveState::new);
+        let keepalive = config
+            .keepalive()
+            .map(|k| Box::new(KeepaliveState::new(k)));
         let mut ws = Self {
             io,
             conn,
@@ -278,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The last round-trip time measured by keepalive pings.
     pub fn rtt(&self) -> Option<Duration> {
-        self.keepalive.as_ref().and_then(KeepaliveState::rtt)
+        self.keepalive.as_ref().and_then(|k| k.rtt())
     }
 
     /// The transport.

@@ -13,24 +13,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     volley_bench_servers::serve("volley", move |tcp| {
         let config = config.clone();
         async move {
-            let Ok(mut ws) = volley::accept_with(tcp, config, |_| Ok(volley::Accept::new())).await
-            else {
-                return;
+            // As in `volley echo`: each stage boxed at its own size, so an
+            // idle connection's task holds a pointer, not the handshake.
+            let session = {
+                let accepting = Box::pin(volley::accept_with(tcp, config, |_| {
+                    Ok(volley::Accept::new())
+                }));
+                match accepting.await {
+                    Ok(ws) => Box::pin(echo(ws)),
+                    Err(_) => return,
+                }
             };
-            while let Some(Ok(message)) = ws.recv().await {
-                if ws.feed(message).await.is_err() {
-                    return;
-                }
-                while let Some(message) = ws.try_recv() {
-                    if ws.feed(message).await.is_err() {
-                        return;
-                    }
-                }
-                if ws.flush().await.is_err() {
-                    return;
-                }
-            }
+            let _ = session.await;
         }
     })?;
     Ok(())
+}
+
+/// Echoes until the peer closes, as `volley echo` does: a plain state
+/// machine over the WebSocket's `Stream` and `Sink` (its future is the
+/// WebSocket and nothing more); the replies to one read go out in one write.
+fn echo(
+    mut ws: volley::WebSocket<tokio::net::TcpStream>,
+) -> impl std::future::Future<Output = volley::Result<()>> {
+    use futures_util::{Sink, Stream};
+    use std::pin::Pin;
+    use std::task::{Poll, ready};
+    std::future::poll_fn(move |cx| {
+        loop {
+            ready!(Pin::new(&mut ws).poll_flush(cx))?;
+            match ready!(Pin::new(&mut ws).poll_next(cx)) {
+                None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(e)),
+                Some(Ok(message)) => {
+                    Pin::new(&mut ws).start_send(message)?;
+                    while let Some(message) = ws.try_recv() {
+                        Pin::new(&mut ws).start_send(message)?;
+                    }
+                }
+            }
+        }
+    })
 }

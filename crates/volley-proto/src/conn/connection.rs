@@ -120,7 +120,9 @@ pub struct Connection {
     ending: Option<Ending>,
     /// Payload bytes of the current message as declared on the wire.
     wire_len: u64,
-    deflate: Option<Deflate>,
+    /// Boxed: its codec state is large, and most connections never
+    /// negotiate permessage-deflate (an idle connection stays small).
+    deflate: Option<Box<Deflate>>,
     scratch: Vec<u8>,
     sending_fragments: bool,
     fragment_text: bool,
@@ -146,12 +148,12 @@ impl Connection {
                     !p.server_no_context_takeover,
                 ),
             };
-            Deflate {
+            Box::new(Deflate {
                 inflater: Inflater::new(theirs, theirs_keep),
                 deflater: Deflater::new(p.level, ours, ours_keep),
                 compress: ours > 8,
                 threshold: p.threshold,
-            }
+            })
         });
         Self {
             role,
