@@ -6,9 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use clap::Args;
-use tokio::net::TcpListener;
-use futures_sink::Sink as _;
 use futures_core::Stream as _;
+use futures_sink::Sink as _;
+use tokio::net::TcpListener;
 use volley::{DeflateConfig, WebSocket, WebSocketConfig};
 
 /// Arguments of `volley echo`.

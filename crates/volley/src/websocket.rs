@@ -89,9 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// `leftover` holds bytes read past the handshake (frames the peer sent
     /// right behind it); `conn` is the protocol core built from the handshake.
     pub fn from_parts(io: S, conn: Connection, config: WebSocketConfig, leftover: &[u8]) -> Self {
-        let keepalive = config
-            .keepalive()
-            .map(|k| Box::new(KeepaliveState::new(k)));
+        let keepalive = config.keepalive().map(|k| Box::new(KeepaliveState::new(k)));
         let mut ws = Self {
             io,
             conn,
