@@ -87,10 +87,19 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
-        // Everything queued goes out before more is read: a peer that does
-        // not read its echoes stops being read (backpressure).
-        ready!(Pin::new(&mut *ws).poll_flush(cx))?;
-        match ready!(Pin::new(&mut *ws).poll_next(cx)) {
+        // Reading goes on while earlier replies are being written, until
+        // they pass the write high-water mark (backpressure on a peer that
+        // does not read its echoes).
+        ready!(Pin::new(&mut *ws).poll_ready(cx))?;
+        let next = match Pin::new(&mut *ws).poll_next(cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => {
+                // Nothing more to read now: write out everything queued.
+                ready!(Pin::new(&mut *ws).poll_flush(cx))?;
+                return Poll::Pending;
+            }
+        };
+        match next {
             None => return Poll::Ready(Ok(())),
             Some(Err(e)) => return Poll::Ready(Err(e)),
             Some(Ok(message)) => {

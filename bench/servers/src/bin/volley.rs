@@ -41,8 +41,15 @@ fn echo(
     use std::task::{Poll, ready};
     std::future::poll_fn(move |cx| {
         loop {
-            ready!(Pin::new(&mut ws).poll_flush(cx))?;
-            match ready!(Pin::new(&mut ws).poll_next(cx)) {
+            ready!(Pin::new(&mut ws).poll_ready(cx))?;
+            let next = match Pin::new(&mut ws).poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    ready!(Pin::new(&mut ws).poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+            };
+            match next {
                 None => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(e)),
                 Some(Ok(message)) => {
