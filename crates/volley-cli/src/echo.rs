@@ -35,13 +35,31 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>
         .deflate(deflate)
         .build()?;
     let config = WebSocketConfig::builder().protocol(protocol).build()?;
+    // Connections are bounded by the open-files limit alone: raise the soft
+    // limit to the hard one.
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
+        if soft < hard {
+            let _ = rlimit::Resource::NOFILE.set(hard, hard);
+        }
+    }
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("volley echo listening on ws://{addr}/");
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors (or a connection reset before it
+                // was accepted): keep serving the open connections and try
+                // again shortly, rather than exit.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let config = config.clone();
