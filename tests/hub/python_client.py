@@ -12,6 +12,10 @@ clients, and a namespace `plain` without history. Channel names carry a
 random suffix, so the script can run against a server that has seen other
 runs.
 
+With --demo it checks demo mode instead (`volley serve` without --config,
+given --api-key and --admin-key): the stdout lines, the pages, /demo/token,
+the chat and ticker namespaces, the demo publisher and the admin stats.
+
 Each check prints one line (PASS/FAIL and what it saw); the script ends with
 `N passed, M failed` and exits 1 on any failure. Every wait is bounded.
 Uses only the standard library and `websockets`.
@@ -23,6 +27,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import sys
 import time
@@ -573,6 +578,89 @@ async def check_disconnect_forever():
     return "HTTP disconnect reconnect:false -> push and close 4501"
 
 
+async def check_broadcast_and_user_disconnect():
+    a, b = S.channel, "room:py-b-%s" % secrets.token_hex(3)
+    r = await api("broadcast", {"channels": [a, "bad:a:b", b], "data": {"all": True}})
+    resp = r.get("responses")
+    require(isinstance(resp, list) and len(resp) == 3, "broadcast responses %r" % resp)
+    require(resp[0].get("result", {}).get("offset") == S.position + 1, "broadcast to %s: %r" % (a, resp[0]))
+    require(resp[1].get("error", {}).get("code") == 107, "broadcast to a bad channel: %r" % resp[1])
+    require(resp[2].get("result", {}).get("offset") == 1, "broadcast to a new channel: %r" % resp[2])
+    p = await S.conn.push("publication", a)
+    require(p.get("offset") == S.position + 1 and p.get("data") == {"all": True}, "broadcast push %r" % p)
+    S.position += 1
+    # Two connections of one user, both disconnected by user id.
+    user = "py-two-%s" % secrets.token_hex(3)
+    token = hs256_token(ARGS.token_secret, {"sub": user})
+    conns = [await Conn.open(), await Conn.open()]
+    try:
+        for c in conns:
+            r = await c.connect(token)
+            require("expires_in_ms" not in r, "expires_in_ms for a token without exp: %r" % r)
+        r = await api("disconnect", {"user": user})
+        require(r.get("disconnected") == 2, "disconnect by user -> %r, want 2" % r)
+        for c in conns:
+            code, _ = await c.wait_closed()
+            require(code == 4000, "close %s after disconnect by user (reconnect defaults to true), want 4000" % code)
+    finally:
+        for c in conns:
+            await c.close()
+    return "broadcast: per-channel results with 107 for a bad one; disconnect by user -> 2 connections closed 4000"
+
+
+async def check_handshake_rejections():
+    import websockets.exceptions as wse
+    url = ARGS.ws
+    async def status_of(**kw):
+        try:
+            ws = await ws_connect(url, open_timeout=ARGS.timeout, proxy=None, **kw)
+        except wse.InvalidStatus as e:
+            return e.response.status_code
+        await ws.close()
+        return 101
+    no_proto = await status_of()
+    require(no_proto == 400, "handshake without volley.v1 -> %s, want 400" % no_proto)
+    bad_origin = await status_of(subprotocols=[SUBPROTOCOL], origin="http://evil.example")
+    require(bad_origin == 403, "Origin not in the allowlist -> %s, want 403" % bad_origin)
+    good_origin = await status_of(subprotocols=[SUBPROTOCOL], origin="http://good.example")
+    require(good_origin == 101, "allowed Origin -> %s, want 101" % good_origin)
+    return "no subprotocol -> 400, Origin not allowed -> 403, allowed Origin -> 101"
+
+
+async def check_drain():
+    """SIGTERM while a client is connected (the server's drain settings:
+    grace 3000 ms, spread 1000 ms)."""
+    import os
+    import signal
+    import websockets.exceptions as wse
+    c = await Conn.open()
+    await c.connect()
+    await c.ok("subscribe", {"channel": S.channel})
+    t0 = time.monotonic()
+    os.kill(ARGS.server_pid, signal.SIGTERM)
+    d = await c.push("disconnect")
+    require(d.get("code") == 4001 and d.get("reconnect") is True, "drain push %r, want 4001 reconnect true" % d)
+    after = d.get("reconnect_after_ms")
+    require(isinstance(after, int) and 0 <= after < 1000, "reconnect_after_ms %r, want in [0, 1000)" % after)
+    # The connection keeps working.
+    require(await c.ok("ping") == {}, "ping during the drain")
+    status, _ = await asyncio.to_thread(_http_get, "/health/ready")
+    require(status == 503, "/health/ready during the drain -> %s, want 503" % status)
+    try:
+        ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout, proxy=None)
+        await ws.close()
+        upgrade = 101
+    except wse.InvalidStatus as e:
+        upgrade = e.response.status_code
+    require(upgrade == 503, "new upgrade during the drain -> %s, want 503" % upgrade)
+    code, reason = await c.wait_closed()
+    waited = time.monotonic() - t0
+    require(code == 1001, "close at the end of the grace period %s %r, want 1001" % (code, reason))
+    require(2.0 <= waited <= 8.0, "closed %.1f s after SIGTERM, grace is 3 s" % waited)
+    await c.close()
+    return "4001 push (reconnect_after_ms %d), ping still answered, ready 503, upgrade 503, close 1001 after %.1f s" % (after, waited)
+
+
 async def check_health_metrics():
     def get(path):
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -588,6 +676,140 @@ async def check_health_metrics():
     require(metrics[0] == 200 and "# TYPE" in metrics[1], "metrics %s %r" % (metrics[0], metrics[1][:200]))
     return "/health/live 200, /health/ready 200, /metrics %d lines" % len(metrics[1].splitlines())
 
+
+# ---- demo mode (volley serve without --config) ------------------------------------
+
+
+def _http_get(path, headers=None):
+    req = urllib.request.Request(ARGS.http + path, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=ARGS.timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def jwt_claims(token):
+    parts = token.split(".")
+    require(len(parts) == 3, "not a compact JWS: %r" % token[:80])
+    header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    return header, claims
+
+
+async def check_demo_stdout():
+    lines = open(ARGS.serve_stdout).read().splitlines()
+    addr = ARGS.http[len("http://"):]
+    require(lines and lines[0] == "volley serve listening on http://%s/" % addr,
+            "first line %r" % (lines[:1],))
+    rest = "\n".join(lines[1:])
+    require("ws://%s/connection/websocket" % addr in rest, "no WebSocket URL in %r" % rest)
+    # The contract's line is `admin: http://ADDR/admin#key=KEY`; the hub aligns
+    # its lines with spaces, which is accepted.
+    require(re.search(r"(?m)^\s*admin:\s+http://%s/admin#key=%s\s*$" % (re.escape(addr), re.escape(ARGS.admin_key)), rest),
+            "no admin URL line in %r" % rest)
+    require(ARGS.api_key in rest, "API key not printed: %r" % rest)
+    return "%d lines: listening, WebSocket URL, admin URL with key, API key" % len(lines)
+
+
+async def check_demo_pages():
+    got = {}
+    for path in ("/", "/admin", "/volley.js"):
+        status, body = await asyncio.to_thread(_http_get, path)
+        require(status == 200 and body, "GET %s -> %s (%d bytes)" % (path, status, len(body)))
+        got[path] = len(body)
+    return "GET / %d B, /admin %d B, /volley.js %d B" % (got["/"], got["/admin"], got["/volley.js"])
+
+
+async def check_demo_token():
+    status, body = await asyncio.to_thread(_http_get, "/demo/token?name=Ada")
+    require(status == 200, "GET /demo/token -> %s %r" % (status, body[:200]))
+    token = json.loads(body).get("token")
+    require(isinstance(token, str), "no token in %r" % body[:200])
+    header, claims = jwt_claims(token)
+    require(header.get("alg") == "HS256", "alg %r" % header.get("alg"))
+    require(isinstance(claims.get("sub"), str) and claims["sub"], "sub %r" % claims.get("sub"))
+    require(claims.get("info") == {"name": "Ada"}, "info %r" % claims.get("info"))
+    require(abs(claims.get("exp", 0) - time.time() - 3600) < 120, "exp %r is not about an hour away" % claims.get("exp"))
+    S.demo_token, S.demo_sub = token, claims["sub"]
+    c = await Conn.open()
+    try:
+        r = await c.connect(token)
+        require(r.get("user") == S.demo_sub, "connect user %r, want %r" % (r.get("user"), S.demo_sub))
+        require(isinstance(r.get("expires_in_ms"), int) and 3_400_000 < r["expires_in_ms"] <= 3_600_000, "expires_in_ms %r" % r.get("expires_in_ms"))
+    finally:
+        await c.close()
+    return "HS256 token, sub %s, info {name: Ada}, exp in 1 h; connect -> user %s" % (S.demo_sub, S.demo_sub)
+
+
+async def check_demo_chat():
+    c = await Conn.open()
+    try:
+        await c.connect(S.demo_token)
+        r = await c.ok("subscribe", {"channel": "chat:lobby", "presence": True})
+        require(r.get("recoverable") is True and r.get("join_leave") is True, "chat:lobby subscribe %r" % r)
+        me = [p for p in r.get("presence", []) if p.get("client") == c.client_id]
+        require(me and me[0].get("conn_info") == {"name": "Ada"}, "presence %r" % r.get("presence"))
+        msg = {"name": "Ada", "text": "hello from python %s" % secrets.token_hex(2)}
+        pr = await c.ok("publish", {"channel": "chat:lobby", "data": msg})
+        require(pr.get("offset") == r["offset"] + 1, "publish %r after subscribe offset %r" % (pr, r["offset"]))
+        p = await c.push("publication", "chat:lobby")
+        require(p.get("data") == msg and p.get("offset") == pr["offset"], "own publication %r" % p)
+    finally:
+        await c.close()
+    return "chat:lobby: presence with conn_info, join_leave, client publish at offset %d" % pr["offset"]
+
+
+async def check_demo_ticker():
+    c = await Conn.open()
+    try:
+        await c.connect()  # anonymous is allowed in the demo
+        r = await c.ok("subscribe", {"channel": "ticker:demo"})
+        require(r.get("recoverable") is True, "ticker:demo subscribe %r" % r)
+        t0 = time.monotonic()
+        p = await c.push("publication", "ticker:demo")
+        d = p.get("data") or {}
+        require(isinstance(d.get("t"), int) and abs(d["t"] / 1000 - time.time()) < 60, "ticker data t %r" % d)
+        require(isinstance(d.get("price"), (int, float)), "ticker data price %r" % d)
+        p2 = await c.push("publication", "ticker:demo")
+        gap = p2["data"]["t"] - d["t"]
+        require(300 <= gap <= 1500 and p2.get("offset") == p.get("offset") + 1, "ticker period %d ms, offsets %r %r" % (gap, p.get("offset"), p2.get("offset")))
+        await c.err("publish", {"channel": "ticker:demo", "data": {"price": 1}}, 103)
+    finally:
+        await c.close()
+    return "ticker:demo pushes {t, price} every %d ms (first after %.2f s); client publish -> 103" % (gap, time.monotonic() - t0)
+
+
+async def check_demo_admin():
+    status, body = await asyncio.to_thread(_http_get, "/admin/api/stats", {"Authorization": "Bearer " + ARGS.admin_key})
+    require(status == 200, "admin stats -> %s %r" % (status, body[:200]))
+    st = json.loads(body)
+    for f in ("version", "uptime_ms", "connections", "subscriptions", "messages_in_per_s", "messages_out_per_s",
+              "bytes_in_per_s", "bytes_out_per_s", "channels"):
+        require(f in st, "admin stats lack %s: %r" % (f, st))
+    require(any(ch.get("channel") == "ticker:demo" for ch in st["channels"]) or st["channels"] == [],
+            "channels %r" % st["channels"])
+    status, _ = await asyncio.to_thread(_http_get, "/admin/api/stats", {"Authorization": "Bearer wrong"})
+    require(status == 401, "admin stats with a wrong key -> %s, want 401" % status)
+    return "admin stats fields present; wrong key -> 401"
+
+
+async def check_demo_api_key():
+    r = await api("info", {})
+    require("num_connections" in r, "info %r" % r)
+    return "HTTP API accepts the --api-key given on the command line"
+
+
+DEMO_CHECKS = [
+    ("demo: stdout lines", check_demo_stdout),
+    ("demo: pages and SDK", check_demo_pages),
+    ("demo: /demo/token and connect with it", check_demo_token),
+    ("demo: chat:lobby", check_demo_chat),
+    ("demo: ticker:demo publisher", check_demo_ticker),
+    ("demo: admin stats", check_demo_admin),
+    ("demo: API key flag", check_demo_api_key),
+]
 
 CHECKS = [
     ("connect with an HS256 token", check_connect_token),
@@ -612,19 +834,25 @@ CHECKS = [
     ("protocol violations -> 4500", check_protocol_violations),
     ("HTTP disconnect without reconnect -> 4501", check_disconnect_forever),
     ("health and metrics", check_health_metrics),
+    ("HTTP broadcast; disconnect by user", check_broadcast_and_user_disconnect),
+    ("handshake rejections", check_handshake_rejections),
+    ("drain on SIGTERM", check_drain),
 ]
 
 # Checks after which the rest cannot run meaningfully.
-ESSENTIAL = {check_connect_token, check_subscribe, check_disconnect, check_recover}
+ESSENTIAL = {check_connect_token, check_subscribe, check_disconnect, check_recover, check_demo_token}
 
 
 async def run_all():
     passed = failed = 0
     skip_rest = False
-    for name, fn in CHECKS:
+    for name, fn in (DEMO_CHECKS if ARGS.demo else CHECKS):
         if skip_rest:
             print("SKIP  %s (an essential check failed)" % name, flush=True)
             failed += 1
+            continue
+        if fn is check_drain and not ARGS.server_pid:
+            print("SKIP  %s (no --server-pid given; not counted)" % name, flush=True)
             continue
         t = time.monotonic()
         try:
@@ -653,10 +881,18 @@ def main():
     ap.add_argument("--ws", required=True, help="ws://ADDR/connection/websocket")
     ap.add_argument("--http", required=True, help="http://ADDR (no trailing slash)")
     ap.add_argument("--api-key", required=True)
-    ap.add_argument("--token-secret", required=True)
+    ap.add_argument("--token-secret", help="the HS256 secret (required unless --demo)")
+    ap.add_argument("--server-pid", type=int, help="the server's pid: the last check sends it SIGTERM and checks the drain")
+    ap.add_argument("--demo", action="store_true", help="check demo mode (volley serve without --config) instead")
+    ap.add_argument("--admin-key", help="with --demo: the --admin-key the server was given")
+    ap.add_argument("--serve-stdout", help="with --demo: a file with the server's stdout")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per wait")
     ARGS = ap.parse_args()
     ARGS.http = ARGS.http.rstrip("/")
+    if ARGS.demo and not (ARGS.admin_key and ARGS.serve_stdout):
+        ap.error("--demo needs --admin-key and --serve-stdout")
+    if not ARGS.demo and not ARGS.token_secret:
+        ap.error("--token-secret is required")
     ok = asyncio.run(run_all())
     sys.exit(0 if ok else 1)
 

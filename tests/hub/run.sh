@@ -7,7 +7,9 @@
 #   2. starts `$VOLLEY_BIN serve --listen 127.0.0.1:0 --config FILE` and reads
 #      the bound address from its first stdout line,
 #   3. runs python_client.py against it,
-#   4. stops the server with SIGTERM and checks that it exits 0.
+#   4. stops the server with SIGTERM and checks that it exits 0,
+#   5. does the same in demo mode (no --config; --api-key and --admin-key given)
+#      with `python_client.py --demo`.
 #
 # Env:
 #   VOLLEY_BIN          the volley binary (default: target/release/volley)
@@ -59,6 +61,7 @@ cat >"$CONFIG" <<TOML
 api_key = "$API_KEY"
 admin_key = "$ADMIN_KEY"
 allow_anonymous = true
+allowed_origins = ["http://good.example"]
 
 [auth]
 hmac_secret = "$SECRET"
@@ -79,66 +82,95 @@ allow_anonymous = true
 allow_anonymous = true
 TOML
 
-OUT="$LOGDIR/serve.out"
-ERR="$LOGDIR/serve.log"
-: >"$OUT"
-: >"$ERR"
-# The server is killed by the EXIT trap; `timeout` bounds it if this script is SIGKILLed.
-timeout --kill-after=5 $((TIMEOUT + 60)) "$VOLLEY_BIN" serve --listen 127.0.0.1:0 --config "$CONFIG" \
-    >"$OUT" 2>"$ERR" </dev/null &
-SERVER_PID=$!
-
-FIRST=""
-deadline=$((SECONDS + 30))
-while [ $SECONDS -lt $deadline ]; do
-    # A complete first line (newline-terminated) is there.
-    if [ "$(wc -l <"$OUT")" -ge 1 ]; then
-        FIRST="$(head -n 1 "$OUT")"
-        break
+# start_server NAME ARGS...: starts `volley serve ARGS` with stdout and stderr
+# in $LOGDIR/NAME.{out,log}; sets SERVER_PID and ADDR (from the first stdout line).
+start_server() {
+    local name="$1" first="" deadline
+    shift
+    OUT="$LOGDIR/$name.out"
+    ERR="$LOGDIR/$name.log"
+    : >"$OUT"
+    : >"$ERR"
+    # Killed by stop_server or the EXIT trap; `timeout` bounds it if this script is SIGKILLed.
+    timeout --kill-after=5 $((TIMEOUT + 60)) "$VOLLEY_BIN" serve --listen 127.0.0.1:0 "$@" \
+        >"$OUT" 2>"$ERR" </dev/null &
+    SERVER_PID=$!
+    deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+        # A complete first line (newline-terminated) is there.
+        if [ "$(wc -l <"$OUT")" -ge 1 ]; then
+            first="$(head -n 1 "$OUT")"
+            break
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    ADDR="$(printf '%s\n' "$first" | sed -n 's#^volley serve listening on http://\([0-9.]*:[0-9]*\)/$#\1#p')"
+    if [ -z "$ADDR" ]; then
+        echo "---- server stdout ----"; cat "$OUT"; echo "---- server stderr (last 40 lines) ----"; tail -n 40 "$ERR"
+        die "the first stdout line is not 'volley serve listening on http://ADDR/' (got: '$first')"
     fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-ADDR="$(printf '%s\n' "$FIRST" | sed -n 's#^volley serve listening on http://\([0-9.]*:[0-9]*\)/$#\1#p')"
-if [ -z "$ADDR" ]; then
-    echo "---- server stdout ----"; cat "$OUT"; echo "---- server stderr (last 40 lines) ----"; tail -n 40 "$ERR"
-    die "the first stdout line is not 'volley serve listening on http://ADDR/' (got: '$FIRST')"
-fi
-log "server pid $SERVER_PID listening on $ADDR"
+    log "$name: server pid $SERVER_PID listening on $ADDR"
+}
 
-rc=0
-timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" \
-    --ws "ws://$ADDR/connection/websocket" --http "http://$ADDR" \
-    --api-key "$API_KEY" --token-secret "$SECRET" || rc=$?
-[ "$rc" -ne 124 ] || log "python_client.py TIMED OUT after ${TIMEOUT}s"
-
-if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    log "FAIL  the server died during the test"
-    rc=1
-else
-    kill -TERM "$SERVER_PID"
-    src=0
+# stop_server NAME: SIGTERM, then the server must exit 0 within 15 s. Returns 1 otherwise.
+stop_server() {
+    local name="$1" src=0
+    # The config phase's last check drains the server itself (SIGTERM);
+    # either way the process must end with status 0 within 15 s.
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 150); do
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "FAIL  the server did not exit within 15 s of SIGTERM"
-        rc=1
-    else
-        wait "$SERVER_PID" || src=$?
-        SERVER_PID=""
-        if [ "$src" -eq 0 ]; then
-            log "PASS  SIGTERM -> exit 0"
-        else
-            log "FAIL  SIGTERM -> exit $src"
-            rc=1
-        fi
+        log "FAIL  $name: the server did not exit within 15 s of SIGTERM"
+        return 1
     fi
-fi
-if [ "$rc" -ne 0 ]; then
+    wait "$SERVER_PID" || src=$?
+    SERVER_PID=""
+    if [ "$src" -ne 0 ]; then
+        log "FAIL  $name: SIGTERM -> exit $src"
+        return 1
+    fi
+    log "PASS  $name: exit 0 after SIGTERM"
+    SERVER_EXIT_PASSED=$((SERVER_EXIT_PASSED + 1))
+}
+
+rc=0
+SERVER_EXIT_PASSED=0
+# ---- 1. with a config file -------------------------------------------------------
+start_server config --config "$CONFIG"
+prc=0
+timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" \
+    --ws "ws://$ADDR/connection/websocket" --http "http://$ADDR" \
+    --api-key "$API_KEY" --token-secret "$SECRET" --server-pid "$SERVER_PID" | tee "$WORK/config.txt" || prc=$?
+[ "$prc" -ne 124 ] || log "python_client.py TIMED OUT after ${TIMEOUT}s"
+stop_server config || prc=1
+if [ "$prc" -ne 0 ]; then
+    rc=1
     echo "---- server stderr (last 40 lines, full log in $ERR) ----"
     tail -n 40 "$ERR"
 fi
+
+# ---- 2. demo mode (no config), keys from the command line --------------------------
+start_server demo --api-key "$API_KEY" --admin-key "$ADMIN_KEY"
+prc=0
+timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" --demo \
+    --ws "ws://$ADDR/connection/websocket" --http "http://$ADDR" \
+    --api-key "$API_KEY" --admin-key "$ADMIN_KEY" --serve-stdout "$OUT" | tee "$WORK/demo.txt" || prc=$?
+[ "$prc" -ne 124 ] || log "python_client.py --demo TIMED OUT after ${TIMEOUT}s"
+stop_server demo || prc=1
+if [ "$prc" -ne 0 ]; then
+    rc=1
+    echo "---- server stderr (last 40 lines, full log in $ERR) ----"
+    tail -n 40 "$ERR"
+fi
+# Each python check prints PASS, FAIL or SKIP (SKIPs after an essential failure count as failed).
+passed=$(( $(cat "$WORK"/config.txt "$WORK"/demo.txt 2>/dev/null | grep -c '^PASS ' || true) + SERVER_EXIT_PASSED ))
+failed=$(cat "$WORK"/config.txt "$WORK"/demo.txt 2>/dev/null | grep -Ec '^(FAIL |SKIP .*essential)' || true)
+failed=$(( failed + 2 - SERVER_EXIT_PASSED ))
+[ "$rc" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
 log "finished in $((SECONDS - START))s"
+echo "hub: $passed passed, $failed failed"
 exit "$rc"
