@@ -859,7 +859,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         };
         let achieved = count as f64 / publish_secs;
         eprintln!(
-            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 <= {} ms p99 <= {} ms{}",
+            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds){}",
             a.label,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
@@ -874,8 +874,8 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                 .map(|b| format!("{b:.0}%"))
                 .collect::<Vec<_>>()
                 .join("/"),
-            hub_p50.map(|v| format!("{v:.1}")).unwrap_or("?".into()),
-            hub_p99.map(|v| format!("{v:.1}")).unwrap_or("?".into()),
+            fmt_bound(hub_p50, &hub_hist1),
+            fmt_bound(hub_p99, &hub_hist1),
             if complete {
                 String::new()
             } else {
@@ -946,6 +946,22 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         return Err(FanoutError::Setup(format!("{errors} delivery errors")));
     }
     Ok(())
+}
+
+/// A histogram bucket bound for display; past the last finite bucket, "> last".
+fn fmt_bound(v: Option<f64>, buckets: &[(f64, u64)]) -> String {
+    match v {
+        None => "?".into(),
+        Some(v) if v.is_finite() => format!("<= {v:.1}"),
+        Some(_) => {
+            let last = buckets
+                .iter()
+                .map(|b| b.0)
+                .filter(|b| b.is_finite())
+                .fold(0.0, f64::max);
+            format!("> {:.1}", last * 1000.0)
+        }
+    }
 }
 
 fn fmt_mib(b: Option<u64>) -> String {
