@@ -6,6 +6,12 @@
 /// XORs `buf` with the masking key `key`, as if `buf` started at byte `offset`
 /// of the frame payload. Applying it twice restores the input.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    if buf.len() < SHORT {
+        // Short payloads (chat messages, small JSON): the byte loop wins
+        // below this (see BENCHMARKS.md, masking).
+        apply_mask_bytewise(buf, key, offset);
+        return;
+    }
     let key = rotate_key(key, offset);
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
@@ -21,6 +27,9 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         *b ^= key[i & 3];
     }
 }
+
+/// Below this many bytes the byte loop is faster than words.
+const SHORT: usize = 32;
 
 /// The key as seen from payload position `offset`.
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
