@@ -143,7 +143,8 @@ impl Outbox {
                 out.push(q);
             }
         }
-        if inner.frames.is_empty() && inner.frames.capacity() > 64 {
+        if inner.frames.is_empty() {
+            // An idle client keeps no queue buffer.
             inner.frames = VecDeque::new();
         }
         if out.is_empty() {
