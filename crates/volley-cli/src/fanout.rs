@@ -741,6 +741,9 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         let deliveries0 = t.deliveries.get();
         let complete0 = t.complete.get();
         let start = tokio::time::Instant::now() + Duration::from_millis(10);
+        // A hub that cannot keep up slows the publishers down (each HTTP call
+        // waits for its reply); the step still ends on time.
+        let hard_end = start + Duration::from_secs_f64(a.seconds + 0.25);
         let mut tasks = Vec::new();
         for p in 0..publishers as u64 {
             let (t, addr, key, channel, pad) = (
@@ -752,8 +755,8 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             );
             tasks.push(tokio::task::spawn_local(async move {
                 let mut http = Http::new(&addr, &key);
-                let mut i = p;
-                while i < count {
+                let (mut i, mut published) = (p, 0u64);
+                while i < count && tokio::time::Instant::now() < hard_end {
                     let seq = seq0 + i;
                     tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
                         .await;
@@ -776,16 +779,18 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                         Err(e) => return Err(format!("publish: {e}")),
                     }
                     t.http_done_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                    published += 1;
                     i += publishers as u64;
                 }
-                Ok(())
+                Ok(published)
             }));
         }
         // With several HTTP connections, seq order and offset order may differ:
         // order is checked by offset, and each seq must sit at one offset for all.
+        let mut published = 0u64;
         for task in tasks {
             match task.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(n)) => published += n,
                 Ok(Err(detail)) => {
                     return Err(FanoutError::Http {
                         method: "publish",
@@ -798,13 +803,13 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         let publish_secs = start.elapsed().as_secs_f64();
         // Wait for every subscriber to have every event of the step (bounded).
         let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
-        while t.complete.get() - complete0 < count
+        while t.complete.get() - complete0 < published
             && Instant::now() < drain_deadline
             && t.closed.get() == 0
         {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let complete = t.complete.get() - complete0 == count;
+        let complete = t.complete.get() - complete0 == published;
         let wall = wall0.elapsed().as_secs_f64();
         let cpu = cpu_seconds(None)
             .zip(cpu0)
@@ -815,13 +820,14 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             .zip(hub_cpu0)
             .map(|(b, a0)| 100.0 * (b - a0) / wall);
         let busy = cpu_busy(&jiffies0, &cpu_jiffies());
+        let rss_step = a.server_pid.and_then(rss_bytes);
         let loadgen_cpu_s = cpu_seconds(None).zip(cpu0).map(|(b, a0)| b - a0);
         let hub_hist1 = hub_latency_buckets(&mut metrics_http).await;
         let hub_p50 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.5);
         let hub_p99 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.99);
         // The load generator's CPU per event: a floor under what it can measure
         // as publish-to-last-delivery (it reads the N deliveries one by one).
-        let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / count as f64);
+        let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / published as f64);
         let deliveries = t.deliveries.get() - deliveries0;
         let range = seq0 as usize..(seq0 + count) as usize;
         let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
@@ -857,9 +863,9 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         } else {
             0.0
         };
-        let achieved = count as f64 / publish_secs;
+        let achieved = published as f64 / publish_secs;
         eprintln!(
-            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds){}",
+            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds), hub RSS {}{}",
             a.label,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
@@ -876,11 +882,12 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                 .join("/"),
             fmt_bound(hub_p50, &hub_hist1),
             fmt_bound(hub_p99, &hub_hist1),
+            fmt_mib(rss_step),
             if complete {
                 String::new()
             } else {
                 format!(
-                    "  INCOMPLETE: {} of {count} events reached all subscribers within {} s",
+                    "  INCOMPLETE: {} of {published} events reached all subscribers within {} s",
                     t.complete.get() - complete0,
                     a.drain_timeout
                 )
@@ -890,13 +897,13 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             a.json.as_deref(),
             &serde_json::json!({
                 "mode": "fanout", "label": a.label, "subscribers": n, "step": step, "rate": rate,
-                "achieved_rate": achieved, "events": count, "deliveries": deliveries,
-                "expected_deliveries": count * n as u64, "complete": complete,
+                "achieved_rate": achieved, "events": published, "scheduled_events": count, "deliveries": deliveries,
+                "expected_deliveries": published * n as u64, "complete": complete,
                 "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
                 "p99_ms": percentile(&latencies, 0.99), "max_ms": latencies.last(),
                 "http_publish_p50_ms": percentile(&http_ms, 0.5), "http_publish_p99_ms": percentile(&http_ms, 0.99),
                 "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "cpu_busy_percent": busy,
-                "loadgen_cpu_ms_per_event": loadgen_ms_per_event,
+                "loadgen_cpu_ms_per_event": loadgen_ms_per_event, "server_rss_after_step": rss_step,
                 "hub_delivery_latency_p50_le_ms": hub_p50, "hub_delivery_latency_p99_le_ms": hub_p99,
                 "errors": t.errors.get(),
             }),
