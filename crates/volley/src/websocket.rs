@@ -448,6 +448,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         })
     }
 
+    /// Reads payload bytes of the current data frame into the message
+    /// buffer itself (no copy out of a read buffer; see
+    /// [`Connection::direct_read_buf`]). Returns how many bytes were read.
+    fn poll_read_direct(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        use bytes::BufMut as _;
+        let Self { io, conn, .. } = self;
+        let (buf, room) = conn.direct_read_buf(usize::MAX);
+        let mut limited = buf.limit(room);
+        let read = {
+            let reading = tokio::io::AsyncReadExt::read_buf(io, &mut limited);
+            std::pin::pin!(reading).poll(cx)
+        };
+        // Processes what arrived (nothing if the read would block).
+        conn.commit_direct_read();
+        read
+    }
+
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
@@ -501,7 +518,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Poll::Pending => {}
                 }
             }
-            match ready!(self.poll_read_once(cx, true)) {
+            // A large payload is read straight into its message buffer;
+            // anything else lands in the thread's shared read buffer.
+            let read = if self.conn.direct_read_len() >= self.config.read_buffer_size() as u64 {
+                ready!(self.poll_read_direct(cx))
+            } else {
+                ready!(self.poll_read_once(cx, true))
+            };
+            match read {
                 Ok(0) => self.conn.receive_eof(),
                 Ok(_) => {}
                 Err(e) => {

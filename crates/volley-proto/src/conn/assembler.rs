@@ -81,22 +81,60 @@ impl Assembler {
                     .map_err(|e| inflate_error(e, max))?;
             }
             _ => {
-                let need = start + piece.len();
-                if need > self.buf.capacity() {
-                    let declared =
-                        need.saturating_add(usize::try_from(frame_left).unwrap_or(usize::MAX));
-                    let target = self
-                        .buf
-                        .capacity()
-                        .saturating_mul(2)
-                        .clamp(need, declared.max(need));
-                    self.buf.reserve_exact(target - start);
-                }
+                self.reserve_plain(piece.len(), frame_left);
                 self.buf.extend_from_slice(piece);
                 if let Some((key, offset)) = mask {
                     apply_mask(&mut self.buf[start..], key, offset);
                 }
             }
+        }
+        if self.kind == Some(MessageKind::Text) {
+            self.utf8
+                .feed(&self.buf[start..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    /// Makes room for `more` bytes of uncompressed payload: at least double
+    /// the capacity (amortized), never past what the frame declares.
+    fn reserve_plain(&mut self, more: usize, frame_left: u64) {
+        let start = self.buf.len();
+        let need = start + more;
+        if need > self.buf.capacity() {
+            let declared = need.saturating_add(usize::try_from(frame_left).unwrap_or(usize::MAX));
+            let target = self
+                .buf
+                .capacity()
+                .saturating_mul(2)
+                .clamp(need, declared.max(need));
+            self.buf.reserve_exact(target - start);
+        }
+    }
+
+    /// Bytes of the message received so far.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The message buffer with room for `more` payload bytes, for a read
+    /// straight into it (uncompressed messages only).
+    pub(crate) fn direct_buf(&mut self, more: usize, frame_left: u64) -> &mut Vec<u8> {
+        self.reserve_plain(more, frame_left);
+        &mut self.buf
+    }
+
+    /// Accepts the `n` bytes appended from `start` by a direct read: drops
+    /// anything past them, unmasks, checks UTF-8.
+    pub(crate) fn commit_direct(
+        &mut self,
+        start: usize,
+        n: usize,
+        mask: Option<([u8; 4], usize)>,
+    ) -> Result<(), ProtocolError> {
+        self.buf.truncate(start + n);
+        if let Some((key, offset)) = mask {
+            apply_mask(&mut self.buf[start..], key, offset);
         }
         if self.kind == Some(MessageKind::Text) {
             self.utf8

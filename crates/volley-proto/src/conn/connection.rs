@@ -59,6 +59,10 @@ enum Ending {
 /// separate piece.
 const SHARE_PAYLOAD_FROM: usize = 4 << 10;
 
+/// A direct read may grow the message buffer by this much even when less
+/// of the message has arrived (see [`Connection::direct_read_buf`]).
+pub const DIRECT_READ_GROWTH: usize = 64 << 10;
+
 /// A part of the output queue ahead of the tail of `out`.
 #[derive(Debug)]
 enum Piece {
@@ -127,6 +131,8 @@ pub struct Connection {
     sending_fragments: bool,
     fragment_text: bool,
     send_utf8: Utf8Validator,
+    /// Length of the message buffer when `direct_read_buf` handed it out.
+    direct_from: Option<usize>,
 }
 
 impl Connection {
@@ -178,6 +184,7 @@ impl Connection {
             sending_fragments: false,
             fragment_text: false,
             send_utf8: Utf8Validator::new(),
+            direct_from: None,
         }
     }
 
@@ -227,6 +234,66 @@ impl Connection {
     pub fn receive(&mut self, mut data: &[u8]) {
         while !data.is_empty() && self.reading() {
             if let Err(e) = self.receive_step(&mut data) {
+                self.end_input(Ending::Failed(e));
+            }
+        }
+    }
+
+    /// Payload bytes of the data frame being received that may be read
+    /// straight into the message buffer with
+    /// [`direct_read_buf`](Self::direct_read_buf): the rest of an
+    /// uncompressed data frame, 0 when there is none.
+    ///
+    /// For large messages this saves copying every byte out of a read
+    /// buffer: the transport writes the payload where the message is
+    /// assembled, and it is unmasked and checked in place.
+    pub fn direct_read_len(&self) -> u64 {
+        match self.frame {
+            Some(f)
+                if !f.opcode.is_control() && self.reading() && !self.assembler.is_compressed() =>
+            {
+                f.remaining
+            }
+            _ => 0,
+        }
+    }
+
+    /// The buffer of the message being received and how many payload bytes
+    /// may be appended to it (at most `max`, at most
+    /// [`direct_read_len`](Self::direct_read_len), and never more than the
+    /// message received so far or [`DIRECT_READ_GROWTH`] bytes, whichever is
+    /// larger: memory grows with what arrives, not with what a header
+    /// declares). Append up to that many bytes read from the transport,
+    /// then call [`commit_direct_read`](Self::commit_direct_read).
+    pub fn direct_read_buf(&mut self, max: usize) -> (&mut Vec<u8>, usize) {
+        let remaining = usize::try_from(self.direct_read_len()).unwrap_or(usize::MAX);
+        let room = self.assembler.len().max(DIRECT_READ_GROWTH);
+        let len = max.min(remaining).min(room);
+        self.direct_from = Some(self.assembler.len());
+        let frame_left = (remaining - len) as u64;
+        (self.assembler.direct_buf(len, frame_left), len)
+    }
+
+    /// Processes the payload bytes appended to the buffer of
+    /// [`direct_read_buf`](Self::direct_read_buf) (none is fine, after a read
+    /// that would block). Bytes past the frame's payload are discarded.
+    pub fn commit_direct_read(&mut self) {
+        let (Some(start), Some(mut frame)) = (self.direct_from.take(), self.frame) else {
+            return;
+        };
+        let appended = self.assembler.len().saturating_sub(start);
+        let n = usize::try_from(frame.remaining).map_or(appended, |r| appended.min(r));
+        let mask = frame.mask.map(|k| (k, frame.offset));
+        if let Err(e) = self.assembler.commit_direct(start, n, mask) {
+            self.end_input(Ending::Failed(e));
+            return;
+        }
+        frame.remaining -= n as u64;
+        frame.offset += n;
+        self.frame = Some(frame);
+        if frame.remaining == 0 {
+            self.frame = None;
+            if let Err(e) = self.on_frame_end(frame) {
                 self.end_input(Ending::Failed(e));
             }
         }
@@ -951,5 +1018,132 @@ mod transmit_tests {
         client.send(&big(100_000, 9)).unwrap();
         assert!(!client.has_shared_transmit());
         assert!(client.pending_transmit() > 100_000);
+    }
+}
+
+#[cfg(test)]
+mod direct_read_tests {
+    use super::*;
+
+    fn client_frames(messages: &[Message]) -> Vec<u8> {
+        let mut client = Connection::new(Role::Client, Config::default(), None);
+        for m in messages {
+            client.send(m).unwrap();
+        }
+        let mut wire = Vec::new();
+        client.poll_transmit(&mut wire);
+        wire
+    }
+
+    fn messages(server: &mut Connection) -> Vec<Result<Message, ProtocolError>> {
+        std::iter::from_fn(|| server.poll_event())
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(Ok(m)),
+                Event::Failed(e) => Some(Err(e)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Feeds `wire` as a transport would: `receive` for what the read
+    /// buffer gets, direct reads of `chunk` bytes whenever a payload is open.
+    fn drive(server: &mut Connection, mut wire: &[u8], chunk: usize) {
+        while !wire.is_empty() {
+            if server.direct_read_len() > 0 {
+                let (buf, room) = server.direct_read_buf(chunk);
+                let n = room.min(wire.len());
+                buf.extend_from_slice(&wire[..n]);
+                wire = &wire[n..];
+                server.commit_direct_read();
+            } else {
+                let n = 7.min(wire.len());
+                server.receive(&wire[..n]);
+                wire = &wire[n..];
+            }
+        }
+    }
+
+    #[test]
+    fn direct_reads_assemble_the_same_messages() {
+        let big = Message::binary(
+            (0..200_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>(),
+        );
+        let text = Message::text("héllo ".repeat(30_000));
+        let sent = vec![big, Message::text("small"), text];
+        let wire = client_frames(&sent);
+        for chunk in [1, 1000, 65_536, usize::MAX] {
+            let mut server = Connection::new(Role::Server, Config::default(), None);
+            drive(&mut server, &wire, chunk);
+            let got: Vec<Message> = messages(&mut server)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got, sent, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_read_directly_fails_the_connection() {
+        let mut payload = "a".repeat(100_000).into_bytes();
+        payload[70_000] = 0xFF;
+        let mut wire = Vec::new();
+        encode_frame(
+            &mut wire,
+            OpCode::Text,
+            true,
+            false,
+            Some([9, 8, 7, 6]),
+            &payload,
+        );
+        let mut server = Connection::new(Role::Server, Config::default(), None);
+        drive(&mut server, &wire, 65_536);
+        assert_eq!(messages(&mut server), vec![Err(ProtocolError::InvalidUtf8)]);
+    }
+
+    #[test]
+    fn a_declared_length_alone_does_not_reserve_memory() {
+        let mut server = Connection::new(Role::Server, Config::default(), None);
+        let mut header = Vec::new();
+        FrameHeader {
+            fin: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode: OpCode::Binary,
+            mask: Some([1, 2, 3, 4]),
+            payload_len: 10 << 20,
+        }
+        .write_to(&mut header);
+        server.receive(&header);
+        assert_eq!(server.direct_read_len(), 10 << 20);
+        let (buf, room) = server.direct_read_buf(usize::MAX);
+        assert_eq!(room, DIRECT_READ_GROWTH);
+        assert!(buf.capacity() <= DIRECT_READ_GROWTH + 64);
+        server.commit_direct_read();
+        assert!(server.assembler_capacity() <= DIRECT_READ_GROWTH + 64);
+    }
+
+    #[test]
+    fn nothing_to_read_directly_outside_data_payloads() {
+        let mut server = Connection::new(Role::Server, Config::default(), None);
+        assert_eq!(server.direct_read_len(), 0);
+        // Inside a ping's payload: control frames go through `receive`.
+        let mut ping = Vec::new();
+        encode_frame(
+            &mut ping,
+            OpCode::Ping,
+            true,
+            false,
+            Some([1, 2, 3, 4]),
+            b"abc",
+        );
+        server.receive(&ping[..ping.len() - 1]);
+        assert_eq!(server.direct_read_len(), 0);
+        // A commit without a direct read changes nothing.
+        server.commit_direct_read();
+        server.receive(&ping[ping.len() - 1..]);
+        assert!(matches!(server.poll_event(), Some(Event::Ping(p)) if &p[..] == b"abc"));
     }
 }

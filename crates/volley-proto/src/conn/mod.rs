@@ -6,7 +6,7 @@ mod connection;
 mod state;
 
 pub use assembler::MessageKind;
-pub use connection::{Connection, Event, Role};
+pub use connection::{Connection, DIRECT_READ_GROWTH, Event, Role};
 pub use state::State;
 
 #[cfg(test)]
