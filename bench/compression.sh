@@ -43,12 +43,14 @@ for round in $(seq "$ROUNDS"); do
         start_server "${flags[@]}"
         for scenario in "100 16 200" "10 16 16384"; do
             read -r c k s <<<"$scenario"
-            taskset -c 1 "$BIN" bench echo --url "$URL" -c "$c" -k "$k" -s "$s" --text -d "$DURATION" \
+            # The volley client on both sides of the comparison (the raw
+            # engine does not compress).
+            taskset -c 1 "$BIN" bench echo --engine client --url "$URL" -c "$c" -k "$k" -s "$s" --text -d "$DURATION" \
                 --label "deflate-$mode" --json "$OUT" "${bflags[@]}" >/dev/null
         done
         stop_server
         start_server "${flags[@]}"
-        taskset -c 1 "$BIN" bench connect --url "$URL" -n "$IDLE" --server-pid "$SERVER_PID" \
+        taskset -c 1 "$BIN" bench connect --engine client --url "$URL" -n "$IDLE" --server-pid "$SERVER_PID" \
             --label "deflate-$mode" --json "$OUT" "${bflags[@]}" >/dev/null
         stop_server
         echo "round $round, compression $mode: done" >&2
