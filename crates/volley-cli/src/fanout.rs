@@ -181,19 +181,34 @@ impl Tracker {
     }
 }
 
+/// The position of `needle` (which starts with `"`) in `hay`: a scan from
+/// quote to quote, cheaper than `str::find` for these short texts and keys.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let q = hay[i..].iter().position(|&b| b == b'"')?;
+        i += q;
+        if hay.get(i..i + needle.len()) == Some(needle) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Finds the unsigned integer after `key` (e.g. `"offset":`).
 fn number_after(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits =
-        text[start..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .fold((0u64, 0usize), |(n, len), d| {
-                (
-                    n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')),
-                    len + 1,
-                )
-            });
+    let start = find(text.as_bytes(), key.as_bytes())? + key.len();
+    let digits = text.as_bytes()[start..]
+        .iter()
+        .copied()
+        .take_while(u8::is_ascii_digit)
+        .fold((0u64, 0usize), |(n, len), d: u8| {
+            (
+                n.wrapping_mul(10).wrapping_add(u64::from(d - b'0')),
+                len + 1,
+            )
+        });
     (digits.1 > 0 && digits.1 <= 16).then_some(digits.0)
 }
 
@@ -320,7 +335,7 @@ async fn receive(mut ws: Ws, mut next_offset: u64, t: Rc<Tracker>) {
             t.error("binary message from the hub".into());
             continue;
         };
-        if !text.contains(r#""push":"publication""#) {
+        if find(text.as_bytes(), br#""push":"publication""#).is_none() {
             continue; // join/leave/other pushes; replies are not expected
         }
         let (Some(offset), Some(seq)) = (
@@ -974,4 +989,40 @@ fn fmt_bound(v: Option<f64>, buckets: &[(f64, u64)]) -> String {
 fn fmt_mib(b: Option<u64>) -> String {
     b.map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
         .unwrap_or("?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_numbers_in_a_push() {
+        let push = r#"{"push":"publication","channel":"fanout:bench","offset":12,"data":{"seq":7,"p":"x"}}"#;
+        assert!(find(push.as_bytes(), br#""push":"publication""#).is_some());
+        assert_eq!(number_after(push, r#""offset":"#), Some(12));
+        assert_eq!(number_after(push, r#""seq":"#), Some(7));
+        assert_eq!(number_after(push, r#""missing":"#), None);
+        // A key at the very end, or followed by no digits.
+        assert_eq!(number_after(r#"{"offset":"#, r#""offset":"#), None);
+        assert_eq!(number_after(r#"{"offset":"x"}"#, r#""offset":"#), None);
+        assert_eq!(find(b"\"a", b"\"abc"), None);
+        assert_eq!(find(b"", b"\"a"), None);
+        // The first occurrence wins, also after an earlier partial match.
+        assert_eq!(
+            find(br#""off" "offset":1,"offset":2"#, br#""offset":"#),
+            Some(6)
+        );
+    }
+
+    #[test]
+    fn quantiles_from_histogram_deltas() {
+        let before = [(0.001, 10), (0.002, 10), (f64::INFINITY, 10)];
+        let after = [(0.001, 60), (0.002, 108), (f64::INFINITY, 110)];
+        assert_eq!(hub_quantile_ms(&before, &after, 0.5), Some(1.0));
+        assert_eq!(hub_quantile_ms(&before, &after, 0.98), Some(2.0));
+        assert_eq!(hub_quantile_ms(&before, &after, 0.99), Some(f64::INFINITY));
+        assert_eq!(hub_quantile_ms(&after, &after, 0.5), None);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 0.99), 4.0);
+    }
 }
