@@ -29,6 +29,7 @@ import hmac
 import json
 import re
 import secrets
+import ssl
 import sys
 import time
 import traceback
@@ -41,6 +42,15 @@ from websockets.exceptions import ConnectionClosed
 SUBPROTOCOL = "volley.v1"
 
 ARGS = None  # set in main()
+SSL_CONTEXT = None  # with --cafile: wss:// and https:// trusting that certificate
+
+
+def http_opener():
+    # No proxy for loopback, whatever the environment says.
+    handlers = [urllib.request.ProxyHandler({})]
+    if SSL_CONTEXT is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=SSL_CONTEXT))
+    return urllib.request.build_opener(*handlers)
 
 
 class CheckFailed(Exception):
@@ -73,8 +83,7 @@ def hs256_token(secret, claims):
 
 def _http_post(url, body, headers):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
-    # No proxy for loopback, whatever the environment says.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = http_opener()
     try:
         with opener.open(req, timeout=ARGS.timeout) as resp:
             raw = resp.read()
@@ -128,7 +137,8 @@ class Conn:
     @classmethod
     async def open(cls):
         ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout,
-                              close_timeout=5, ping_interval=None, max_size=64 << 20, proxy=None)
+                              close_timeout=5, ping_interval=None, max_size=64 << 20, proxy=None,
+                              ssl=SSL_CONTEXT)
         require(ws.subprotocol == SUBPROTOCOL,
                 "handshake selected subprotocol %r, want %r" % (ws.subprotocol, SUBPROTOCOL))
         return cls(ws)
@@ -613,7 +623,7 @@ async def check_handshake_rejections():
     url = ARGS.ws
     async def status_of(**kw):
         try:
-            ws = await ws_connect(url, open_timeout=ARGS.timeout, proxy=None, **kw)
+            ws = await ws_connect(url, open_timeout=ARGS.timeout, proxy=None, ssl=SSL_CONTEXT, **kw)
         except wse.InvalidStatus as e:
             return e.response.status_code
         await ws.close()
@@ -647,7 +657,8 @@ async def check_drain():
     status, _ = await asyncio.to_thread(_http_get, "/health/ready")
     require(status == 503, "/health/ready during the drain -> %s, want 503" % status)
     try:
-        ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout, proxy=None)
+        ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout, proxy=None,
+                              ssl=SSL_CONTEXT)
         await ws.close()
         upgrade = 101
     except wse.InvalidStatus as e:
@@ -663,7 +674,7 @@ async def check_drain():
 
 async def check_health_metrics():
     def get(path):
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = http_opener()
         try:
             with opener.open(ARGS.http + path, timeout=ARGS.timeout) as resp:
                 return resp.status, resp.read().decode("utf-8", "replace")
@@ -682,7 +693,7 @@ async def check_health_metrics():
 
 def _http_get(path, headers=None):
     req = urllib.request.Request(ARGS.http + path, headers=headers or {})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = http_opener()
     try:
         with opener.open(req, timeout=ARGS.timeout) as resp:
             return resp.status, resp.read()
@@ -876,12 +887,13 @@ async def run_all():
 
 
 def main():
-    global ARGS
+    global ARGS, SSL_CONTEXT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ws", required=True, help="ws://ADDR/connection/websocket")
     ap.add_argument("--http", required=True, help="http://ADDR (no trailing slash)")
     ap.add_argument("--api-key", required=True)
     ap.add_argument("--token-secret", help="the HS256 secret (required unless --demo)")
+    ap.add_argument("--cafile", help="a PEM certificate to trust (for wss:// and https:// URLs)")
     ap.add_argument("--server-pid", type=int, help="the server's pid: the last check sends it SIGTERM and checks the drain")
     ap.add_argument("--demo", action="store_true", help="check demo mode (volley serve without --config) instead")
     ap.add_argument("--admin-key", help="with --demo: the --admin-key the server was given")
@@ -889,6 +901,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per wait")
     ARGS = ap.parse_args()
     ARGS.http = ARGS.http.rstrip("/")
+    if ARGS.cafile:
+        SSL_CONTEXT = ssl.create_default_context(cafile=ARGS.cafile)
     if ARGS.demo and not (ARGS.admin_key and ARGS.serve_stdout):
         ap.error("--demo needs --admin-key and --serve-stdout")
     if not ARGS.demo and not ARGS.token_secret:

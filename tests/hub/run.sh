@@ -9,7 +9,9 @@
 #   3. runs python_client.py against it,
 #   4. stops the server with SIGTERM and checks that it exits 0,
 #   5. does the same in demo mode (no --config; --api-key and --admin-key given)
-#      with `python_client.py --demo`.
+#      with `python_client.py --demo`,
+#   6. runs the checks of 3. again over TLS (--tls-cert/--tls-key with a
+#      self-signed certificate made by openssl; wss:// and https://).
 #
 # Env:
 #   VOLLEY_BIN          the volley binary (default: target/release/volley)
@@ -105,10 +107,10 @@ start_server() {
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
     done
-    ADDR="$(printf '%s\n' "$first" | sed -n 's#^volley serve listening on http://\([0-9.]*:[0-9]*\)/$#\1#p')"
+    ADDR="$(printf '%s\n' "$first" | sed -n "s#^volley serve listening on ${SCHEME:-http}://\\([0-9.]*:[0-9]*\\)/\$#\\1#p")"
     if [ -z "$ADDR" ]; then
         echo "---- server stdout ----"; cat "$OUT"; echo "---- server stderr (last 40 lines) ----"; tail -n 40 "$ERR"
-        die "the first stdout line is not 'volley serve listening on http://ADDR/' (got: '$first')"
+        die "the first stdout line is not 'volley serve listening on ${SCHEME:-http}://ADDR/' (got: '$first')"
     fi
     log "$name: server pid $SERVER_PID listening on $ADDR"
 }
@@ -166,10 +168,33 @@ if [ "$prc" -ne 0 ]; then
     echo "---- server stderr (last 40 lines, full log in $ERR) ----"
     tail -n 40 "$ERR"
 fi
+# ---- 3. TLS: the same checks over wss:// and https:// -------------------------------
+if command -v openssl >/dev/null 2>&1; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj "/CN=localhost" \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" >/dev/null 2>&1 ||
+        die "openssl could not make a test certificate"
+    SCHEME=https start_server tls --config "$CONFIG" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
+    prc=0
+    timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" --cafile "$WORK/cert.pem" \
+        --ws "wss://$ADDR/connection/websocket" --http "https://$ADDR" \
+        --api-key "$API_KEY" --token-secret "$SECRET" --server-pid "$SERVER_PID" | tee "$WORK/tls.txt" || prc=$?
+    [ "$prc" -ne 124 ] || log "python_client.py over TLS TIMED OUT after ${TIMEOUT}s"
+    stop_server tls || prc=1
+    if [ "$prc" -ne 0 ]; then
+        rc=1
+        echo "---- server stderr (last 40 lines, full log in $ERR) ----"
+        tail -n 40 "$ERR"
+    fi
+else
+    log "FAIL  TLS phase: openssl not found (apt-get install openssl)"
+    rc=1
+fi
+
 # Each python check prints PASS, FAIL or SKIP (SKIPs after an essential failure count as failed).
-passed=$(( $(cat "$WORK"/config.txt "$WORK"/demo.txt 2>/dev/null | grep -c '^PASS ' || true) + SERVER_EXIT_PASSED ))
-failed=$(cat "$WORK"/config.txt "$WORK"/demo.txt 2>/dev/null | grep -Ec '^(FAIL |SKIP .*essential)' || true)
-failed=$(( failed + 2 - SERVER_EXIT_PASSED ))
+passed=$(( $(cat "$WORK"/config.txt "$WORK"/demo.txt "$WORK"/tls.txt 2>/dev/null | grep -c '^PASS ' || true) + SERVER_EXIT_PASSED ))
+failed=$(cat "$WORK"/config.txt "$WORK"/demo.txt "$WORK"/tls.txt 2>/dev/null | grep -Ec '^(FAIL |SKIP .*essential)' || true)
+failed=$(( failed + 3 - SERVER_EXIT_PASSED ))
 [ "$rc" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
 log "finished in $((SECONDS - START))s"
 echo "hub: $passed passed, $failed failed"
