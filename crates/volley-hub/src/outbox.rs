@@ -23,8 +23,6 @@ pub struct Queued {
     pub frame: PreparedFrame,
     /// When the publication entered the hub; `None` for other frames.
     pub published: Option<Instant>,
-    /// Counted against the limit (pushes are, replies are not).
-    limited: bool,
 }
 
 /// What the connection's task must do besides writing frames.
@@ -78,34 +76,38 @@ impl Outbox {
             return false;
         }
         if inner.bytes + frame.len() > self.limit {
-            inner.frames = VecDeque::new();
-            inner.bytes = 0;
-            inner.directive = Some(Directive::Disconnect(DisconnectCode::SlowConsumer, None));
-            wake(&mut inner);
+            Self::overflow(&mut inner);
             return false;
         }
-        Self::enqueue(&mut inner, frame.clone(), published, true);
+        Self::enqueue(&mut inner, frame.clone(), published);
         true
     }
 
-    /// Queues a reply: the client asked for it, so it is not counted against
-    /// the limit (a history reply may be large).
+    /// Queues a reply. It counts against the limit like a push, except that a
+    /// reply to an empty queue always fits: one large history reply is
+    /// fine, a client that keeps asking without reading is not.
     pub fn reply(&self, frame: PreparedFrame) {
         let mut inner = self.lock();
-        if inner.directive.is_none() {
-            Self::enqueue(&mut inner, frame, None, false);
+        if inner.directive.is_some() {
+            return;
         }
+        if inner.bytes > 0 && inner.bytes + frame.len() > self.limit {
+            Self::overflow(&mut inner);
+            return;
+        }
+        Self::enqueue(&mut inner, frame, None);
     }
 
-    fn enqueue(inner: &mut Inner, frame: PreparedFrame, published: Option<Instant>, limited: bool) {
-        if limited {
-            inner.bytes += frame.len();
-        }
-        inner.frames.push_back(Queued {
-            frame,
-            published,
-            limited,
-        });
+    fn overflow(inner: &mut Inner) {
+        inner.frames = VecDeque::new();
+        inner.bytes = 0;
+        inner.directive = Some(Directive::Disconnect(DisconnectCode::SlowConsumer, None));
+        wake(inner);
+    }
+
+    fn enqueue(inner: &mut Inner, frame: PreparedFrame, published: Option<Instant>) {
+        inner.bytes += frame.len();
+        inner.frames.push_back(Queued { frame, published });
         wake(inner);
     }
 
@@ -137,9 +139,7 @@ impl Outbox {
             }
             taken += q.frame.len();
             if let Some(q) = inner.frames.pop_front() {
-                if q.limited {
-                    inner.bytes -= q.frame.len();
-                }
+                inner.bytes -= q.frame.len();
                 out.push(q);
             }
         }
@@ -227,10 +227,10 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_not_limited_and_take_respects_the_budget() {
+    fn a_reply_to_an_empty_queue_always_fits_and_take_respects_the_budget() {
         let outbox = Outbox::new(100);
         outbox.reply(frame(500));
-        assert!(outbox.push(&frame(10), None));
+        assert_eq!(outbox.queued_bytes(), 504);
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
@@ -239,12 +239,21 @@ mod tests {
         );
         assert_eq!(out.len(), 1, "one frame even when it is over the budget");
         out.clear();
+        assert!(outbox.push(&frame(10), None));
+        assert!(outbox.push(&frame(10), None));
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, 100),
+            outbox.poll_take(&mut cx, &mut out, 12),
             Poll::Ready(Directive::None)
         );
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 1, "the budget stops the second");
         out.clear();
-        assert_eq!(outbox.poll_take(&mut cx, &mut out, 100), Poll::Pending);
+        assert_eq!(outbox.queued_bytes(), 12);
+        // A client that asks for more while its queue is not empty, past the
+        // limit, is slow.
+        outbox.reply(frame(500));
+        assert_eq!(
+            outbox.poll_take(&mut cx, &mut out, usize::MAX),
+            Poll::Ready(Directive::Disconnect(DisconnectCode::SlowConsumer, None))
+        );
     }
 }

@@ -812,3 +812,26 @@ async fn a_burst_of_pipelined_commands_is_answered_in_full() {
         "publications in command order"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_asks_without_reading_is_a_slow_consumer_too() {
+    let mut cfg = config();
+    cfg.limits.outbound_queue_bytes = 256 * 1024;
+    cfg.namespaces.get_mut("feed").unwrap().history_size = 100;
+    let hub = TestHub::start(cfg).await;
+    let blob = "y".repeat(16 * 1024);
+    for _ in 0..50 {
+        hub.publish("feed:big", json!(blob)).await;
+    }
+    let mut c = Client::anonymous(&hub).await;
+    c.subscribe(json!({"channel": "feed:big"})).await;
+    // Each reply is about 800 KiB, over the queue limit on its own (a reply
+    // to an empty queue always goes out); the client reads none of them.
+    for _ in 0..40 {
+        c.send("history", json!({"channel": "feed:big"})).await;
+    }
+    let (seen, code) = c.until_closed().await;
+    assert_eq!(code, Some(4002));
+    let replies = seen.iter().filter(|v| v.get("id").is_some()).count();
+    assert!(replies < 40, "{replies} replies before the disconnect");
+}
