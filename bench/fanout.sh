@@ -7,6 +7,7 @@
 #   bench/fanout.sh                       (defaults below)
 #   RATES=10,100 SECONDS_PER_RATE=5 bench/fanout.sh
 #   PERF=1 bench/fanout.sh                (also records the hub with perf)
+#   FLOOR=0 bench/fanout.sh               (skip the kernel-floor measurement at the end)
 #
 # Reports, per rate: deliveries per second, publish-to-last-delivery latency
 # (HTTP publish call start -> the last subscriber has it; p50, p99, max), the
@@ -134,4 +135,13 @@ PY
 kill "$SERVER_PID" 2>/dev/null || true
 wait "$SERVER_PID" 2>/dev/null || true
 SERVER_PID=""
+
+# The kernel's floor: the same number of loopback TCP sends from one core, no hub.
+if [ "${FLOOR:-1}" = 1 ] && command -v cc >/dev/null 2>&1; then
+    cc -O2 -pthread -o target/bench/tcp_fanout_floor bench/tcp_fanout_floor.c
+    n=$(( $(ulimit -n) / 2 - 100 ))
+    [ "$n" -le "$SUBSCRIBERS" ] || n="$SUBSCRIBERS"
+    echo
+    echo "kernel floor (bench/tcp_fanout_floor.c): $(target/bench/tcp_fanout_floor "$n")"
+fi
 exit "$rc"

@@ -1,0 +1,76 @@
+// The kernel's floor under a fan-out on this machine, for BENCHMARKS.md: N
+// loopback TCP connections; the sender (pinned to CPU 0, like the hub) makes one
+// 150-byte send(2) on each, 10 rounds per second, while a reader thread
+// (pinned to CPU 1, like the load generator) drains them with epoll. Prints the
+// sender's time per round of N sends: what any hub on one core of this machine
+// pays in the kernel alone to deliver one event to N subscribers over TCP.
+//
+//   cc -O2 -pthread -o target/bench/tcp_fanout_floor bench/tcp_fanout_floor.c
+//   target/bench/tcp_fanout_floor 9900      (2 N descriptors: N + 100 <= open-files limit / 2)
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+static int N = 10000, ROUNDS = 20, *srv, *cli;
+static volatile long received = 0;
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+static void pin(int cpu) { cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s); sched_setaffinity(0, sizeof s, &s); }
+
+static void *reader(void *arg) {
+    pin(1);
+    int ep = epoll_create1(0);
+    for (int i = 0; i < N; i++) { struct epoll_event e = {.events = EPOLLIN, .data.fd = cli[i]}; epoll_ctl(ep, EPOLL_CTL_ADD, cli[i], &e); }
+    struct epoll_event ev[1024]; char buf[65536];
+    long want = (long)N * ROUNDS * 150;
+    long got = 0;
+    while (got < want) {
+        int n = epoll_wait(ep, ev, 1024, 1000);
+        for (int i = 0; i < n; i++) { ssize_t r = recv(ev[i].data.fd, buf, sizeof buf, 0); if (r > 0) got += r; }
+    }
+    received = got;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1) N = atoi(argv[1]);
+    struct rlimit rl; getrlimit(RLIMIT_NOFILE, &rl); rl.rlim_cur = rl.rlim_max; setrlimit(RLIMIT_NOFILE, &rl);
+    srv = calloc(N, sizeof(int)); cli = calloc(N, sizeof(int));
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(l, (void *)&a, sizeof a); listen(l, 4096);
+    socklen_t al = sizeof a; getsockname(l, (void *)&a, &al);
+    for (int i = 0; i < N; i++) {
+        cli[i] = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(cli[i], (void *)&a, sizeof a)) { perror("connect"); return 1; }
+        srv[i] = accept(l, NULL, NULL);
+        int one = 1; setsockopt(srv[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        fcntl(cli[i], F_SETFL, O_NONBLOCK);
+    }
+    pthread_t t; pthread_create(&t, NULL, reader, NULL);
+    pin(0);
+    char msg[150]; memset(msg, 'x', sizeof msg);
+    usleep(200000);
+    double total = 0, best = 1e9;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = now();
+        for (int i = 0; i < N; i++) if (send(srv[i], msg, sizeof msg, 0) != sizeof msg) { perror("send"); return 1; }
+        double dt = now() - t0; total += dt; if (dt < best) best = dt;
+        usleep(100000); // 10 rounds per second, like 10 events/s
+    }
+    pthread_join(t, NULL);
+    printf("%d connections: one 150-byte send(2) to each: mean %.1f ms per round (%.2f us per send), best %.1f ms; reader got %ld bytes\n",
+           N, 1000 * total / ROUNDS, 1e6 * total / ROUNDS / N, 1000 * best, received);
+    return 0;
+}
