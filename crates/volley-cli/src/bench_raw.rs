@@ -4,7 +4,9 @@
 //! No WebSocket library on the load side: each thread runs a current-thread
 //! tokio runtime; a connection writes its K masked frames from a ring that
 //! was encoded once per thread (so sending costs no encoding and no
-//! allocation), and verifies what comes back with [`EchoChecker`], which
+//! allocation; the ring's K masking keys are random but reused cyclically,
+//! which a server cannot tell from fresh ones), and verifies what comes
+//! back with [`EchoChecker`], which
 //! parses the server's frames and compares every payload byte with the
 //! message sent. The replies to everything one read brought in are answered
 //! with one (vectored) write, as a real client with a queue would.
