@@ -6,9 +6,8 @@
 //! was encoded once per thread (so sending costs no encoding and no
 //! allocation; the ring's K masking keys are random but reused cyclically,
 //! which a server cannot tell from fresh ones), and verifies what comes
-//! back with [`EchoChecker`], which
-//! parses the server's frames and compares every payload byte with the
-//! message sent. The replies to everything one read brought in are answered
+//! back with [`EchoChecker`], which parses the server's frames and compares
+//! every payload byte with the message sent. The replies to everything one read brought in are answered
 //! with one (vectored) write, as a real client with a queue would.
 //!
 //! Latency runs one connection on a blocking socket (one message in flight,
