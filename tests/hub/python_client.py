@@ -7,8 +7,9 @@ against a running `volley serve`.
 
 The server must be configured as tests/hub/run.sh does: anonymous
 connections allowed, an HS256 token secret, a namespace `room` with presence,
-join/leave, history (size >= 100) and client publishing, open to anonymous
-clients, and a namespace `plain` without history. Channel names carry a
+join/leave, history (size >= 2000) and client publishing, open to anonymous
+clients, a namespace `hist` with history only (size >= 2000), and a
+namespace `plain` without history. Channel names carry a
 random suffix, so the script can run against a server that has seen other
 runs.
 
@@ -637,6 +638,98 @@ async def check_handshake_rejections():
     return "no subprotocol -> 400, Origin not allowed -> 403, allowed Origin -> 101"
 
 
+async def check_slow_consumer(ns="hist"):
+    """A subscriber that stops reading is disconnected with 4002 once its
+    outbound queue passes the limit (1 MiB by default), and then recovers
+    every publication it missed (§13, §16), even when that is more than the
+    queue limit (§2.3: replies may be much larger; clients accept 16 MiB)."""
+    ch = "%s:py-slow-%s" % (ns, secrets.token_hex(3))
+    # max_queue=1: the client library stops reading the socket as soon as one
+    # message waits, so the kernel buffers and then the hub's queue fill up.
+    ws = await ws_connect(ARGS.ws, subprotocols=[SUBPROTOCOL], open_timeout=ARGS.timeout, ping_interval=None,
+                          max_size=64 << 20, max_queue=1, proxy=None, ssl=SSL_CONTEXT)
+    await ws.send(json.dumps({"id": 1, "method": "connect", "params": {}}))
+    require("result" in json.loads(await asyncio.wait_for(ws.recv(), ARGS.timeout)), "connect")
+    await ws.send(json.dumps({"id": 2, "method": "subscribe", "params": {"channel": ch}}))
+    sub = json.loads(await asyncio.wait_for(ws.recv(), ARGS.timeout))["result"]
+    epoch, pos = sub["epoch"], sub["offset"]
+    pad = "z" * 16000
+    published = 0
+    t0 = time.monotonic()
+    # Up to 1500 x 16 kB = 24 MB: more than the socket buffers and the 1 MiB queue.
+    while published < 1500 and time.monotonic() - t0 < 4 * ARGS.timeout:
+        await publish(ch, {"n": published + 1, "pad": pad})
+        published += 1
+        if ws.protocol.close_rcvd is not None or ws.protocol.state.name == "CLOSED":
+            break
+        if published % 100 == 0:
+            await asyncio.sleep(0)  # let the client library notice a close
+    # Now read whatever arrived before the close: in order, no gaps.
+    got = 0
+    code = None
+    while True:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), ARGS.timeout)
+        except ConnectionClosed:
+            rcvd = ws.protocol.close_rcvd
+            code = rcvd.code if rcvd is not None else 1006
+            break
+        m = json.loads(raw)
+        if m.get("push") == "publication":
+            require(m["offset"] == pos + 1, "publication offset %s after %s" % (m["offset"], pos))
+            pos = m["offset"]
+            got += 1
+        elif m.get("push") == "disconnect":
+            require(m.get("code") == 4002 and m.get("reconnect") is True, "disconnect push %r" % m)
+    require(code == 4002, "close code %s after %d publications without reading, want 4002" % (code, published))
+    # Publish a few more, then reconnect and recover everything after `pos`.
+    for _ in range(3):
+        await publish(ch, {"n": published + 1, "pad": "after"})
+        published += 1
+    c = await Conn.open()
+    try:
+        await c.connect()
+        r = await c.ok("subscribe", {"channel": ch, "recover": True, "epoch": epoch, "offset": pos})
+        require(r.get("recovered") is True, "recovered %r" % r.get("recovered"))
+        offs = [p["offset"] for p in r.get("publications", [])]
+        require(offs == list(range(pos + 1, published + 1)), "recovered offsets %s..%s (%d), want %d..%d" % (
+            offs[:1], offs[-1:], len(offs), pos + 1, published))
+        require(all(p["data"]["n"] == p["offset"] for p in r["publications"]), "recovered data differs")
+    finally:
+        await c.close()
+    return "4002 after %d publications of 16 kB (%d read before the close); recovered the other %d exactly" % (
+        published - 3, got, published - pos)
+
+
+async def check_slow_consumer_join_leave():
+    # The same in a namespace with join/leave pushes (and presence).
+    return await check_slow_consumer("room")
+
+
+async def check_back_to_back_recovery():
+    """§14.3: after a reconnect an SDK resubscribes every channel back to
+    back. Two recoveries of 640 kB each (together more than the 1 MiB queue
+    limit, each one less) must both be answered."""
+    chans = ["hist:py-b2b-%s-%d" % (secrets.token_hex(3), i) for i in range(2)]
+    epochs = {}
+    for ch in chans:
+        for n in range(1, 41):
+            epochs[ch] = (await publish(ch, {"n": n, "pad": "y" * 16000}))["epoch"]
+    c = await Conn.open()
+    try:
+        await c.connect()
+        calls = [c.call("subscribe", {"channel": ch, "recover": True, "epoch": epochs[ch], "offset": 0}) for ch in chans]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        for ch, r in zip(chans, replies):
+            require(not isinstance(r, Exception), "subscribe %s: %s" % (ch, r))
+            res = r.get("result") or {}
+            require(res.get("recovered") is True and len(res.get("publications", [])) == 40,
+                    "subscribe %s: recovered %r, %d publications" % (ch, res.get("recovered"), len(res.get("publications", []))))
+    finally:
+        await c.close()
+    return "two back-to-back recoveries of 40 x 16 kB each both answered"
+
+
 async def check_drain():
     """SIGTERM while a client is connected (the server's drain settings:
     grace 3000 ms, spread 1000 ms)."""
@@ -847,6 +940,9 @@ CHECKS = [
     ("health and metrics", check_health_metrics),
     ("HTTP broadcast; disconnect by user", check_broadcast_and_user_disconnect),
     ("handshake rejections", check_handshake_rejections),
+    ("slow consumer -> 4002, then exact recovery", check_slow_consumer),
+    ("slow consumer -> 4002, then exact recovery, with join/leave", check_slow_consumer_join_leave),
+    ("back-to-back recoveries larger than the queue limit together", check_back_to_back_recovery),
     ("drain on SIGTERM", check_drain),
 ]
 

@@ -75,9 +75,14 @@ spread_ms = 1000
 [namespaces.room]
 presence = true
 join_leave = true
-history_size = 1000
+history_size = 2000
 history_ttl = 600
 allow_publish = true
+allow_anonymous = true
+
+[namespaces.hist]
+history_size = 2000
+history_ttl = 600
 allow_anonymous = true
 
 [namespaces.plain]
