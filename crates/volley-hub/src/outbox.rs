@@ -23,6 +23,8 @@ pub struct Queued {
     pub frame: PreparedFrame,
     /// When the publication entered the hub; `None` for other frames.
     pub published: Option<Instant>,
+    /// A reply (not counted against the push limit).
+    reply: bool,
 }
 
 /// What the connection's task must do besides writing frames.
@@ -40,7 +42,10 @@ pub enum Directive {
 #[derive(Debug, Default)]
 struct Inner {
     frames: VecDeque<Queued>,
+    /// Bytes of pushes queued: what the limit applies to.
     bytes: usize,
+    /// Bytes of replies queued.
+    reply_bytes: usize,
     waker: Option<Waker>,
     directive: Option<Directive>,
 }
@@ -79,35 +84,46 @@ impl Outbox {
             Self::overflow(&mut inner);
             return false;
         }
-        Self::enqueue(&mut inner, frame.clone(), published);
+        Self::enqueue(&mut inner, frame.clone(), published, false);
         true
     }
 
-    /// Queues a reply. It counts against the limit like a push, except that a
-    /// reply to an empty queue always fits: one large history reply is
-    /// fine, a client that keeps asking without reading is not.
+    /// Queues a reply. Replies are not limited here: the client asked for
+    /// them, and the connection stops reading commands while more than the
+    /// limit of replies waits ([`Outbox::reply_backlog`]), so a client that
+    /// asks without reading is held back by TCP, not by memory.
     pub fn reply(&self, frame: PreparedFrame) {
         let mut inner = self.lock();
-        if inner.directive.is_some() {
-            return;
+        if inner.directive.is_none() {
+            Self::enqueue(&mut inner, frame, None, true);
         }
-        if inner.bytes > 0 && inner.bytes + frame.len() > self.limit {
-            Self::overflow(&mut inner);
-            return;
-        }
-        Self::enqueue(&mut inner, frame, None);
+    }
+
+    /// Whether the replies waiting exceed the limit (then the connection
+    /// reads no more commands until they are written).
+    pub fn reply_backlog(&self) -> bool {
+        self.lock().reply_bytes > self.limit
     }
 
     fn overflow(inner: &mut Inner) {
         inner.frames = VecDeque::new();
         inner.bytes = 0;
+        inner.reply_bytes = 0;
         inner.directive = Some(Directive::Disconnect(DisconnectCode::SlowConsumer, None));
         wake(inner);
     }
 
-    fn enqueue(inner: &mut Inner, frame: PreparedFrame, published: Option<Instant>) {
-        inner.bytes += frame.len();
-        inner.frames.push_back(Queued { frame, published });
+    fn enqueue(inner: &mut Inner, frame: PreparedFrame, published: Option<Instant>, reply: bool) {
+        if reply {
+            inner.reply_bytes += frame.len();
+        } else {
+            inner.bytes += frame.len();
+        }
+        inner.frames.push_back(Queued {
+            frame,
+            published,
+            reply,
+        });
         wake(inner);
     }
 
@@ -139,7 +155,11 @@ impl Outbox {
             }
             taken += q.frame.len();
             if let Some(q) = inner.frames.pop_front() {
-                inner.bytes -= q.frame.len();
+                if q.reply {
+                    inner.reply_bytes -= q.frame.len();
+                } else {
+                    inner.bytes -= q.frame.len();
+                }
                 out.push(q);
             }
         }
@@ -180,6 +200,7 @@ impl Outbox {
         let mut inner = self.lock();
         out.extend(inner.frames.drain(..));
         inner.bytes = 0;
+        inner.reply_bytes = 0;
     }
 
     /// Bytes of pushes queued (what the limit applies to).
@@ -227,10 +248,14 @@ mod tests {
     }
 
     #[test]
-    fn a_reply_to_an_empty_queue_always_fits_and_take_respects_the_budget() {
+    fn replies_are_not_limited_but_reported_and_take_respects_the_budget() {
         let outbox = Outbox::new(100);
         outbox.reply(frame(500));
-        assert_eq!(outbox.queued_bytes(), 504);
+        assert!(outbox.reply_backlog());
+        assert!(
+            outbox.push(&frame(10), None),
+            "pushes have their own budget"
+        );
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
@@ -238,22 +263,14 @@ mod tests {
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "one frame even when it is over the budget");
+        assert!(!outbox.reply_backlog());
+        assert_eq!(outbox.queued_bytes(), 12);
         out.clear();
-        assert!(outbox.push(&frame(10), None));
         assert!(outbox.push(&frame(10), None));
         assert_eq!(
             outbox.poll_take(&mut cx, &mut out, 12),
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "the budget stops the second");
-        out.clear();
-        assert_eq!(outbox.queued_bytes(), 12);
-        // A client that asks for more while its queue is not empty, past the
-        // limit, is slow.
-        outbox.reply(frame(500));
-        assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, usize::MAX),
-            Poll::Ready(Directive::Disconnect(DisconnectCode::SlowConsumer, None))
-        );
     }
 }

@@ -174,7 +174,10 @@ impl Connection {
                 return Poll::Ready(Event::Deadline);
             }
         }
-        if *reads < MAX_READS_BEFORE_WRITE {
+        // While more replies wait than the queue limit, read no more
+        // commands: a client that asks without reading is held back by TCP.
+        let backlog = self.outbox.reply_backlog();
+        if *reads < MAX_READS_BEFORE_WRITE && !backlog {
             match Pin::new(&mut *ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     *reads += 1;
@@ -207,6 +210,10 @@ impl Connection {
                 }
             }
             if ws.buffered_amount() == 0 {
+                if backlog {
+                    // The backlog is written: read commands again.
+                    cx.waker().wake_by_ref();
+                }
                 return Poll::Pending;
             }
             match Pin::new(&mut *ws).poll_flush(cx) {

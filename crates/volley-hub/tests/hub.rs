@@ -814,7 +814,7 @@ async fn a_burst_of_pipelined_commands_is_answered_in_full() {
 }
 
 #[tokio::test]
-async fn a_client_that_asks_without_reading_is_a_slow_consumer_too() {
+async fn a_client_that_asks_without_reading_is_held_back_not_buffered() {
     let mut cfg = config();
     cfg.limits.outbound_queue_bytes = 256 * 1024;
     cfg.namespaces.get_mut("feed").unwrap().history_size = 100;
@@ -825,13 +825,62 @@ async fn a_client_that_asks_without_reading_is_a_slow_consumer_too() {
     }
     let mut c = Client::anonymous(&hub).await;
     c.subscribe(json!({"channel": "feed:big"})).await;
-    // Each reply is about 800 KiB, over the queue limit on its own (a reply
-    // to an empty queue always goes out); the client reads none of them.
+    let read_before = hub.hub.metrics().messages_in.get();
+    // Each reply is about 800 KiB; the client reads none of them for a while.
+    let mut ids = Vec::new();
     for _ in 0..40 {
-        c.send("history", json!({"channel": "feed:big"})).await;
+        ids.push(c.send("history", json!({"channel": "feed:big"})).await);
     }
-    let (seen, code) = c.until_closed().await;
-    assert_eq!(code, Some(4002));
-    let replies = seen.iter().filter(|v| v.get("id").is_some()).count();
-    assert!(replies < 40, "{replies} replies before the disconnect");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = hub.hub.metrics().messages_in.get() - read_before;
+    assert!(
+        read < 40,
+        "the hub stopped reading commands: {read} of 40 read"
+    );
+    // Then it reads: every reply arrives, complete and in order.
+    for id in ids {
+        let r = c.reply(id).await;
+        assert_eq!(r["result"]["publications"].as_array().unwrap().len(), 50);
+    }
+    println!("held back: {read} of 40 commands read while the client did not read");
+}
+
+#[tokio::test]
+async fn recoveries_larger_than_the_queue_limit_arrive_back_to_back() {
+    let mut cfg = config();
+    cfg.limits.outbound_queue_bytes = 256 * 1024;
+    cfg.namespaces.get_mut("chat").unwrap().history_size = 1000;
+    let hub = TestHub::start(cfg).await;
+    let blob = "z".repeat(16 * 1024);
+    let mut epochs = Vec::new();
+    for ch in ["chat:r1", "chat:r2"] {
+        let mut f = Client::anonymous(&hub).await;
+        let r = f.subscribe(json!({"channel": ch})).await;
+        epochs.push(r["result"]["epoch"].as_str().unwrap().to_string());
+        for _ in 0..40 {
+            hub.publish(ch, json!(blob)).await;
+        }
+    }
+    // Two 640 KiB recoveries, each followed by the client's own join push.
+    let mut c = Client::anonymous(&hub).await;
+    let a = c
+        .send(
+            "subscribe",
+            json!({"channel": "chat:r1", "recover": true, "epoch": epochs[0], "offset": 0}),
+        )
+        .await;
+    let b = c
+        .send(
+            "subscribe",
+            json!({"channel": "chat:r2", "recover": true, "epoch": epochs[1], "offset": 0}),
+        )
+        .await;
+    for id in [a, b] {
+        let r = c.reply(id).await;
+        assert_eq!(r["result"]["recovered"], true, "{}", r["error"]);
+        assert_eq!(
+            offsets(&r["result"]["publications"]),
+            (1..=40).collect::<Vec<_>>()
+        );
+    }
 }
