@@ -5,7 +5,6 @@
 //! the socket. Reads are handled first, and the outbox is written out once
 //! nothing more is readable, so a burst of commands gets one write.
 
-use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -44,8 +43,43 @@ struct Session {
     expires: Option<Instant>,
 }
 
-/// A subscription of this connection: its `chan_info`.
-type Subscriptions = HashMap<Box<str>, Option<Arc<RawValue>>>;
+/// The subscriptions of this connection (channel and `chan_info`): a short
+/// list (128 at most by default), kept as a vector sized to its contents so
+/// that a connection with one subscription holds one entry.
+#[derive(Default)]
+struct Subscriptions(Vec<(Box<str>, Option<Arc<RawValue>>)>);
+
+impl Subscriptions {
+    fn get(&self, channel: &str) -> Option<&Option<Arc<RawValue>>> {
+        self.0.iter().find(|(c, _)| &**c == channel).map(|(_, i)| i)
+    }
+
+    fn contains_key(&self, channel: &str) -> bool {
+        self.get(channel).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, channel: Box<str>, chan_info: Option<Arc<RawValue>>) {
+        self.0.reserve_exact(1);
+        self.0.push((channel, chan_info));
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<Option<Arc<RawValue>>> {
+        let i = self.0.iter().position(|(c, _)| &**c == channel)?;
+        let (_, info) = self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(info)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(c, _)| &**c)
+    }
+}
 
 /// How the connection ends.
 #[derive(Clone, Copy, Debug)]
@@ -99,7 +133,7 @@ where
         key,
         outbox,
         session: None,
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions::default(),
         refilled: Instant::now(),
         rejected: 0,
         deadline: Some(Box::pin(tokio::time::sleep(connect_timeout))),
@@ -583,7 +617,7 @@ impl Connection {
 
     async fn unsubscribe(&mut self, command: &Command<'_>) -> Result<(), ErrorCode> {
         let channel = channel_param(command)?;
-        if self.subscriptions.remove(channel.as_str()).is_none() {
+        if self.subscriptions.remove(&channel).is_none() {
             return Err(ErrorCode::NotSubscribed);
         }
         let hub = self.hub.clone();
