@@ -43,6 +43,7 @@ from websockets.exceptions import ConnectionClosed
 SUBPROTOCOL = "volley.v1"
 
 ARGS = None  # set in main()
+B2B_CHANNELS = 4  # channels recovered back to back in check_back_to_back_recovery
 SSL_CONTEXT = None  # with --cafile: wss:// and https:// trusting that certificate
 
 
@@ -708,9 +709,9 @@ async def check_slow_consumer_join_leave():
 
 async def check_back_to_back_recovery():
     """§14.3: after a reconnect an SDK resubscribes every channel back to
-    back. Two recoveries of 640 kB each (together more than the 1 MiB queue
-    limit, each one less) must both be answered."""
-    chans = ["hist:py-b2b-%s-%d" % (secrets.token_hex(3), i) for i in range(2)]
+    back. Recoveries of 640 kB each (together more than the 1 MiB queue
+    limit, each one less) must all be answered."""
+    chans = ["hist:py-b2b-%s-%d" % (secrets.token_hex(3), i) for i in range(B2B_CHANNELS)]
     epochs = {}
     for ch in chans:
         for n in range(1, 41):
@@ -727,7 +728,128 @@ async def check_back_to_back_recovery():
                     "subscribe %s: recovered %r, %d publications" % (ch, res.get("recovered"), len(res.get("publications", []))))
     finally:
         await c.close()
-    return "two back-to-back recoveries of 40 x 16 kB each both answered"
+    return "%d back-to-back recoveries of 40 x 16 kB each all answered" % B2B_CHANNELS
+
+
+async def check_refresh():
+    user = "py-refresh-%s" % secrets.token_hex(3)
+    c = await Conn.open()
+    try:
+        r = await c.connect(hs256_token(ARGS.token_secret, {"sub": user, "exp": int(time.time()) + 600}))
+        require(500_000 < r.get("expires_in_ms", 0) <= 600_000, "expires_in_ms %r for a 10-minute token" % r.get("expires_in_ms"))
+        r = await c.ok("refresh", {"token": hs256_token(ARGS.token_secret, {"sub": user, "exp": int(time.time()) + 7200})})
+        require(7_000_000 < r.get("expires_in_ms", 0) <= 7_200_000, "refresh expires_in_ms %r for a 2-hour token" % r)
+        await c.err("refresh", {"token": hs256_token(ARGS.token_secret, {"sub": "someone-else", "exp": int(time.time()) + 7200})}, 101)
+        await c.err("refresh", {"token": hs256_token(ARGS.token_secret, {"sub": user, "exp": int(time.time()) - 5})}, 109)
+        await c.err("refresh", {}, 107)
+        require(await c.ok("ping") == {}, "the connection survives failed refreshes")
+    finally:
+        await c.close()
+    a = await Conn.open()
+    try:
+        await a.connect()
+        await a.err("refresh", {"token": hs256_token(ARGS.token_secret, {"sub": "x"})}, 108)
+    finally:
+        await a.close()
+    return "refresh extends the session; other sub -> 101, expired -> 109, no token -> 107, anonymous -> 108"
+
+
+async def check_private_channels():
+    user = "py-priv-%s" % secrets.token_hex(3)
+    secret_ch = "$room:secret-%s" % secrets.token_hex(3)
+    c = await Conn.open()
+    try:
+        await c.connect(hs256_token(ARGS.token_secret, {"sub": user}))
+        await c.err("subscribe", {"channel": secret_ch}, 103)
+        wrong = hs256_token(ARGS.token_secret, {"sub": user, "channel": secret_ch + "x"})
+        await c.err("subscribe", {"channel": secret_ch, "token": wrong}, 101)
+        other = hs256_token(ARGS.token_secret, {"sub": "not-" + user, "channel": secret_ch})
+        await c.err("subscribe", {"channel": secret_ch, "token": other}, 101)
+        late = hs256_token(ARGS.token_secret, {"sub": user, "channel": secret_ch, "exp": int(time.time()) - 5})
+        await c.err("subscribe", {"channel": secret_ch, "token": late}, 109)
+        good = hs256_token(ARGS.token_secret, {"sub": user, "channel": secret_ch, "info": {"role": "owner"}})
+        r = await c.ok("subscribe", {"channel": secret_ch, "token": good, "presence": True})
+        me = [p for p in r.get("presence", []) if p.get("client") == c.client_id]
+        require(me and me[0].get("chan_info") == {"role": "owner"}, "presence entry %r lacks chan_info" % me)
+    finally:
+        await c.close()
+    # The connection token's `channels` claim: only those, private ones without a subscription token.
+    listed = "room:listed-%s" % secrets.token_hex(3)
+    c = await Conn.open()
+    try:
+        await c.connect(hs256_token(ARGS.token_secret, {"sub": user, "channels": [listed, secret_ch]}))
+        await c.ok("subscribe", {"channel": listed})
+        await c.ok("subscribe", {"channel": secret_ch})
+        await c.err("subscribe", {"channel": "room:not-listed-%s" % secrets.token_hex(3)}, 103)
+    finally:
+        await c.close()
+    return "private channel: 103 without token, 101 wrong channel/sub, 109 expired, chan_info in presence; channels claim honoured"
+
+
+async def check_limits():
+    # Channels per connection (config: 10) -> 112.
+    c = await Conn.open()
+    try:
+        await c.connect()
+        base = "hist:py-many-%s-" % secrets.token_hex(3)
+        for i in range(10):
+            await c.ok("subscribe", {"channel": base + str(i)})
+        await c.err("subscribe", {"channel": base + "10"}, 112)
+    finally:
+        await c.close()
+    # Command rate (config: 200/s, bursts of as many) -> 110, temporary; the
+    # connection goes on (fewer than a second's worth of refusals in a row).
+    c = await Conn.open()
+    try:
+        await c.connect()
+        calls = [c.call("ping") for _ in range(300)]
+        replies = await asyncio.gather(*calls)
+        limited = [r for r in replies if "error" in r]
+        require(limited, "300 pings at once, none answered 110 (limit 200/s)")
+        require(all(r["error"].get("code") == 110 and r["error"].get("temporary") is True for r in limited),
+                "rate-limit errors %r" % limited[:2])
+        await asyncio.sleep(1.5)
+        require(await c.ok("ping") == {}, "ping after the rate limit refilled")
+    finally:
+        await c.close()
+    # More than a second's worth of consecutive refusals -> 4007 with reconnect_after_ms.
+    c = await Conn.open()
+    try:
+        await c.connect()
+        sent = 0
+        while sent < 5000 and not c.closed.done():
+            try:
+                await c.send_raw({"id": 100 + sent, "method": "ping"})
+            except ConnectionClosed:
+                break
+            sent += 1
+        code, _ = await c.wait_closed()
+        require(code == 4007, "close %s after %d pings as fast as possible, want 4007" % (code, sent))
+        pushes = [p for p in c.drain(kinds=()) if p.get("push") == "disconnect"]
+        require(all(p.get("code") == 4007 and isinstance(p.get("reconnect_after_ms"), int) for p in pushes),
+                "disconnect push %r, want 4007 with reconnect_after_ms" % pushes)
+    finally:
+        await c.close()
+    # A message over max_message_size (64 KiB) -> close 1009.
+    c = await Conn.open()
+    try:
+        await c.connect()
+        await c.send_raw({"id": 2, "method": "ping", "params": {"pad": "x" * 70000}})
+        code, _ = await c.wait_closed()
+        require(code == 1009, "a 70 kB message -> close %s, want 1009" % code)
+    finally:
+        await c.close()
+    # No connect within connect_timeout_ms (config: 1500) -> 4003.
+    c = await Conn.open()
+    t0 = time.monotonic()
+    try:
+        code, _ = await c.wait_closed()
+        waited = time.monotonic() - t0
+        require(code == 4003 and 1.0 <= waited <= 6.0, "no connect: close %s after %.1f s, want 4003 after ~1.5 s" % (code, waited))
+    finally:
+        await c.close()
+    return ("112 past 10 channels, %d of 300 pings -> 110 (temporary), flood -> 4007, 1009 for 70 kB, "
+            "4003 after %.1f s without connect" % (len(limited), waited))
 
 
 async def check_drain():
@@ -943,6 +1065,9 @@ CHECKS = [
     ("slow consumer -> 4002, then exact recovery", check_slow_consumer),
     ("slow consumer -> 4002, then exact recovery, with join/leave", check_slow_consumer_join_leave),
     ("back-to-back recoveries larger than the queue limit together", check_back_to_back_recovery),
+    ("refresh", check_refresh),
+    ("private channels and the channels claim", check_private_channels),
+    ("limits: channels, command rate, message size, connect timeout", check_limits),
     ("drain on SIGTERM", check_drain),
 ]
 

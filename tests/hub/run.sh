@@ -68,6 +68,11 @@ allowed_origins = ["http://good.example"]
 [auth]
 hmac_secret = "$SECRET"
 
+[limits]
+max_channels_per_connection = 10
+commands_per_second = 200
+connect_timeout_ms = 1500
+
 [drain]
 grace_ms = 3000
 spread_ms = 1000
