@@ -139,9 +139,7 @@ impl Hub {
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.registry)
     }
 
     /// The configuration.

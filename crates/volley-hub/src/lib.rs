@@ -32,6 +32,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod server;
 mod session;
+mod sync;
 
 pub use config::{ConfigError, HubConfig, Limits, NamespaceOptions};
 pub use engine::{Engine, MemoryEngine};

@@ -190,7 +190,7 @@ impl Metrics {
 
     /// Rates over the last window of at least a second (updated on read).
     pub fn rates(&self) -> Rates {
-        let mut w = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = crate::sync::lock(&self.rates);
         let now = Instant::now();
         let elapsed = now.duration_since(w.at).as_secs_f64();
         let counts = [

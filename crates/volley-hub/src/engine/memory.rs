@@ -18,6 +18,7 @@ use super::{
 };
 use crate::config::NamespaceOptions;
 use crate::protocol::{self, ClientInfo, Publication};
+use crate::sync::lock;
 
 const SHARDS: usize = 32;
 
@@ -137,10 +138,7 @@ impl MemoryEngine {
     fn shard(&self, channel: &str) -> MutexGuard<'_, Shard> {
         let mut h = DefaultHasher::new();
         channel.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
-        shard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.shards[(h.finish() as usize) % SHARDS])
     }
 
     fn publish_now(
@@ -373,9 +371,7 @@ impl Engine for MemoryEngine {
     fn channels(&self) -> EngineFuture<'_, Vec<ChannelSummary>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shard = lock(shard);
             for (name, state) in shard.iter() {
                 out.push(ChannelSummary {
                     channel: name.to_string(),
@@ -391,9 +387,7 @@ impl Engine for MemoryEngine {
     fn maintain(&self) {
         let now = Instant::now();
         for shard in self.shards.iter() {
-            let mut shard = shard
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut shard = lock(shard);
             shard.retain(|_, state| {
                 if let Some(stream) = &mut state.stream {
                     while stream.retained.front().is_some_and(|r| r.expires <= now) {
