@@ -17,6 +17,17 @@ With --demo it checks demo mode instead (`volley serve` without --config,
 given --api-key and --admin-key): the stdout lines, the pages, /demo/token,
 the chat and ticker namespaces, the demo publisher and the admin stats.
 
+What it covers: connect (HS256 token, anonymous, bad and expired tokens),
+subscribe with presence and join/leave, publications through the HTTP API
+with offsets, ping, presence, client publish, history, error replies, the
+HTTP API (every method and its errors), disconnect with and without
+reconnect (4000/4501) by client and by user, recovery (exact, nothing
+missed, bad epoch, past the top), a namespace without history, protocol
+violations (4500), handshake rejections, refresh, private channels and the
+`channels` claim, limits (112, 110, 4007, 1009, 4003), a slow consumer (4002
+then exact recovery of more than the queue limit), back-to-back recoveries,
+and, with --server-pid, the drain on SIGTERM (4001, 503, 1001).
+
 Each check prints one line (PASS/FAIL and what it saw); the script ends with
 `N passed, M failed` and exits 1 on any failure. Every wait is bounded.
 Uses only the standard library and `websockets`.

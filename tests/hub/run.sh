@@ -2,16 +2,21 @@
 # Acceptance test of `volley serve` by a third-party client: Python
 # `websockets` speaking volley.v1 from docs/protocol.md (python_client.py).
 #
-#   1. writes a config (anonymous connections, an HS256 secret, namespaces
-#      `room` with history/presence/join-leave/publish and `plain` without),
+#   1. writes a config (anonymous connections, an HS256 secret, an Origin
+#      allowlist, small limits, namespaces `room` with history, presence,
+#      join/leave and client publishing, `hist` with history only, `plain`
+#      without history),
 #   2. starts `$VOLLEY_BIN serve --listen 127.0.0.1:0 --config FILE` and reads
 #      the bound address from its first stdout line,
 #   3. runs python_client.py against it,
-#   4. stops the server with SIGTERM and checks that it exits 0,
+#   4. (its last check sends the server SIGTERM and follows the drain) checks
+#      that the server exits 0,
 #   5. does the same in demo mode (no --config; --api-key and --admin-key given)
 #      with `python_client.py --demo`,
-#   6. runs the checks of 3. again over TLS (--tls-cert/--tls-key with a
+#   6. runs the checks of 3. and 4. again over TLS (--tls-cert/--tls-key with a
 #      self-signed certificate made by openssl; wss:// and https://).
+#
+# Ends with `hub: N passed, M failed`; exits non-zero on any failure.
 #
 # Env:
 #   VOLLEY_BIN          the volley binary (default: target/release/volley)
