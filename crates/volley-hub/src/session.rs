@@ -107,7 +107,9 @@ struct Connection {
     subscriptions: Subscriptions,
     tokens: f64,
     refilled: Instant,
+    /// Refusals (110) since `rejected_since`, a window of one second.
     rejected: u32,
+    rejected_since: Instant,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -136,6 +138,7 @@ where
         subscriptions: Subscriptions::default(),
         refilled: Instant::now(),
         rejected: 0,
+        rejected_since: Instant::now(),
         deadline: Some(Box::pin(tokio::time::sleep(connect_timeout))),
     };
     let mut ws = ws;
@@ -380,13 +383,19 @@ impl Connection {
         }
         if !self.take_token() {
             self.error(command.id, ErrorCode::TooManyRequests);
+            // More than a second's worth of refusals within a second: the
+            // client is not backing off.
+            let now = Instant::now();
+            if now.duration_since(self.rejected_since) > Duration::from_secs(1) {
+                self.rejected_since = now;
+                self.rejected = 0;
+            }
             self.rejected += 1;
             if self.rejected > self.hub.config().limits.commands_per_second {
                 return Some(Ending::Disconnect(DisconnectCode::RateLimited, Some(1000)));
             }
             return None;
         }
-        self.rejected = 0;
         let id = command.id;
         let result = match command.method {
             "subscribe" => self.subscribe(&command).await,
