@@ -154,6 +154,15 @@ stop_server() {
     SERVER_EXIT_PASSED=$((SERVER_EXIT_PASSED + 1))
 }
 
+# phase_result RC: a failed phase fails the run and shows the server's last log lines.
+phase_result() {
+    if [ "$1" -ne 0 ]; then
+        rc=1
+        echo "---- server stderr (last 40 lines, full log in $ERR) ----"
+        tail -n 40 "$ERR"
+    fi
+}
+
 rc=0
 SERVER_EXIT_PASSED=0
 # ---- 1. with a config file -------------------------------------------------------
@@ -164,11 +173,7 @@ timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" \
     --api-key "$API_KEY" --token-secret "$SECRET" --server-pid "$SERVER_PID" | tee "$WORK/config.txt" || prc=$?
 [ "$prc" -ne 124 ] || log "python_client.py TIMED OUT after ${TIMEOUT}s"
 stop_server config || prc=1
-if [ "$prc" -ne 0 ]; then
-    rc=1
-    echo "---- server stderr (last 40 lines, full log in $ERR) ----"
-    tail -n 40 "$ERR"
-fi
+phase_result "$prc"
 
 # ---- 2. demo mode (no config), keys from the command line --------------------------
 start_server demo --api-key "$API_KEY" --admin-key "$ADMIN_KEY"
@@ -178,11 +183,7 @@ timeout --kill-after=5 "$TIMEOUT" "$PYTHON" "$HERE/python_client.py" --demo \
     --api-key "$API_KEY" --admin-key "$ADMIN_KEY" --serve-stdout "$OUT" | tee "$WORK/demo.txt" || prc=$?
 [ "$prc" -ne 124 ] || log "python_client.py --demo TIMED OUT after ${TIMEOUT}s"
 stop_server demo || prc=1
-if [ "$prc" -ne 0 ]; then
-    rc=1
-    echo "---- server stderr (last 40 lines, full log in $ERR) ----"
-    tail -n 40 "$ERR"
-fi
+phase_result "$prc"
 # ---- 3. TLS: the same checks over wss:// and https:// -------------------------------
 if command -v openssl >/dev/null 2>&1; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -196,11 +197,7 @@ if command -v openssl >/dev/null 2>&1; then
         --api-key "$API_KEY" --token-secret "$SECRET" --server-pid "$SERVER_PID" | tee "$WORK/tls.txt" || prc=$?
     [ "$prc" -ne 124 ] || log "python_client.py over TLS TIMED OUT after ${TIMEOUT}s"
     stop_server tls || prc=1
-    if [ "$prc" -ne 0 ]; then
-        rc=1
-        echo "---- server stderr (last 40 lines, full log in $ERR) ----"
-        tail -n 40 "$ERR"
-    fi
+    phase_result "$prc"
 else
     log "FAIL  TLS phase: openssl not found (apt-get install openssl)"
     rc=1
