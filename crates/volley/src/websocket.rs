@@ -539,42 +539,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// After the core closed: a client waits for the server's TCP close
     /// (RFC 6455 §7.1.1), bounded by the close timeout; then the transport is
     /// shut down.
+    ///
+    /// The close timer is armed only once something has to be waited for:
+    /// a server's shutdown of a TCP stream completes at once, and arming a
+    /// timer earlier than the runtime's next wake-up costs a wake of its
+    /// driver (a syscall) per connection.
     fn poll_finish(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<()> {
         if self.finish == Finish::Running {
             self.finish = match self.conn.role() {
                 Role::Client => Finish::AwaitEof,
                 Role::Server => Finish::Shutdown,
             };
-            let deadline = Instant::now() + self.config.protocol().close_timeout();
             self.timer_deadline = None;
-            let _ = self.poll_timer(cx, deadline);
         }
         while self.finish == Finish::AwaitEof {
-            if let Some(deadline) = self.timer_deadline {
-                if self.poll_timer(cx, deadline).is_ready() {
-                    self.finish = Finish::Shutdown;
-                    break;
+            match self.poll_read_once(cx, false) {
+                Poll::Ready(Ok(0) | Err(_)) => self.finish = Finish::Shutdown,
+                // Bytes after the close: keep reading, but not past the
+                // deadline (a peer could trickle forever).
+                Poll::Ready(Ok(_)) => {
+                    if self.poll_close_deadline(cx).is_ready() {
+                        self.finish = Finish::Shutdown;
+                    }
                 }
-            }
-            match ready!(self.poll_read_once(cx, false)) {
-                Ok(0) | Err(_) => self.finish = Finish::Shutdown,
-                Ok(_) => {}
+                Poll::Pending => {
+                    if self.poll_close_deadline(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.finish = Finish::Shutdown;
+                }
             }
         }
         if self.finish == Finish::Shutdown {
             let waker = self.write_waker(cx, half);
             let mut wcx = Context::from_waker(&waker);
             let shutdown = Pin::new(&mut self.io).poll_shutdown(&mut wcx);
-            if shutdown.is_pending() {
-                if let Some(deadline) = self.timer_deadline {
-                    if self.poll_timer(cx, deadline).is_pending() {
-                        return Poll::Pending;
-                    }
-                }
+            if shutdown.is_pending() && self.poll_close_deadline(cx).is_pending() {
+                return Poll::Pending;
             }
             self.finish = Finish::Done;
         }
         Poll::Ready(())
+    }
+
+    /// Ready once the close timeout, counted from the first call after the
+    /// core closed, has passed.
+    fn poll_close_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = match self.timer_deadline {
+            Some(deadline) => deadline,
+            None => Instant::now() + self.config.protocol().close_timeout(),
+        };
+        self.poll_timer(cx, deadline)
     }
 }
 
