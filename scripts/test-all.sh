@@ -2,7 +2,8 @@
 # Runs every test of the project, in this order:
 #   fmt, clippy, release build, cargo test, the SDK's vitest suite,
 #   the hub's third-party Python client test and chaos test, the end-to-end
-#   demo test in headless Chromium, interop tests, the browser test,
+#   demo test in headless Chromium, interop tests, the browser test, a
+#   smoke run of the side-by-side benchmark harness (bench/compare),
 #   Autobahn|Testsuite server + client roles (in parallel), fuzz smoke test.
 # Each step is bounded by `timeout` and timed; a summary is printed at the end.
 # A failing step does not stop the later ones, except that the tests that need
@@ -175,6 +176,12 @@ if step_ok build; then
     step "e2e chromium" 900 tests/e2e/run.sh
     step interop 900 tests/interop/run.sh
     step browser 900 tests/browser/run.sh
+    # The side-by-side harness, briefly: every peer's echo server builds and
+    # passes the generator's byte-for-byte check, and the report is drawn.
+    # (Numbers from it mean nothing; BENCHMARKS.md has the real runs.)
+    step "bench smoke" 1200 env ROUNDS=1 DURATION=0.5 WARMUP=0.2 IDLE=200 \
+        SCENARIOS="echo-100x20-k16 echo-1x1m-k4 latency-32 idle" \
+        OUT=target/bench/compare-smoke bench/compare
     autobahn_both
 else
     skip "hub python client" "release build failed"
@@ -182,6 +189,7 @@ else
     skip "e2e chromium" "release build failed"
     skip interop "release build failed"
     skip browser "release build failed"
+    skip "bench smoke" "release build failed"
     skip autobahn "release build failed"
 fi
 

@@ -16,12 +16,14 @@
 
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
+use tokio::io::{AsyncRead as _, AsyncReadExt as _, AsyncWrite as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use volley::proto::frame::{OpCode, encode_frame};
 use volley::proto::handshake::{accept_key, generate_key};
@@ -547,6 +549,25 @@ impl Shared {
     }
 }
 
+/// What one wake of a connection did.
+enum Step {
+    /// Echoed bytes arrived and were checked: this many messages completed.
+    Echoed(usize),
+    /// This many bytes of the ring were written.
+    Sent(usize),
+}
+
+/// The most one read takes (the 1 MiB scenario reads a whole message at
+/// once instead of in 64 KiB pieces).
+const MAX_READ: usize = 1 << 20;
+
+thread_local! {
+    /// The read buffer of every connection of a generator thread: a
+    /// connection checks what it read before it yields, so one buffer per
+    /// thread serves them all.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One connection of an echo run, from connect to close.
 async fn drive(
     target: &Target,
@@ -563,7 +584,7 @@ async fn drive(
     };
     let ring = &frames.ring[..];
     let fl = frames.frame_len;
-    let mut rbuf = vec![0u8; (fl * in_flight).clamp(16 << 10, 64 << 10)];
+    let rbuf_len = (fl * in_flight).clamp(16 << 10, MAX_READ);
     let mut pos = 0usize; // next ring byte to send
     let mut unsent = ring.len(); // bytes owed: K frames to start with
     let mut awaiting = in_flight.max(1); // messages whose echo is due
@@ -579,45 +600,59 @@ async fn drive(
         if stopping && awaiting == 0 {
             break;
         }
-        let interest = if unsent > 0 {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        let ready = tcp.ready(interest).await.map_err(io_err("poll"))?;
-        if ready.is_readable() {
-            match tcp.try_read(&mut rbuf) {
-                Ok(0) => return Err(BenchError::Closed),
-                Ok(n) => {
-                    let done = checker.feed(frames, &rbuf[..n])?;
-                    awaiting = awaiting.checked_sub(done).ok_or_else(|| {
-                        BenchError::Mismatch("more messages than were sent".into())
-                    })?;
-                    if done > 0 {
-                        if shared.measuring.load(Ordering::Relaxed) {
-                            shared.counted.fetch_add(done as u64, Ordering::Relaxed);
-                        }
-                        if !stopping {
-                            unsent += done * fl;
-                            awaiting += done;
-                        }
+        // Through `poll_read`, not `try_read`: a short read clears the
+        // socket's readiness, so a drained socket costs no extra `recv`
+        // that answers EAGAIN (one syscall per message at K=1).
+        let step = std::future::poll_fn(|cx| {
+            let read = READ_BUFFER.with(|shared_buf| {
+                let mut buf = shared_buf.borrow_mut();
+                if buf.len() < rbuf_len {
+                    buf.resize(rbuf_len, 0);
+                }
+                let mut rb = tokio::io::ReadBuf::new(&mut buf[..rbuf_len]);
+                match Pin::new(&mut tcp).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                        Poll::Ready(Err(BenchError::Closed))
+                    }
+                    Poll::Ready(Ok(())) => Poll::Ready(checker.feed(frames, rb.filled())),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(BenchError::Io("read", e))),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            if let Poll::Ready(done) = read {
+                return Poll::Ready(done.map(Step::Echoed));
+            }
+            if unsent > 0 {
+                let first = &ring[pos..(pos + unsent).min(ring.len())];
+                let second = &ring[..unsent - first.len()];
+                let slices = [IoSlice::new(first), IoSlice::new(second)];
+                match Pin::new(&mut tcp).poll_write_vectored(cx, &slices) {
+                    Poll::Ready(Ok(n)) => return Poll::Ready(Ok(Step::Sent(n))),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(BenchError::Io("write", e))),
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await?;
+        match step {
+            Step::Echoed(done) => {
+                awaiting = awaiting
+                    .checked_sub(done)
+                    .ok_or_else(|| BenchError::Mismatch("more messages than were sent".into()))?;
+                if done > 0 {
+                    if shared.measuring.load(Ordering::Relaxed) {
+                        shared.counted.fetch_add(done as u64, Ordering::Relaxed);
+                    }
+                    if !stopping {
+                        unsent += done * fl;
+                        awaiting += done;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(BenchError::Io("read", e)),
             }
-        }
-        if unsent > 0 {
-            // Optimistic: a socket not writable answers WouldBlock at once.
-            let first = &ring[pos..(pos + unsent).min(ring.len())];
-            let second = &ring[..unsent - first.len()];
-            match tcp.try_write_vectored(&[IoSlice::new(first), IoSlice::new(second)]) {
-                Ok(n) => {
-                    pos = (pos + n) % ring.len();
-                    unsent -= n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(BenchError::Io("write", e)),
+            Step::Sent(n) => {
+                pos = (pos + n) % ring.len();
+                unsent -= n;
             }
         }
     }
