@@ -7,11 +7,14 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use volley_proto::frame::utf8::{Utf8Validator, validate};
 use volley_proto::frame::{
-    FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, apply_mask_bytewise, encode_frame,
+    FrameHeader, MAX_HEADER_LEN, OpCode, apply_mask, apply_mask_bytewise, apply_mask_portable,
+    encode_frame,
 };
 use volley_proto::{Config, Connection, Event, Message, Role};
 
 const SIZES: [usize; 4] = [20, 1024, 16 << 10, 1 << 20];
+/// Masking also at 125 bytes, the largest payload with a 2-byte header.
+const MASK_SIZES: [usize; 5] = [20, 125, 1024, 16 << 10, 1 << 20];
 
 fn frame_header(c: &mut Criterion) {
     let mut g = c.benchmark_group("frame_header");
@@ -67,11 +70,15 @@ fn emit(c: &mut Criterion) {
 
 fn masking(c: &mut Criterion) {
     let mut g = c.benchmark_group("mask");
-    for size in SIZES {
+    for size in MASK_SIZES {
         let mut data = vec![0x5au8; size];
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function(BenchmarkId::new("word", size), |b| {
+        // What `apply_mask` does: AVX2 if the CPU has it, else `word`.
+        g.bench_function(BenchmarkId::new("dispatch", size), |b| {
             b.iter(|| apply_mask(black_box(&mut data), [1, 2, 3, 4], 1))
+        });
+        g.bench_function(BenchmarkId::new("word", size), |b| {
+            b.iter(|| apply_mask_portable(black_box(&mut data), [1, 2, 3, 4], 1))
         });
         g.bench_function(BenchmarkId::new("bytewise", size), |b| {
             b.iter(|| apply_mask_bytewise(black_box(&mut data), [1, 2, 3, 4], 1))

@@ -21,7 +21,7 @@
 //!
 //! Every limit is in [`Config`]; defaults are documented in `docs/limits.md`.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one audited exception: frame::mask::simd (AVX2 masking)
 
 pub mod config;
 pub mod conn;

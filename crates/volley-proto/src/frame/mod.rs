@@ -13,7 +13,7 @@ pub mod utf8;
 
 pub use close_code::CloseCode;
 pub use header::{FrameHeader, HeaderError, MAX_HEADER_LEN};
-pub use mask::{apply_mask, apply_mask_bytewise};
+pub use mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};
 pub use opcode::OpCode;
 pub use prepared::PreparedFrame;
 
