@@ -20,9 +20,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
+
+use crate::http_api::HttpApi;
 
 /// Arguments of `volley bench fanout`.
 #[derive(Debug, Args)]
@@ -394,134 +395,6 @@ async fn receive(mut ws: Ws, mut next_offset: u64, t: Rc<Tracker>) {
     }
 }
 
-// ---- a minimal HTTP/1.1 keep-alive client for the HTTP API --------------------
-
-struct Http {
-    addr: String,
-    key: String,
-    conn: Option<BufReader<TcpStream>>,
-    line: String,
-    body: Vec<u8>,
-}
-
-impl Http {
-    fn new(addr: &str, key: &str) -> Self {
-        Self {
-            addr: addr.to_owned(),
-            key: key.to_owned(),
-            conn: None,
-            line: String::new(),
-            body: Vec::new(),
-        }
-    }
-
-    /// `POST /api/<method>`: the status and the body. One retry on a fresh
-    /// connection when the kept-alive one was closed.
-    async fn post(&mut self, method: &str, body: &str) -> Result<(u16, &[u8]), String> {
-        let request = format!(
-            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            self.key,
-            body.len()
-        );
-        self.request(request).await
-    }
-
-    /// `GET <path>`: the status and the body.
-    async fn get(&mut self, path: &str) -> Result<(u16, &[u8]), String> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
-        self.request(request).await
-    }
-
-    async fn request(&mut self, request: String) -> Result<(u16, &[u8]), String> {
-        let mut last_error = String::new();
-        for _ in 0..2 {
-            let conn = match &mut self.conn {
-                Some(c) => c,
-                None => {
-                    let tcp = TcpStream::connect(&self.addr)
-                        .await
-                        .map_err(|e| format!("connect {}: {e}", self.addr))?;
-                    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-                    self.conn.insert(BufReader::new(tcp))
-                }
-            };
-            match exchange(conn, request.as_bytes(), &mut self.line, &mut self.body).await {
-                Ok(status) => return Ok((status, &self.body)),
-                Err(e) => {
-                    self.conn = None;
-                    last_error = e;
-                }
-            }
-        }
-        Err(last_error)
-    }
-}
-
-async fn exchange(
-    conn: &mut BufReader<TcpStream>,
-    request: &[u8],
-    line: &mut String,
-    body: &mut Vec<u8>,
-) -> Result<u16, String> {
-    conn.get_mut()
-        .write_all(request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    line.clear();
-    if conn.read_line(line).await.map_err(|e| e.to_string())? == 0 {
-        return Err("closed before the status line".into());
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        line.clear();
-        if conn.read_line(line).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed in the response head".into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = l.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
-        }
-    }
-    body.clear();
-    if chunked {
-        loop {
-            line.clear();
-            conn.read_line(line).await.map_err(|e| e.to_string())?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| format!("bad chunk size {line:?}"))?;
-            let start = body.len();
-            body.resize(start + size + 2, 0);
-            conn.read_exact(&mut body[start..])
-                .await
-                .map_err(|e| e.to_string())?;
-            body.truncate(start + size);
-            if size == 0 {
-                break;
-            }
-        }
-    } else {
-        let n = length.ok_or("response without Content-Length or chunked body")?;
-        body.resize(n, 0);
-        conn.read_exact(body).await.map_err(|e| e.to_string())?;
-    }
-    Ok(status)
-}
-
 // ---- CPU and memory from /proc ---------------------------------------------------
 
 /// CPU seconds (user + system) of a process (`None`: this one).
@@ -540,12 +413,12 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
 
 /// The hub's `volley_delivery_latency_seconds` histogram: (upper bound in
 /// seconds, cumulative count) per bucket, from `GET /metrics`.
-async fn hub_latency_buckets(http: &mut Http) -> Vec<(f64, u64)> {
+async fn hub_latency_buckets(http: &mut HttpApi) -> Vec<(f64, u64)> {
     const PREFIX: &str = "volley_delivery_latency_seconds_bucket{le=\"";
     let Ok((200, body)) = http.get("/metrics").await else {
         return Vec::new();
     };
-    String::from_utf8_lossy(body)
+    String::from_utf8_lossy(&body)
         .lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(PREFIX)?;
@@ -750,7 +623,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             a.server_pid.and_then(|p| cpu_seconds(Some(p))),
             Instant::now(),
         );
-        let mut metrics_http = Http::new(&a.addr, &a.api_key);
+        let mut metrics_http = HttpApi::new(&a.addr, &a.api_key);
         let hub_hist0 = hub_latency_buckets(&mut metrics_http).await;
         let jiffies0 = cpu_jiffies();
         let deliveries0 = t.deliveries.get();
@@ -769,7 +642,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                 pad.clone(),
             );
             tasks.push(tokio::task::spawn_local(async move {
-                let mut http = Http::new(&addr, &key);
+                let mut http = HttpApi::new(&addr, &key);
                 let (mut i, mut published) = (p, 0u64);
                 while i < count && tokio::time::Instant::now() < hard_end {
                     let seq = seq0 + i;
@@ -780,7 +653,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                     t.publish_at.borrow_mut()[seq as usize] = Some(Instant::now());
                     match http.post("publish", &body).await {
                         Ok((200, reply)) => {
-                            let text = String::from_utf8_lossy(reply);
+                            let text = String::from_utf8_lossy(&reply);
                             if number_after(&text, r#""offset":"#).is_none() {
                                 return Err(format!("publish reply without offset: {text:.200}"));
                             }
@@ -788,7 +661,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
                         Ok((status, reply)) => {
                             return Err(format!(
                                 "publish: HTTP {status} {:.200}",
-                                String::from_utf8_lossy(reply)
+                                String::from_utf8_lossy(&reply)
                             ));
                         }
                         Err(e) => return Err(format!("publish: {e}")),
@@ -936,7 +809,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
     // ---- the stop event; every subscriber closes on it -------------------------------
     let stop = t.stop_seq.get();
     if t.closed.get() == 0 {
-        let mut http = Http::new(&a.addr, &a.api_key);
+        let mut http = HttpApi::new(&a.addr, &a.api_key);
         let body = format!(
             r#"{{"channel":"{}","data":{{"seq":{stop},"stop":true}}}}"#,
             a.channel

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod echo;
+mod http_api;
 mod serve;
 mod testee;
 

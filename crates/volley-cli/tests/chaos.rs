@@ -35,8 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
 
@@ -167,118 +165,22 @@ fn seed_from_clock() -> u64 {
         .unwrap_or(42)
 }
 
-// ---- a minimal HTTP/1.1 keep-alive client for the HTTP API -------------------
+// ---- the HTTP API ---------------------------------------------------------------
 
-struct Http {
-    addr: String,
-    key: String,
-    conn: Option<tokio::io::BufReader<TcpStream>>,
-}
+// The client `volley bench fanout` uses; only `post` is needed here.
+#[allow(dead_code)]
+#[path = "../src/http_api.rs"]
+mod http_api;
 
-impl Http {
-    fn new(addr: &str, key: &str) -> Self {
-        Self {
-            addr: addr.to_string(),
-            key: key.to_string(),
-            conn: None,
-        }
-    }
+use http_api::HttpApi;
 
-    /// `POST /api/<method>`; returns the status and the parsed body. Retries
-    /// once on a fresh connection if the kept-alive one was closed.
-    async fn post(&mut self, method: &str, body: &Value) -> Result<(u16, Value), String> {
-        let body = body.to_string();
-        let request = format!(
-            "POST /api/{method} HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            self.key,
-            body.len()
-        );
-        for attempt in 0..2 {
-            if self.conn.is_none() {
-                let tcp = TcpStream::connect(&self.addr)
-                    .await
-                    .map_err(|e| format!("connect {}: {e}", self.addr))?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-                self.conn = Some(tokio::io::BufReader::new(tcp));
-            }
-            let conn = self.conn.as_mut().unwrap();
-            match exchange(conn, request.as_bytes()).await {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    self.conn = None;
-                    if attempt == 1 {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        unreachable!()
-    }
-}
-
-async fn exchange(
-    conn: &mut tokio::io::BufReader<TcpStream>,
-    request: &[u8],
-) -> Result<(u16, Value), String> {
-    conn.get_mut()
-        .write_all(request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut line = String::new();
-    if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
-        return Err("connection closed before the status line".into());
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let (mut length, mut chunked) = (None, false);
-    loop {
-        line.clear();
-        conn.read_line(&mut line).await.map_err(|e| e.to_string())?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = l.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                && value.eq_ignore_ascii_case("chunked")
-            {
-                chunked = true;
-            }
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            conn.read_line(&mut line).await.map_err(|e| e.to_string())?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| format!("bad chunk size {line:?}"))?;
-            let mut chunk = vec![0; size + 2];
-            conn.read_exact(&mut chunk)
-                .await
-                .map_err(|e| e.to_string())?;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        let n = length.ok_or("response without Content-Length or chunked body")?;
-        body.resize(n, 0);
-        conn.read_exact(&mut body)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    Ok((status, value))
+/// `POST /api/<method>` with a JSON body: the status and the parsed reply.
+async fn post(http: &mut HttpApi, method: &str, body: &Value) -> Result<(u16, Value), String> {
+    let (status, reply) = http.post(method, &body.to_string()).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&reply).unwrap_or(Value::Null),
+    ))
 }
 
 // ---- shared bookkeeping --------------------------------------------------------
@@ -794,7 +696,7 @@ allow_anonymous = true
         let share = rate * mine.len() as f64 / n_channels as f64;
         let (addr, key, channels) = (hub.addr.clone(), api_key.clone(), shared.channels.clone());
         publishers.push(tokio::spawn(async move {
-            let mut http = Http::new(&addr, &key);
+            let mut http = HttpApi::new(&addr, &key);
             let mut counts = vec![0u64; channels.len()];
             let mut errors = Vec::new();
             let start = tokio::time::Instant::now();
@@ -804,7 +706,7 @@ allow_anonymous = true
                 let ch = mine[(g % mine.len() as u64) as usize];
                 let k = counts[ch] + 1;
                 let body = json!({"channel": channels[ch], "data": expected_data(ch, k)});
-                match http.post("publish", &body).await {
+                match post(&mut http, "publish", &body).await {
                     Ok((200, v)) if v["result"]["offset"].as_u64() == Some(k) => counts[ch] = k,
                     Ok((status, v)) => {
                         errors.push(format!("publish {} #{k}: HTTP {status} {v}", channels[ch]));
@@ -830,7 +732,7 @@ allow_anonymous = true
         let stop = stop_publishing.clone();
         let mut rng = Rng::new(seed ^ 0xC4A05);
         tokio::spawn(async move {
-            let mut http = Http::new(&addr, &key);
+            let mut http = HttpApi::new(&addr, &key);
             while !stop.load(Ordering::Relaxed) && Instant::now() < publish_end {
                 tokio::time::sleep(Duration::from_millis(20 + rng.below(40))).await;
                 let victim = rng.below(droppers.len() as u64) as usize;
@@ -839,9 +741,12 @@ allow_anonymous = true
                     let Some(id) = id else { continue };
                     let c = &shared.counters;
                     c.http_disconnects_sent.fetch_add(1, Ordering::Relaxed);
-                    match http
-                        .post("disconnect", &json!({"client": id, "reconnect": true}))
-                        .await
+                    match post(
+                        &mut http,
+                        "disconnect",
+                        &json!({"client": id, "reconnect": true}),
+                    )
+                    .await
                     {
                         Ok((200, v)) => {
                             let n = v["result"]["disconnected"].as_u64().unwrap_or(0);
