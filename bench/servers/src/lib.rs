@@ -7,6 +7,9 @@
 
 use std::future::Future;
 
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The largest message and frame every server accepts: 64 MiB, so that the
@@ -45,5 +48,25 @@ where
             let _ = tcp.set_nodelay(true);
             tokio::spawn(handle(tcp));
         }
+    })
+}
+
+/// [`serve`] for the libraries that upgrade through hyper: every accepted
+/// connection is served by hyper's HTTP/1.1 server, with upgrades, and each
+/// request goes to `upgrade`.
+pub fn serve_hyper<F, Fut, E>(name: &str, upgrade: F) -> std::io::Result<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Response<Empty<Bytes>>, E>> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve(name, move |tcp| async move {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper::service::service_fn(upgrade),
+            )
+            .with_upgrades()
+            .await;
     })
 }

@@ -39,13 +39,5 @@ async fn upgrade(mut req: Request<Incoming>) -> yawc::Result<Response<Empty<Byte
 }
 
 fn main() -> std::io::Result<()> {
-    volley_bench_servers::serve("yawc", |tcp| async move {
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(
-                hyper_util::rt::TokioIo::new(tcp),
-                hyper::service::service_fn(upgrade),
-            )
-            .with_upgrades()
-            .await;
-    })
+    volley_bench_servers::serve_hyper("yawc", upgrade)
 }
