@@ -22,10 +22,11 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { CHROMIUM_ARGS, CHROMIUM_BIN, installGuards, withTimeout } from './harness.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
 const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT || 120) * 1000;
 const STEP_TIMEOUT_MS = 20_000;
 
@@ -55,14 +56,6 @@ function check(name, ok, detail = '') {
   results.push({ ok, name, detail });
   log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
   return ok;
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 // ---------------------------------------------------------------- cleanup
@@ -110,22 +103,16 @@ function killVolleySync() {
   }
 }
 
-process.on('exit', killVolleySync);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    log(`interrupted by ${sig}`);
-    cleanup().finally(() => process.exit(1));
-  });
-}
-
-const watchdog = setTimeout(() => {
-  log(`FAIL: overall time limit of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-  failed++;
-  log(`${passed} passed, ${failed} failed`);
-  cleanup().finally(() => process.exit(1));
-  setTimeout(() => process.exit(1), 15_000).unref();
-}, OVERALL_TIMEOUT_MS);
-watchdog.unref();
+const liftTimeLimit = installGuards({
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  log,
+  cleanup,
+  onTimeout: () => {
+    failed++;
+    log(`${passed} passed, ${failed} failed`);
+  },
+  onExit: killVolleySync,
+});
 
 // ---------------------------------------------------------------- volley
 
@@ -398,16 +385,7 @@ async function main() {
       executablePath: CHROMIUM_BIN,
       headless: true,
       timeout: 30_000,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
+      args: CHROMIUM_ARGS,
       viewport: { width: 960, height: 640 },
     }),
     40_000,
@@ -589,5 +567,5 @@ if (failed > 0 && volleyLog.trim()) {
 log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
 log(`${passed} passed, ${failed} failed`);
 exitCode = failed > 0 || passed === 0 ? 1 : 0;
-clearTimeout(watchdog);
+liftTimeLimit();
 process.exit(exitCode);

@@ -32,9 +32,9 @@ import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { REPO, startHub, withTimeout } from './hub.mjs';
+import { CHROMIUM_ARGS, CHROMIUM_BIN, installGuards, withTimeout } from '../browser/harness.mjs';
+import { REPO, startHub } from './hub.mjs';
 
-const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
 const ASSETS = path.join(REPO, 'crates', 'volley-hub', 'assets');
@@ -86,22 +86,16 @@ async function cleanup() {
   return cleaningUp;
 }
 
-process.on('exit', () => hub?.killNow());
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    log(`interrupted by ${sig}`);
-    cleanup().finally(() => process.exit(1));
-  });
-}
-
-const watchdog = setTimeout(() => {
-  log(`FAIL: overall time limit of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-  failed++;
-  log(`${passed} passed, ${failed} failed`);
-  cleanup().finally(() => process.exit(1));
-  setTimeout(() => process.exit(1), 15_000).unref();
-}, OVERALL_TIMEOUT_MS);
-watchdog.unref();
+installGuards({
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  log,
+  cleanup,
+  onTimeout: () => {
+    failed++;
+    log(`${passed} passed, ${failed} failed`);
+  },
+  onExit: () => hub?.killNow(),
+});
 
 // ---------------------------------------------------------------- page helpers
 
@@ -184,7 +178,7 @@ async function main() {
       executablePath: CHROMIUM_BIN,
       headless: true,
       timeout: 30_000,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: CHROMIUM_ARGS,
     }),
     40_000,
     'launching Chromium',

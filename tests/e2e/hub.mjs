@@ -5,17 +5,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { withTimeout } from '../browser/harness.mjs';
+
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
-
-/** Rejects with a message naming `what` when `promise` takes longer than `ms`. */
-export function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** A running `volley serve`. */
 export class Hub {

@@ -16,7 +16,8 @@ import { pathToFileURL } from 'node:url';
 
 import WebSocket from 'ws';
 
-import { REPO, startHub, withTimeout } from './hub.mjs';
+import { installGuards, withTimeout } from '../browser/harness.mjs';
+import { REPO, startHub } from './hub.mjs';
 
 const { Client } = await import(pathToFileURL(path.join(REPO, 'crates', 'volley-hub', 'assets', 'volley.js')).href);
 
@@ -83,14 +84,13 @@ async function cleanup() {
   for (const h of hubs) await h.stop();
 }
 
-process.on('exit', () => hubs.forEach((h) => h.killNow()));
-const watchdog = setTimeout(() => {
-  log(`FAIL: overall time limit of ${OVERALL_TIMEOUT_MS / 1000} s exceeded`);
-  log(`${passed} passed, ${failed + 1} failed`);
-  cleanup().finally(() => process.exit(1));
-  setTimeout(() => process.exit(1), 15_000).unref();
-}, OVERALL_TIMEOUT_MS);
-watchdog.unref();
+installGuards({
+  timeoutMs: OVERALL_TIMEOUT_MS,
+  log,
+  cleanup,
+  onTimeout: () => log(`${passed} passed, ${failed + 1} failed`),
+  onExit: () => hubs.forEach((h) => h.killNow()),
+});
 
 async function demoHub() {
   const hub = await startHub({ apiKey: API_KEY, log });
