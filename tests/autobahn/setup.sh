@@ -18,16 +18,13 @@ STAMP="$VENV/.volley-setup-stamp"
 VIRTUALENV_VERSION="20.15.1"
 START=$SECONDS
 
-die() {
-    echo "autobahn/setup.sh: ERROR: $*" >&2
-    exit 1
-}
+SETUP_NAME=autobahn/setup.sh
+# shellcheck source-path=SCRIPTDIR source=../lib/setup.sh
+. "$HERE/../lib/setup.sh"
 
 # Python 2 tooling is noisy about its own end of life.
 export PYTHONWARNINGS="ignore"
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_NO_PYTHON_VERSION_WARNING=1
-export PIP_NO_INPUT=1
 
 if [ -n "${AUTOBAHN_PYTHON27:-}" ]; then
     PY27="$AUTOBAHN_PYTHON27"
@@ -55,25 +52,13 @@ wstest_ok() {
 }
 
 # Serialize concurrent setups (CI runs the two Autobahn roles in parallel).
-exec 9>"${TMPDIR:-/tmp}/volley-autobahn-setup-$(printf '%s' "$VENV" | cksum | cut -d' ' -f1).lock"
-flock -w 900 9 || die "timed out waiting for another setup.sh to finish"
+setup_lock "$VENV" 900
 
 if [ "${AUTOBAHN_SETUP_FORCE:-0}" != "1" ] && [ -f "$STAMP" ] &&
     [ "$(cat "$STAMP")" = "$want_stamp" ] && wstest_ok; then
     echo "autobahn setup: up to date ($VENV, $((SECONDS - START))s)"
     exit 0
 fi
-
-LOG="$(mktemp "${TMPDIR:-/tmp}/volley-autobahn-setup.XXXXXX.log")"
-run() {
-    # Run quietly; on failure show the command's output and stop.
-    if ! "$@" >>"$LOG" 2>&1; then
-        echo "autobahn/setup.sh: command failed: $*" >&2
-        echo "---- last 60 lines of $LOG ----" >&2
-        tail -n 60 "$LOG" >&2
-        exit 1
-    fi
-}
 
 echo "autobahn setup: building $VENV (log: $LOG)"
 rm -rf "$VENV"
@@ -94,5 +79,4 @@ wstest_ok || {
 }
 version="$(timeout 60 "$VENV/bin/wstest" -a 2>/dev/null | tr '\n' ' ')"
 echo "$want_stamp" >"$STAMP"
-rm -f "$LOG"
 echo "autobahn setup: done: ${version}($((SECONDS - START))s)"
