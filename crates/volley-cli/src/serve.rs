@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use volley_hub::config::TlsConfig;
+use volley_hub::TlsConfig;
 use volley_hub::{HubConfig, Server};
 
 /// Arguments of `volley serve`. Flags override the configuration file.
@@ -101,7 +101,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
             tracing::warn!("cannot raise the open-files limit from {soft} to {hard}");
         }
     }
-    let server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    let demo = config.demo;
+    let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    if demo {
+        server = server.with_demo();
+    }
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     let (http, ws) = if server.is_tls() {
         ("https", "wss")

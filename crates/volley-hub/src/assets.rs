@@ -5,22 +5,22 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 /// The demo app (`/`).
-pub const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
+pub(crate) const INDEX_HTML: &[u8] = include_bytes!("../assets/index.html");
 /// The admin page (`/admin`).
-pub const ADMIN_HTML: &[u8] = include_bytes!("../assets/admin.html");
+pub(crate) const ADMIN_HTML: &[u8] = include_bytes!("../assets/admin.html");
 /// The browser SDK (`/volley.js`).
-pub const VOLLEY_JS: &[u8] = include_bytes!("../assets/volley.js");
+pub(crate) const VOLLEY_JS: &[u8] = include_bytes!("../assets/volley.js");
 const APP_JS: &[u8] = include_bytes!("../assets/app.js");
 const ADMIN_JS: &[u8] = include_bytes!("../assets/admin.js");
 const STYLE_CSS: &[u8] = include_bytes!("../assets/style.css");
 
 /// An HTML page.
-pub fn page(body: &'static [u8]) -> Response {
+pub(crate) fn page(body: &'static [u8]) -> Response {
     with_type(body, "text/html; charset=utf-8")
 }
 
 /// A JavaScript module.
-pub fn script(body: &'static [u8]) -> Response {
+pub(crate) fn script(body: &'static [u8]) -> Response {
     with_type(body, "text/javascript; charset=utf-8")
 }
 
@@ -37,7 +37,7 @@ fn with_type(body: &'static [u8], content_type: &'static str) -> Response {
 }
 
 /// A file under `/assets/`.
-pub fn by_name(name: &str) -> Option<Response> {
+pub(crate) fn by_name(name: &str) -> Option<Response> {
     Some(match name {
         "app.js" => script(APP_JS),
         "admin.js" => script(ADMIN_JS),

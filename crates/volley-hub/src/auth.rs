@@ -11,7 +11,7 @@ use crate::config::{AuthConfig, ConfigError};
 
 /// Why a token was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Malformed, bad signature, disallowed algorithm, bad claims (error 101).
     #[error("invalid token")]
     Invalid,
@@ -22,7 +22,7 @@ pub enum TokenError {
 
 /// The claims of a connection token that the hub uses.
 #[derive(Clone, Debug, Deserialize)]
-pub struct ConnectClaims {
+pub(crate) struct ConnectClaims {
     /// The user id.
     pub sub: String,
     /// Session expiry (seconds since the epoch).
@@ -38,14 +38,12 @@ pub struct ConnectClaims {
 
 /// The claims of a subscription token.
 #[derive(Clone, Debug, Deserialize)]
-pub struct SubscribeClaims {
+pub(crate) struct SubscribeClaims {
     /// Must equal the connection's user.
     pub sub: String,
-    /// Must equal the channel.
+    /// Must equal the channel. (`exp` is checked at subscribe time only, by
+    /// the verification.)
     pub channel: String,
-    /// Checked at subscribe time only.
-    #[serde(default)]
-    pub exp: Option<u64>,
     /// Shown to others as `chan_info`.
     #[serde(default)]
     pub info: Option<Arc<RawValue>>,
@@ -55,7 +53,7 @@ pub struct SubscribeClaims {
 /// the matching type are accepted, so an HMAC token is never checked against
 /// an RSA key used as a secret, and `none` never is.
 #[derive(Clone)]
-pub struct TokenVerifier {
+pub(crate) struct TokenVerifier {
     keys: Vec<(Algorithm, DecodingKey)>,
     audience: Option<String>,
     issuer: Option<String>,
@@ -73,7 +71,7 @@ impl std::fmt::Debug for TokenVerifier {
 
 impl TokenVerifier {
     /// Loads the keys named in the configuration.
-    pub fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.hmac_secret {
             if secret.len() < 16 {
@@ -106,13 +104,8 @@ impl TokenVerifier {
         })
     }
 
-    /// Whether any key is configured (otherwise every token is invalid).
-    pub fn has_keys(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
     /// Verifies a connection token.
-    pub fn connect(&self, token: &str) -> Result<ConnectClaims, TokenError> {
+    pub(crate) fn connect(&self, token: &str) -> Result<ConnectClaims, TokenError> {
         let claims: ConnectClaims = self.verify(token)?;
         if claims.sub.is_empty() || claims.sub.len() > 256 {
             return Err(TokenError::Invalid);
@@ -121,7 +114,7 @@ impl TokenVerifier {
     }
 
     /// Verifies a subscription token for `user` and `channel`.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         token: &str,
         user: &str,

@@ -1,11 +1,11 @@
 //! Channel names: `[$][namespace:]name` (docs/protocol.md §8.1).
 
 /// The longest channel name, in bytes.
-pub const MAX_CHANNEL_LEN: usize = 255;
+pub(crate) const MAX_CHANNEL_LEN: usize = 255;
 
 /// A channel name split into its parts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelName<'a> {
+pub(crate) struct ChannelName<'a> {
     /// The namespace; `""` for the default namespace.
     pub namespace: &'a str,
     /// Whether the channel is private (a leading `$`).
@@ -13,7 +13,7 @@ pub struct ChannelName<'a> {
 }
 
 /// Parses a channel name; `None` when it breaks the grammar.
-pub fn parse(channel: &str) -> Option<ChannelName<'_>> {
+pub(crate) fn parse(channel: &str) -> Option<ChannelName<'_>> {
     if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN {
         return None;
     }
@@ -38,7 +38,7 @@ pub fn parse(channel: &str) -> Option<ChannelName<'_>> {
 }
 
 /// Whether `ns` is a valid namespace name.
-pub fn valid_namespace(ns: &str) -> bool {
+pub(crate) fn valid_namespace(ns: &str) -> bool {
     !ns.is_empty()
         && ns.len() <= 64
         && ns

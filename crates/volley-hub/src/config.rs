@@ -25,7 +25,8 @@ pub struct HubConfig {
     pub allow_anonymous: bool,
     /// Origins allowed to open a WebSocket; empty allows any.
     pub allowed_origins: Vec<String>,
-    /// Run the demo: the ticker publisher, `/demo/token`, and the demo
+    /// Asks `volley serve` to add the demo (the page at `/`, the ticker
+    /// publisher, `/demo/token`, see [`crate::Server::with_demo`]) and the demo
     /// namespaces `chat` and `ticker` when not configured.
     pub demo: bool,
     /// Token verification keys.
@@ -242,8 +243,9 @@ impl HubConfig {
         Ok(config)
     }
 
-    /// The demo: anonymous access, the `chat` and `ticker` namespaces, the
-    /// demo publisher.
+    /// The demo's configuration: anonymous access, the `chat` and `ticker`
+    /// namespaces, `demo = true` (the server adds the demo's pages and
+    /// publisher with [`crate::Server::with_demo`]).
     pub fn demo() -> Self {
         let mut config = Self {
             allow_anonymous: true,

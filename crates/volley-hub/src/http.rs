@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,23 +16,26 @@ use serde_json::value::RawValue;
 use volley::{Accept, Rejection};
 
 use crate::assets;
+use crate::commands;
 use crate::hub::{Admission, Hub, Target};
 use crate::protocol::{self, ErrorCode, PATH, SUBPROTOCOL};
 use crate::session;
 
 /// The peer's IP address, put into every request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
-pub struct RemoteIp(pub IpAddr);
+pub(crate) struct RemoteIp(pub IpAddr);
 
-/// The router of every HTTP endpoint.
-pub fn router(hub: Arc<Hub>) -> Router {
-    Router::new()
-        .route(PATH, get(websocket))
+/// The router of every HTTP endpoint; `extra` adds routes (the demo's).
+pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
+    let base = match extra {
+        Some(extra) => extra,
+        None => Router::new().route("/", get(index)),
+    };
+    base.route(PATH, get(websocket))
         .route("/api/{method}", post(api))
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
         .route("/health/ready", get(ready))
-        .route("/", get(index))
         .route("/admin", get(|| async { assets::page(assets::ADMIN_HTML) }))
         .route("/admin/api/stats", get(admin_stats))
         .route(
@@ -40,7 +43,6 @@ pub fn router(hub: Arc<Hub>) -> Router {
             get(|| async { assets::script(assets::VOLLEY_JS) }),
         )
         .route("/assets/{name}", get(asset))
-        .route("/demo/token", get(demo_token))
         .with_state(hub)
 }
 
@@ -198,7 +200,7 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
                 data: Box<RawValue>,
             }
             let p: P = parse(body)?;
-            Ok(ok(&hub.publish(&p.channel, p.data).await?))
+            Ok(ok(&commands::publish(hub, &p.channel, p.data, None).await?))
         }
         "broadcast" => {
             #[derive(Deserialize)]
@@ -209,33 +211,23 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
             let p: P = parse(body)?;
             let mut responses = Vec::with_capacity(p.channels.len());
             for channel in &p.channels {
-                responses.push(match hub.publish(channel, p.data.clone()).await {
-                    Ok(r) => json!({ "result": r }),
-                    Err(code) => json!({ "error": protocol::ReplyError::from(code) }),
-                });
+                responses.push(
+                    match commands::publish(hub, channel, p.data.clone(), None).await {
+                        Ok(r) => json!({ "result": r }),
+                        Err(code) => json!({ "error": protocol::ReplyError::from(code) }),
+                    },
+                );
             }
             Ok(ok(&json!({ "responses": responses })))
         }
         "presence" | "presence_stats" => {
             let p: ChannelParams = parse(body)?;
-            let options = hub.namespace_of(&p.channel)?;
-            if !options.presence {
-                return Err(ErrorCode::NotAvailable);
-            }
-            let clients = hub
-                .engine()
-                .presence(&p.channel)
-                .await
-                .map_err(|_| ErrorCode::Internal)?;
-            if method == "presence" {
-                Ok(ok(&json!({ "clients": clients })))
-            } else {
-                Ok(ok(&session::presence_stats(&clients)))
-            }
+            let stats = method == "presence_stats";
+            Ok(ok(&commands::presence(hub, &p.channel, stats).await?))
         }
         "history" => {
-            let p: session::HistoryParams = parse(body)?;
-            Ok(ok(&session::history(hub, &p).await?))
+            let p: commands::HistoryParams = parse(body)?;
+            Ok(ok(&commands::history(hub, &p).await?))
         }
         "disconnect" => {
             #[derive(Deserialize)]
@@ -274,11 +266,7 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
             Ok(ok(&json!({ "delivered": hub.send(&target, &p.data) })))
         }
         "channels" => {
-            let channels = hub
-                .engine()
-                .channels()
-                .await
-                .map_err(|_| ErrorCode::Internal)?;
+            let channels = commands::channels(hub).await?;
             Ok(ok(&json!({ "channels": channels })))
         }
         "info" => Ok(ok(&hub.info().await)),
@@ -309,20 +297,16 @@ async fn ready(State(hub): State<Arc<Hub>>) -> Response {
     }
 }
 
-async fn index(State(hub): State<Arc<Hub>>) -> Response {
-    if hub.config().demo {
-        assets::page(assets::INDEX_HTML)
-    } else {
-        (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!(
-                "Volley hub {}. WebSocket endpoint: {PATH} (subprotocol {SUBPROTOCOL}). \
-                 The demo runs with `demo = true`.\n",
-                crate::hub::VERSION
-            ),
-        )
-            .into_response()
-    }
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "Volley hub {}. WebSocket endpoint: {PATH} (subprotocol {SUBPROTOCOL}). \
+             `volley serve` runs the demo with `demo = true`.\n",
+            crate::hub::VERSION
+        ),
+    )
+        .into_response()
 }
 
 async fn asset(Path(name): Path<String>) -> Response {
@@ -365,26 +349,6 @@ async fn admin_stats(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Respons
     }))
 }
 
-fn ok_plain(value: &serde_json::Value) -> Response {
+pub(crate) fn ok_plain(value: &serde_json::Value) -> Response {
     json_response(StatusCode::OK, protocol::to_json(value))
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    #[serde(default)]
-    name: Option<String>,
-}
-
-async fn demo_token(State(hub): State<Arc<Hub>>, Query(q): Query<TokenQuery>) -> Response {
-    if !hub.config().demo {
-        return (StatusCode::NOT_FOUND, "the demo is off\n").into_response();
-    }
-    match crate::demo::token(&hub, q.name.as_deref().unwrap_or("guest")) {
-        Some(token) => ok_plain(&json!({ "token": token })),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the demo needs auth.hmac_secret\n",
-        )
-            .into_response(),
-    }
 }

@@ -16,7 +16,7 @@ use volley::{Message, PreparedFrame, WebSocketConfig};
 use crate::auth::TokenVerifier;
 use crate::channel;
 use crate::config::{ConfigError, HubConfig, NamespaceOptions};
-use crate::engine::{Engine, MemoryEngine, NewPublication, PublishResult};
+use crate::engine::{Engine, MemoryEngine, PublishResult};
 use crate::metrics::Metrics;
 use crate::outbox::{Directive, Outbox};
 use crate::protocol::{self, DisconnectCode, ErrorCode};
@@ -58,7 +58,7 @@ struct Registry {
 
 /// Why a new connection is refused before the upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// The node is draining (503).
     Draining,
     /// The node is at its connection limit (503).
@@ -103,7 +103,7 @@ impl Hub {
     }
 
     /// A hub with the given engine.
-    pub fn with_engine(
+    pub(crate) fn with_engine(
         config: HubConfig,
         engine: Arc<dyn Engine>,
     ) -> Result<Arc<Self>, ConfigError> {
@@ -148,12 +148,12 @@ impl Hub {
     }
 
     /// The engine.
-    pub fn engine(&self) -> &dyn Engine {
+    pub(crate) fn engine(&self) -> &dyn Engine {
         &*self.engine
     }
 
     /// The token verifier.
-    pub fn verifier(&self) -> &TokenVerifier {
+    pub(crate) fn verifier(&self) -> &TokenVerifier {
         &self.verifier
     }
 
@@ -163,7 +163,7 @@ impl Hub {
     }
 
     /// The WebSocket configuration of client connections.
-    pub fn ws_config(&self) -> &WebSocketConfig {
+    pub(crate) fn ws_config(&self) -> &WebSocketConfig {
         &self.ws_config
     }
 
@@ -176,7 +176,7 @@ impl Hub {
     /// always send `Origin`, and the allowlist is what protects their users
     /// from other sites; a request without one comes from a non-browser
     /// client (which could send any value) and is allowed.
-    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+    pub(crate) fn origin_allowed(&self, origin: Option<&str>) -> bool {
         let allowed = &self.config.allowed_origins;
         match origin {
             None => true,
@@ -186,7 +186,7 @@ impl Hub {
 
     /// Admits a new WebSocket from `ip`, or says why not. On success the
     /// connection is registered and must be released with [`Hub::leave`].
-    pub fn admit(&self, ip: IpAddr) -> Result<(u64, Arc<Outbox>), Admission> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(u64, Arc<Outbox>), Admission> {
         if self.is_draining() {
             return Err(Admission::Draining);
         }
@@ -242,35 +242,21 @@ impl Hub {
     }
 
     /// Checks a channel name and finds its namespace options (107, 102).
-    pub fn namespace_of(&self, channel: &str) -> Result<&NamespaceOptions, ErrorCode> {
+    pub(crate) fn namespace_of(&self, channel: &str) -> Result<&NamespaceOptions, ErrorCode> {
         let parsed = channel::parse(channel).ok_or(ErrorCode::BadRequest)?;
         self.config
             .namespace(parsed.namespace)
             .ok_or(ErrorCode::UnknownChannel)
     }
 
-    /// Publishes from the HTTP API (or the demo publisher).
+    /// Publishes `data` to `channel` as the server (no publisher `info`),
+    /// as the HTTP API's `publish` does.
     pub async fn publish(
         &self,
         channel: &str,
         data: Box<RawValue>,
     ) -> Result<PublishResult, ErrorCode> {
-        let options = self.namespace_of(channel)?;
-        let publication = NewPublication {
-            data,
-            info: None,
-            at: Instant::now(),
-        };
-        let result = self
-            .engine
-            .publish(channel, options, publication)
-            .await
-            .map_err(|e| {
-                tracing::warn!("publish to {channel}: {e}");
-                ErrorCode::Internal
-            })?;
-        self.metrics.publications.inc();
-        Ok(result)
+        crate::commands::publish(self, channel, data, None).await
     }
 
     fn targets(&self, target: &Target) -> Vec<Arc<Outbox>> {
@@ -333,7 +319,7 @@ impl Hub {
 
     /// Starts the drain: new upgrades get 503, every client is told to
     /// reconnect after a random delay in `[0, spread)`.
-    pub fn start_drain(&self) {
+    pub(crate) fn start_drain(&self) {
         if self.draining.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -348,7 +334,7 @@ impl Hub {
     }
 
     /// Closes every remaining connection with 1001.
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         for outbox in self.registry().connections.values() {
             outbox.disconnect(Directive::GoingAway);
         }
@@ -356,7 +342,7 @@ impl Hub {
 
     /// Waits until no connection is open, or `timeout` passes. Returns the
     /// number still open.
-    pub async fn wait_idle(&self, timeout: Duration) -> usize {
+    pub(crate) async fn wait_idle(&self, timeout: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.idle.notified();

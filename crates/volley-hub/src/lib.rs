@@ -10,8 +10,8 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), volley_hub::ServeError> {
-//! let server = volley_hub::Server::bind(volley_hub::HubConfig::demo()).await?;
-//! println!("listening on {}", server.local_addr().map_err(|e| volley_hub::ServeError::Tls(e.to_string()))?);
+//! let server = volley_hub::Server::bind(volley_hub::HubConfig::demo()).await?.with_demo();
+//! println!("listening on {:?}", server.local_addr());
 //! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
 //! # Ok(())
 //! # }
@@ -19,22 +19,29 @@
 
 #![forbid(unsafe_code)]
 
-pub mod assets;
-pub mod auth;
-pub mod channel;
-pub mod config;
-pub mod demo;
+mod assets;
+mod auth;
+mod channel;
+mod commands;
+mod config;
+mod demo;
 pub mod engine;
-pub mod http;
-pub mod hub;
-pub mod metrics;
-pub mod outbox;
-pub mod protocol;
-pub mod server;
+mod http;
+mod hub;
+mod metrics;
+mod outbox;
+mod protocol;
+mod server;
 mod session;
 mod sync;
 
-pub use config::{ConfigError, HubConfig, Limits, NamespaceOptions};
-pub use engine::{Engine, MemoryEngine};
-pub use hub::Hub;
+pub use auth::sign_hs256;
+pub use config::{
+    AuthConfig, ConfigError, DrainConfig, HubConfig, Limits, NamespaceOptions, TlsConfig,
+};
+pub use engine::{Engine, MemoryEngine, PublishResult};
+pub use hub::{Hub, Info, Target, VERSION};
+pub use metrics::Metrics;
+pub use outbox::Outbox;
+pub use protocol::{ClientInfo, ErrorCode, Publication, StreamPosition};
 pub use server::{DrainReport, ServeError, Server};

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The subprotocol this hub speaks.
-pub const SUBPROTOCOL: &str = "volley.v1";
+pub(crate) const SUBPROTOCOL: &str = "volley.v1";
 /// The WebSocket endpoint.
-pub const PATH: &str = "/connection/websocket";
+pub(crate) const PATH: &str = "/connection/websocket";
 /// The largest integer a JavaScript number holds exactly.
-pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Error codes of replies (§12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl ErrorCode {
 
 /// The error object of a reply.
 #[derive(Clone, Debug, Serialize)]
-pub struct ReplyError {
+pub(crate) struct ReplyError {
     /// The code.
     pub code: u16,
     /// For logs.
@@ -191,7 +191,7 @@ impl DisconnectCode {
 
 /// A command as it arrives, before its params are read.
 #[derive(Debug)]
-pub struct Command<'a> {
+pub(crate) struct Command<'a> {
     /// The client's id for the reply.
     pub id: u64,
     /// The method name.
@@ -212,7 +212,7 @@ struct Envelope<'a> {
 
 /// Why a client message is not a command (the connection ends with 4500).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EnvelopeError {
+pub(crate) enum EnvelopeError {
     /// Not a JSON object with the envelope's fields.
     #[error("not a JSON command object")]
     NotJson,
@@ -224,7 +224,7 @@ pub enum EnvelopeError {
 /// The outcome of parsing a message: a command, or a command with a valid
 /// `id` whose `method` is missing or not a string (error 107 to that id).
 #[derive(Debug)]
-pub enum Parsed<'a> {
+pub(crate) enum Parsed<'a> {
     /// A well-formed command.
     Command(Command<'a>),
     /// A valid `id` but no usable `method`.
@@ -234,7 +234,7 @@ pub enum Parsed<'a> {
 const EMPTY_PARAMS: &str = "{}";
 
 /// Parses one client message.
-pub fn parse_command(text: &str) -> Result<Parsed<'_>, EnvelopeError> {
+pub(crate) fn parse_command(text: &str) -> Result<Parsed<'_>, EnvelopeError> {
     // `method` may be a non-string; read it leniently so that the reply is a
     // 107 to a valid id rather than a disconnect.
     let env: Envelope<'_> = match serde_json::from_str(text) {
@@ -279,7 +279,7 @@ fn valid_id(id: Option<&serde_json::Number>) -> Result<u64, EnvelopeError> {
 }
 
 /// Reads a command's params into `T`; `None` is error 107.
-pub fn params<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+pub(crate) fn params<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
     serde_json::from_str(raw.get()).ok()
 }
 
@@ -321,7 +321,7 @@ pub struct StreamPosition {
 }
 
 /// Encodes `{"id":ID,"result":RESULT}`.
-pub fn reply<T: Serialize>(id: u64, result: &T) -> String {
+pub(crate) fn reply<T: Serialize>(id: u64, result: &T) -> String {
     #[derive(Serialize)]
     struct Reply<'a, T> {
         id: u64,
@@ -331,7 +331,7 @@ pub fn reply<T: Serialize>(id: u64, result: &T) -> String {
 }
 
 /// Encodes `{"id":ID,"error":{...}}`.
-pub fn error_reply(id: u64, code: ErrorCode) -> String {
+pub(crate) fn error_reply(id: u64, code: ErrorCode) -> String {
     #[derive(Serialize)]
     struct Reply {
         id: u64,
@@ -344,7 +344,7 @@ pub fn error_reply(id: u64, code: ErrorCode) -> String {
 }
 
 /// Encodes the `publication` push.
-pub fn publication_push(channel: &str, publication: &Publication) -> String {
+pub(crate) fn publication_push(channel: &str, publication: &Publication) -> String {
     #[derive(Serialize)]
     struct Push<'a> {
         push: &'static str,
@@ -360,7 +360,7 @@ pub fn publication_push(channel: &str, publication: &Publication) -> String {
 }
 
 /// Encodes a `join` or `leave` push.
-pub fn presence_push(kind: &'static str, channel: &str, info: &ClientInfo) -> String {
+pub(crate) fn presence_push(kind: &'static str, channel: &str, info: &ClientInfo) -> String {
     #[derive(Serialize)]
     struct Push<'a> {
         push: &'static str,
@@ -375,7 +375,7 @@ pub fn presence_push(kind: &'static str, channel: &str, info: &ClientInfo) -> St
 }
 
 /// Encodes the `message` push.
-pub fn message_push(data: &RawValue) -> String {
+pub(crate) fn message_push(data: &RawValue) -> String {
     #[derive(Serialize)]
     struct Push<'a> {
         push: &'static str,
@@ -388,7 +388,8 @@ pub fn message_push(data: &RawValue) -> String {
 }
 
 /// Encodes the `unsubscribe` push.
-pub fn unsubscribe_push(channel: &str, code: u16, reason: &str) -> String {
+#[allow(dead_code)] // The server-side unsubscribe (next commit) sends it.
+pub(crate) fn unsubscribe_push(channel: &str, code: u16, reason: &str) -> String {
     #[derive(Serialize)]
     struct Push<'a> {
         push: &'static str,
@@ -407,7 +408,7 @@ pub fn unsubscribe_push(channel: &str, code: u16, reason: &str) -> String {
 }
 
 /// Encodes the `disconnect` push.
-pub fn disconnect_push(code: DisconnectCode, reconnect_after_ms: Option<u64>) -> String {
+pub(crate) fn disconnect_push(code: DisconnectCode, reconnect_after_ms: Option<u64>) -> String {
     #[derive(Serialize)]
     struct Push {
         push: &'static str,
@@ -428,7 +429,7 @@ pub fn disconnect_push(code: DisconnectCode, reconnect_after_ms: Option<u64>) ->
 
 /// Serializes types whose serialization cannot fail (no maps with non-string
 /// keys, no failing `Serialize` impls).
-pub fn to_json<T: Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| {
         tracing::error!("serialization failed: {e}");
         String::from("{}")

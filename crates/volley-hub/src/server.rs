@@ -40,6 +40,7 @@ pub struct Server {
     hub: Arc<Hub>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    demo: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -69,7 +70,21 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Self { hub, listener, tls })
+        Ok(Self {
+            hub,
+            listener,
+            tls,
+            demo: false,
+        })
+    }
+
+    /// Adds the demo: the dashboard and chat page at `/`, `/demo/token`
+    /// (needs `auth.hmac_secret`), and a ticker publishing to `ticker:demo`
+    /// twice a second. The configuration should have the demo namespaces
+    /// ([`HubConfig::demo`], [`HubConfig::add_demo_namespaces`]).
+    pub fn with_demo(mut self) -> Self {
+        self.demo = true;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -91,8 +106,13 @@ impl Server {
     /// clients are told to reconnect (4001, jittered), and those still open
     /// after the grace period are closed with 1001.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> DrainReport {
-        let Self { hub, listener, tls } = self;
-        let app = router(hub.clone());
+        let Self {
+            hub,
+            listener,
+            tls,
+            demo,
+        } = self;
+        let app = router(hub.clone(), demo.then(crate::demo::routes));
         let mut background = tokio::task::JoinSet::new();
         {
             let hub = hub.clone();
@@ -104,7 +124,7 @@ impl Server {
                 }
             });
         }
-        if hub.config().demo {
+        if demo {
             background.spawn(crate::demo::ticker(hub.clone()));
         }
         let accept = |stream: TcpStream, peer: SocketAddr| {

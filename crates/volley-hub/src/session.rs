@@ -19,9 +19,10 @@ use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use volley::{CloseCode, Message, WebSocket};
 
-use crate::auth::{ConnectClaims, TokenError};
+use crate::auth::ConnectClaims;
 use crate::channel;
-use crate::engine::{HistoryError, HistoryQuery, NewPublication, SubscribeRequest, Subscriber};
+use crate::commands::{self, HistoryParams};
+use crate::engine::{SubscribeRequest, Subscriber};
 use crate::hub::{Hub, VERSION, new_client_id, text_frame};
 use crate::outbox::{Directive, Outbox, Queued};
 use crate::protocol::{
@@ -41,6 +42,13 @@ struct Session {
     conn_info: Option<Arc<RawValue>>,
     channels_claim: Option<Vec<String>>,
     expires: Option<Instant>,
+}
+
+impl Session {
+    /// This connection as others see it in `channel` (with its `chan_info`).
+    fn info(&self, chan_info: Option<&Arc<RawValue>>) -> ClientInfo {
+        commands::client_info(&self.client, &self.user, self.conn_info.as_ref(), chan_info)
+    }
 }
 
 /// The subscriptions of this connection (channel and `chan_info`): a short
@@ -461,11 +469,14 @@ impl Connection {
             }
             Some(token) => match hub.verifier().connect(token) {
                 Ok(claims) => Some(claims),
-                Err(TokenError::Expired) => {
-                    return fail(self, ErrorCode::TokenExpired, DisconnectCode::TokenExpired);
-                }
-                Err(TokenError::Invalid) => {
-                    return fail(self, ErrorCode::Unauthorized, DisconnectCode::Unauthorized);
+                Err(e) => {
+                    let error = commands::token_error(e);
+                    let close = if error == ErrorCode::TokenExpired {
+                        DisconnectCode::TokenExpired
+                    } else {
+                        DisconnectCode::Unauthorized
+                    };
+                    return fail(self, error, close);
                 }
             },
         };
@@ -516,10 +527,10 @@ impl Connection {
         if session.user.is_empty() {
             return Err(ErrorCode::NotAvailable);
         }
-        let claims = hub.verifier().connect(&params.token).map_err(|e| match e {
-            TokenError::Expired => ErrorCode::TokenExpired,
-            TokenError::Invalid => ErrorCode::Unauthorized,
-        })?;
+        let claims = hub
+            .verifier()
+            .connect(&params.token)
+            .map_err(commands::token_error)?;
         if *claims.sub != *session.user {
             return Err(ErrorCode::Unauthorized);
         }
@@ -585,21 +596,13 @@ impl Connection {
             let claims = hub
                 .verifier()
                 .subscribe(token, &session.user, &p.channel)
-                .map_err(|e| match e {
-                    TokenError::Expired => ErrorCode::TokenExpired,
-                    TokenError::Invalid => ErrorCode::Unauthorized,
-                })?;
+                .map_err(commands::token_error)?;
             chan_info = claims.info;
         }
         let subscriber = Subscriber {
             key: self.key,
             outbox: self.outbox.clone(),
-            info: ClientInfo {
-                client: session.client.clone(),
-                user: session.user.clone(),
-                conn_info: session.conn_info.clone(),
-                chan_info: chan_info.clone(),
-            },
+            info: session.info(chan_info.as_ref()),
         };
         let request = SubscribeRequest {
             recover,
@@ -657,22 +660,8 @@ impl Connection {
             return Err(ErrorCode::PermissionDenied);
         }
         let session = self.session.as_ref().ok_or(ErrorCode::Internal)?;
-        let publication = NewPublication {
-            data: p.data,
-            info: Some(ClientInfo {
-                client: session.client.clone(),
-                user: session.user.clone(),
-                conn_info: session.conn_info.clone(),
-                chan_info: chan_info.clone(),
-            }),
-            at: Instant::now(),
-        };
-        let result = hub
-            .engine()
-            .publish(&p.channel, options, publication)
-            .await
-            .map_err(|_| ErrorCode::Internal)?;
-        hub.metrics().publications.inc();
+        let info = session.info(chan_info.as_ref());
+        let result = commands::publish(&hub, &p.channel, p.data, Some(info)).await?;
         self.reply(command.id, &result);
         Ok(())
     }
@@ -680,23 +669,12 @@ impl Connection {
     async fn presence(&mut self, command: &Command<'_>, stats: bool) -> Result<(), ErrorCode> {
         let channel = channel_param(command)?;
         let hub = self.hub.clone();
-        let options = hub.namespace_of(&channel)?;
+        hub.namespace_of(&channel)?;
         if !self.subscriptions.contains_key(channel.as_str()) {
             return Err(ErrorCode::NotSubscribed);
         }
-        if !options.presence {
-            return Err(ErrorCode::NotAvailable);
-        }
-        let clients = hub
-            .engine()
-            .presence(&channel)
-            .await
-            .map_err(|_| ErrorCode::Internal)?;
-        if stats {
-            self.reply(command.id, &presence_stats(&clients));
-        } else {
-            self.reply(command.id, &serde_json::json!({ "clients": clients }));
-        }
+        let result = commands::presence(&hub, &channel, stats).await?;
+        self.reply(command.id, &result);
         Ok(())
     }
 
@@ -707,53 +685,10 @@ impl Connection {
         if !self.subscriptions.contains_key(p.channel.as_str()) {
             return Err(ErrorCode::NotSubscribed);
         }
-        let result = history(&hub, &p).await?;
+        let result = commands::history(&hub, &p).await?;
         self.reply(command.id, &result);
         Ok(())
     }
-}
-
-/// Params of `history` (the client command and the HTTP API method).
-#[derive(Debug, Deserialize)]
-pub(crate) struct HistoryParams {
-    pub(crate) channel: String,
-    #[serde(default)]
-    pub(crate) limit: Option<u64>,
-    #[serde(default)]
-    pub(crate) since: Option<StreamPosition>,
-    #[serde(default)]
-    pub(crate) reverse: bool,
-}
-
-/// Reads history (shared by the command and the HTTP API).
-pub(crate) async fn history(
-    hub: &Hub,
-    p: &HistoryParams,
-) -> Result<crate::engine::HistoryResult, ErrorCode> {
-    let options = hub.namespace_of(&p.channel)?;
-    if !options.has_history() {
-        return Err(ErrorCode::NotAvailable);
-    }
-    let query = HistoryQuery {
-        limit: p.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
-        since: p.since.clone(),
-        reverse: p.reverse,
-    };
-    hub.engine()
-        .history(&p.channel, options, query)
-        .await
-        .map_err(|e| match e {
-            HistoryError::Unrecoverable => ErrorCode::UnrecoverablePosition,
-            HistoryError::Engine(_) => ErrorCode::Internal,
-        })
-}
-
-/// `{num_clients, num_users}`.
-pub(crate) fn presence_stats(clients: &[ClientInfo]) -> serde_json::Value {
-    serde_json::json!({
-        "num_clients": clients.len(),
-        "num_users": clients.iter().map(|c| &c.user).collect::<std::collections::HashSet<_>>().len(),
-    })
 }
 
 fn channel_param(command: &Command<'_>) -> Result<String, ErrorCode> {

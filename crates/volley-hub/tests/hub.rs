@@ -78,8 +78,7 @@ async fn connect_tokens_anonymous_and_expiry() {
 
     let mut c = Client::open(&hub).await;
     let forged =
-        volley_hub::auth::sign_hs256("another-secret-of-32-bytes-12345", &json!({"sub": "42"}))
-            .unwrap();
+        volley_hub::sign_hs256("another-secret-of-32-bytes-12345", &json!({"sub": "42"})).unwrap();
     assert_eq!(
         error_code(&c.call("connect", json!({"token": forged})).await),
         Some(101)

@@ -11,7 +11,7 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use volley::ClientBuilder;
-use volley_hub::config::TlsConfig;
+use volley_hub::TlsConfig;
 
 fn key_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

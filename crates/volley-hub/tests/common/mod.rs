@@ -79,7 +79,11 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start(config: HubConfig) -> Self {
-        let server = Server::bind(config).await.unwrap();
+        Self::serve(Server::bind(config).await.unwrap())
+    }
+
+    /// Runs a bound server (e.g. one composed with `with_demo`).
+    pub fn serve(server: Server) -> Self {
         let addr = server.local_addr().unwrap();
         let hub = server.hub().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -289,7 +293,7 @@ pub fn error_code(reply: &Value) -> Option<u64> {
 
 /// A signed HS256 token with these claims.
 pub fn token(claims: Value) -> String {
-    volley_hub::auth::sign_hs256(SECRET, &claims).unwrap()
+    volley_hub::sign_hs256(SECRET, &claims).unwrap()
 }
 
 /// The HTTP status of a refused handshake (101 when it succeeded).
