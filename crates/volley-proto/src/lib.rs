@@ -29,6 +29,7 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod headers;
 pub mod message;
 
 pub use config::{Config, ConfigBuilder, HeadLimits};

@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::frame::{CloseCode, utf8};
+use crate::frame::{CloseCode, OpCode, PreparedFrame, utf8};
 
 /// A complete data message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +62,17 @@ impl Message {
         match self {
             Self::Text(t) => Some(t.as_str()),
             Self::Binary(_) => None,
+        }
+    }
+}
+
+impl PreparedFrame {
+    /// Encodes `message` as one final, unmasked frame (the frame layer
+    /// knows no messages: this lives with [`Message`]).
+    pub fn new(message: &Message) -> Self {
+        match message {
+            Message::Text(t) => Self::encode(OpCode::Text, t.as_bytes()),
+            Message::Binary(b) => Self::encode(OpCode::Binary, b),
         }
     }
 }

@@ -38,6 +38,7 @@ mod keepalive;
 mod server;
 mod split;
 mod stream;
+mod wakers;
 mod websocket;
 
 pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, Target, connect};
@@ -46,10 +47,10 @@ pub use config::{
     WebSocketConfig, WebSocketConfigBuilder,
 };
 pub use error::{Error, Result};
-pub use server::{Accept, Upgrading, accept, accept_with, upgrade};
+pub use server::{Upgrading, accept, accept_with, upgrade};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
-pub use volley_proto::handshake::{Rejection, ServerRequest};
+pub use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 pub use volley_proto::{
     CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, Role, State, Utf8Bytes,
 };

@@ -5,47 +5,17 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use volley_proto::handshake::{
-    HeadScanner, Rejection, RequestError, ServerRequest, accept_response, append_header,
-    reject_response,
+    Accept, HeadScanner, Rejection, RequestError, ServerAccepted, ServerRequest, reject_response,
 };
-use volley_proto::{Connection, DeflateParams, Role};
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result};
 use crate::websocket::WebSocket;
-
-/// How the application accepts an upgrade: the subprotocol it picks and
-/// headers to add to the 101 response.
-#[derive(Clone, Debug, Default)]
-pub struct Accept {
-    protocol: Option<String>,
-    headers: HeaderMap,
-}
-
-impl Accept {
-    /// Accepts with no subprotocol and no extra headers.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Picks a subprotocol; it must be one the client offered
-    /// ([`ServerRequest::protocols`]), or it is not sent.
-    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
-        self.protocol = Some(protocol.into());
-        self
-    }
-
-    /// Adds a response header; invalid names or values are ignored.
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        append_header(&mut self.headers, name, value);
-        self
-    }
-}
 
 /// Accepts a WebSocket connection on `stream` with the default configuration,
 /// any path and no subprotocol.
@@ -99,18 +69,20 @@ where
                 return Err(err.into());
             }
         };
-        let (response, conn) = match negotiate(&request, &config, callback) {
+        let accepted = match negotiate(&request, &config, callback) {
             Ok(ok) => ok,
             Err(rejection) => {
                 reject(&mut stream, &rejection).await;
                 return Err(Error::Rejected(rejection.status));
             }
         };
+        let mut response = Vec::with_capacity(256);
+        accepted.write_response(&mut response);
         stream.write_all(&response).await?;
         stream.flush().await?;
         Ok(WebSocket::from_parts(
             stream,
-            conn,
+            accepted.into_connection(),
             config.clone(),
             &buf[end..],
         ))
@@ -120,50 +92,23 @@ where
         .map_err(|_| Error::HandshakeTimeout)?
 }
 
-/// Runs the callback and permessage-deflate negotiation; returns the 101
-/// response bytes and the protocol core.
+/// Runs the callback, then the core's handshake decision (subprotocol,
+/// permessage-deflate, the configured connection).
 fn negotiate<F>(
     request: &ServerRequest,
     config: &WebSocketConfig,
     callback: F,
-) -> Result<(Vec<u8>, Connection), Rejection>
+) -> Result<ServerAccepted, Rejection>
 where
     F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
 {
     let accept = callback(request)?;
-    let deflate = negotiate_deflate(request, config)?;
-    let protocol = accept.protocol.filter(|p| {
-        let offered = request.protocols.contains(p);
-        if !offered {
+    if let Some(p) = accept.picked_protocol() {
+        if !request.protocols.iter().any(|o| o == p) {
             tracing::warn!(protocol = %p, "accept picked a subprotocol the client did not offer; not sent");
         }
-        offered
-    });
-    let mut out = Vec::with_capacity(256);
-    let ext = deflate.map(|d| d.response_header());
-    accept_response(
-        &mut out,
-        &request.key,
-        protocol.as_deref(),
-        ext.as_deref(),
-        &accept.headers,
-    );
-    Ok((
-        out,
-        Connection::new(Role::Server, config.protocol().clone(), deflate),
-    ))
-}
-
-fn negotiate_deflate(
-    request: &ServerRequest,
-    config: &WebSocketConfig,
-) -> Result<Option<DeflateParams>, Rejection> {
-    match config.protocol().deflate() {
-        Some(d) => d
-            .accept_offers(&request.extensions)
-            .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string())),
-        None => Ok(None),
     }
+    request.accept(accept, config.protocol())
 }
 
 async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
@@ -205,28 +150,10 @@ where
     })?;
     let validated =
         ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))?;
-    let accept = callback(&validated).map_err(|r| rejection_response(&r))?;
-    let deflate = negotiate_deflate(&validated, &config).map_err(|r| rejection_response(&r))?;
-    let mut response = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::CONNECTION, "Upgrade")
-        .header(
-            http::header::SEC_WEBSOCKET_ACCEPT,
-            volley_proto::handshake::accept_key(validated.key.as_bytes()),
-        );
-    if let Some(p) = accept.protocol.filter(|p| validated.protocols.contains(p)) {
-        response = response.header(http::header::SEC_WEBSOCKET_PROTOCOL, p);
-    }
-    if let Some(d) = &deflate {
-        response = response.header(http::header::SEC_WEBSOCKET_EXTENSIONS, d.response_header());
-    }
-    let mut response = response.body(Empty::new()).map_err(|e| {
-        rejection_response(&Rejection::new(StatusCode::INTERNAL_SERVER_ERROR).body(e.to_string()))
-    })?;
-    response.headers_mut().extend(accept.headers);
+    let accepted = negotiate(&validated, &config, callback).map_err(|r| rejection_response(&r))?;
+    let (response, conn) = accepted.into_parts();
+    let response = response.map(|()| Empty::new());
     let on_upgrade = hyper::upgrade::on(request);
-    let conn = Connection::new(Role::Server, config.protocol().clone(), deflate);
     let upgrading: Upgrading = Box::pin(async move {
         let upgraded = on_upgrade
             .await

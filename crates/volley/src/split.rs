@@ -7,56 +7,27 @@
 
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use volley_proto::{CloseCode, Message};
 
 use crate::error::Result;
-use crate::websocket::{Half, WebSocket};
+use crate::wakers::Half;
+use crate::websocket::WebSocket;
 
-/// Wakers of the halves waiting for the transport to accept writes.
-#[derive(Default)]
-pub(crate) struct WriteWakers {
-    slots: Mutex<[Option<Waker>; 2]>,
-}
-
-impl WriteWakers {
-    /// Records `waker` for `half` and returns a waker that wakes all.
-    pub(crate) fn register(self: &Arc<Self>, half: Half, waker: &Waker) -> Waker {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut slots[half as usize];
-        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *slot = Some(waker.clone());
-        }
-        Waker::from(Arc::clone(self))
+impl<S> WebSocket<S> {
+    /// Splits into a receiving and a sending half, which may be moved to
+    /// different tasks. [`ReadHalf::unsplit`] puts them back together.
+    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
+        self.share_write_wakers();
+        let shared = Arc::new(Mutex::new(self));
+        (
+            ReadHalf {
+                shared: Arc::clone(&shared),
+            },
+            WriteHalf { shared },
+        )
     }
-}
-
-impl Wake for WriteWakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let taken: Vec<Waker> = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            slots.iter_mut().filter_map(Option::take).collect()
-        };
-        for w in taken {
-            w.wake();
-        }
-    }
-}
-
-pub(crate) fn split<S>(ws: WebSocket<S>) -> (ReadHalf<S>, WriteHalf<S>) {
-    let shared = Arc::new(Mutex::new(ws));
-    (
-        ReadHalf {
-            shared: Arc::clone(&shared),
-        },
-        WriteHalf { shared },
-    )
 }
 
 fn lock<S>(m: &Mutex<WebSocket<S>>) -> MutexGuard<'_, WebSocket<S>> {

@@ -19,7 +19,7 @@ use volley_proto::{
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result};
 use crate::keepalive::KeepaliveState;
-use crate::split::{self, ReadHalf, WriteHalf, WriteWakers};
+use crate::wakers::{Half, WriteWakers};
 
 /// A WebSocket connection over a transport `S` (TCP, TLS, a hyper upgrade).
 ///
@@ -66,13 +66,6 @@ enum Finish {
     Shutdown,
     /// Over: `recv` returns `None`.
     Done,
-}
-
-/// Which half is polling (only matters after [`WebSocket::split`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Half {
-    Read = 0,
-    Write = 1,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -290,13 +283,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The configuration.
     pub fn config(&self) -> &WebSocketConfig {
         &self.config
-    }
-
-    /// Splits into a receiving and a sending half, which may be moved to
-    /// different tasks. [`ReadHalf::unsplit`] puts them back together.
-    pub fn split(mut self) -> (ReadHalf<S>, WriteHalf<S>) {
-        self.write_wakers = Some(Arc::new(WriteWakers::default()));
-        split::split(self)
     }
 
     /// Bytes queued and not yet written.
@@ -590,6 +576,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             None => Instant::now() + self.config.protocol().close_timeout(),
         };
         self.poll_timer(cx, deadline)
+    }
+}
+
+impl<S> WebSocket<S> {
+    /// From now on the transport is polled with a waker that wakes both
+    /// halves (see [`split`](Self::split)).
+    pub(crate) fn share_write_wakers(&mut self) {
+        self.write_wakers = Some(Arc::new(WriteWakers::default()));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Negotiating permessage-deflate (RFC 7692 §5–7.1) in both roles.
 
 use crate::error::ConfigError;
-use crate::handshake::Extension;
+use crate::headers::Extension;
 
 /// The extension's registered name.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
@@ -373,7 +373,7 @@ fn window_bits(name: &'static str, value: &str) -> Result<u8, NegotiationError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::parse_extensions;
+    use crate::headers::parse_extensions;
 
     fn offers(header: &str) -> Vec<Extension> {
         parse_extensions(&[header]).unwrap()

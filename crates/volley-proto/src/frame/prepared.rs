@@ -4,7 +4,6 @@
 use bytes::Bytes;
 
 use super::{OpCode, encode_frame};
-use crate::message::Message;
 
 /// A whole message encoded once as an unmasked, uncompressed frame.
 ///
@@ -30,12 +29,10 @@ pub struct PreparedFrame {
 }
 
 impl PreparedFrame {
-    /// Encodes `message` as one final, unmasked frame.
-    pub fn new(message: &Message) -> Self {
-        let (opcode, payload) = match message {
-            Message::Text(t) => (OpCode::Text, t.as_bytes()),
-            Message::Binary(b) => (OpCode::Binary, &b[..]),
-        };
+    /// Encodes `payload` as one final, unmasked data frame with `opcode`
+    /// ([`OpCode::Text`] or [`OpCode::Binary`]; the caller vouches that text
+    /// is UTF-8). [`PreparedFrame::new`] does it from a message.
+    pub fn encode(opcode: OpCode, payload: &[u8]) -> Self {
         let mut out = Vec::new();
         encode_frame(&mut out, opcode, true, false, None, payload);
         let header_len = out.len() - payload.len();
@@ -86,7 +83,7 @@ mod tests {
     #[test]
     fn encodes_header_once_for_every_length_class() {
         for len in [0usize, 125, 126, 65_535, 65_536] {
-            let frame = PreparedFrame::new(&Message::binary(vec![7u8; len]));
+            let frame = PreparedFrame::encode(OpCode::Binary, &vec![7u8; len]);
             let (header, used) = FrameHeader::parse(frame.as_bytes())
                 .expect("valid header")
                 .expect("complete header");

@@ -1,16 +1,21 @@
 //! Server side of the opening handshake: validate the client's request,
-//! build the 101 response or a rejection.
+//! decide the subprotocol and permessage-deflate once, and give the 101
+//! response with a configured [`Connection`] (or a rejection). Both of the
+//! `volley` crate's server paths (its own accept loop and the hyper upgrade)
+//! call [`ServerRequest::accept`].
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::{
     Extension, HeadTooLarge, MalformedHeader, accept_key, header_has_token, parse_extensions,
     parse_protocols,
 };
-use crate::config::HeadLimits;
+use crate::config::{Config, HeadLimits};
+use crate::conn::{Connection, Role};
+use crate::deflate::DeflateParams;
 
 /// A validated WebSocket upgrade request.
 #[derive(Debug)]
@@ -251,6 +256,137 @@ impl ServerRequest {
     }
 }
 
+/// How the application accepts an upgrade: the subprotocol it picks and
+/// headers to add to the 101 response.
+#[derive(Clone, Debug, Default)]
+pub struct Accept {
+    protocol: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Accept {
+    /// Accepts with no subprotocol and no extra headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Picks a subprotocol; it must be one the client offered
+    /// ([`ServerRequest::protocols`]), or it is not sent.
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocol = Some(protocol.into());
+        self
+    }
+
+    /// Adds a response header; invalid names or values are ignored.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        append_header(&mut self.headers, name, value);
+        self
+    }
+
+    /// The subprotocol picked, if any.
+    pub fn picked_protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+}
+
+/// The server's side of a handshake, decided: what the 101 response says and
+/// the protocol core configured with what was negotiated.
+#[derive(Debug)]
+pub struct ServerAccepted {
+    key: String,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+    headers: HeaderMap,
+    connection: Connection,
+}
+
+impl ServerRequest {
+    /// Decides the handshake: the subprotocol `accept` picked if the client
+    /// offered it (otherwise none is sent), permessage-deflate when
+    /// `config` enables it and an offer can be honoured, and a server
+    /// [`Connection`] with `config` and the negotiated parameters.
+    ///
+    /// A malformed permessage-deflate offer is rejected with 400.
+    pub fn accept(&self, accept: Accept, config: &Config) -> Result<ServerAccepted, Rejection> {
+        let deflate = match config.deflate() {
+            Some(d) => d
+                .accept_offers(&self.extensions)
+                .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string()))?,
+            None => None,
+        };
+        let protocol = accept.protocol.filter(|p| self.protocols.contains(p));
+        Ok(ServerAccepted {
+            key: self.key.clone(),
+            protocol,
+            deflate,
+            headers: accept.headers,
+            connection: Connection::new(Role::Server, config.clone(), deflate),
+        })
+    }
+}
+
+impl ServerAccepted {
+    /// The subprotocol sent in the response, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// The negotiated permessage-deflate parameters, if any.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
+    }
+
+    /// Appends the `101 Switching Protocols` response head to `out`.
+    pub fn write_response(&self, out: &mut Vec<u8>) {
+        let extensions = self.deflate.map(|d| d.response_header());
+        accept_response(
+            out,
+            &self.key,
+            self.protocol.as_deref(),
+            extensions.as_deref(),
+            &self.headers,
+        );
+    }
+
+    /// The response as an [`http::Response`] (for an HTTP stack that writes
+    /// it, such as hyper), and the connection.
+    pub fn into_parts(self) -> (Response<()>, Connection) {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        // The accept key is base64, a protocol the client offered is a token
+        // and the extension header is ours: all valid header values.
+        let values = [
+            (
+                http::header::SEC_WEBSOCKET_ACCEPT,
+                Some(accept_key(self.key.as_bytes())),
+            ),
+            (http::header::SEC_WEBSOCKET_PROTOCOL, self.protocol),
+            (
+                http::header::SEC_WEBSOCKET_EXTENSIONS,
+                self.deflate.map(|d| d.response_header()),
+            ),
+        ];
+        for (name, value) in values {
+            if let Some(v) = value.and_then(|v| HeaderValue::try_from(v).ok()) {
+                h.insert(name, v);
+            }
+        }
+        h.extend(self.headers);
+        (response, self.connection)
+    }
+
+    /// The connection alone, once the response is written.
+    pub fn into_connection(self) -> Connection {
+        self.connection
+    }
+}
+
 fn header_strs<'a>(
     h: &'a HeaderMap,
     name: HeaderName,
@@ -438,5 +574,101 @@ mod tests {
         req.push_str("\r\n\r\n");
         let err = ServerRequest::parse(req.as_bytes(), &limits).unwrap_err();
         assert_eq!(err.status().as_u16(), 431);
+    }
+
+    fn offer(extra: &str) -> ServerRequest {
+        parse(&GOOD.replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            &format!("Sec-WebSocket-Version: 13\r\n{extra}"),
+        ))
+        .unwrap()
+    }
+
+    fn deflate_config() -> Config {
+        Config::builder()
+            .deflate(Some(crate::DeflateConfig::default()))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn accept_sends_only_an_offered_subprotocol() {
+        let r = parse(GOOD).unwrap();
+        let accepted = r
+            .accept(Accept::new().protocol("superchat"), &Config::default())
+            .unwrap();
+        assert_eq!(accepted.protocol(), Some("superchat"));
+        let mut out = Vec::new();
+        accepted.write_response(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Sec-WebSocket-Protocol: superchat\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+
+        let accepted = r
+            .accept(Accept::new().protocol("not-offered"), &Config::default())
+            .unwrap();
+        assert_eq!(accepted.protocol(), None);
+        let (response, conn) = accepted.into_parts();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(!response.headers().contains_key("sec-websocket-protocol"));
+        assert_eq!(conn.role(), Role::Server);
+    }
+
+    #[test]
+    fn accept_negotiates_deflate_only_when_configured_and_offered() {
+        let offered =
+            offer("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n");
+        // Configured and offered: negotiated, in the response and the core.
+        let accepted = offered.accept(Accept::new(), &deflate_config()).unwrap();
+        assert!(accepted.deflate().is_some());
+        let mut out = Vec::new();
+        accepted.write_response(&mut out);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("Sec-WebSocket-Extensions: permessage-deflate")
+        );
+        let (response, conn) = accepted.into_parts();
+        assert!(response.headers().contains_key("sec-websocket-extensions"));
+        assert!(conn.is_compressed());
+        // Offered but switched off: declined.
+        let off = Config::builder().deflate(None).build().unwrap();
+        let accepted = offered.accept(Accept::new(), &off).unwrap();
+        assert!(accepted.deflate().is_none());
+        assert!(!accepted.into_connection().is_compressed());
+        // Configured but not offered: declined.
+        let accepted = parse(GOOD)
+            .unwrap()
+            .accept(Accept::new(), &deflate_config())
+            .unwrap();
+        assert!(accepted.deflate().is_none());
+        // A malformed offer: 400.
+        let bad =
+            offer("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=99\r\n");
+        let rejection = bad.accept(Accept::new(), &deflate_config()).unwrap_err();
+        assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn accept_adds_the_applications_headers() {
+        let accepted = parse(GOOD)
+            .unwrap()
+            .accept(
+                Accept::new().header("Set-Cookie", "a=1"),
+                &Config::default(),
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        accepted.write_response(&mut out);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("set-cookie: a=1\r\n")
+        );
+        let (response, _) = accepted.into_parts();
+        assert_eq!(response.headers()["set-cookie"], "a=1");
     }
 }
