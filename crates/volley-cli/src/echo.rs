@@ -8,18 +8,28 @@ use std::task::{Context, Poll, ready};
 use clap::Args;
 use futures_core::Stream as _;
 use futures_sink::Sink as _;
-use tokio::net::TcpListener;
 use volley::{DeflateConfig, WebSocket, WebSocketConfig};
 
 /// Arguments of `volley echo`.
 #[derive(Debug, Args)]
 pub(crate) struct EchoArgs {
     /// Port to listen on (0 picks a free one and prints it).
-    #[arg(long, short, default_value_t = 9001)]
+    #[arg(long, short, default_value_t = 9001, conflicts_with = "listen")]
     port: u16,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", conflicts_with = "listen")]
     host: String,
+    /// The address to listen on, instead of --host and --port: host:port (a
+    /// name is resolved), :port or a bare port (both on 127.0.0.1).
+    #[arg(long, value_parser = crate::listen::parse)]
+    listen: Option<SocketAddr>,
+    /// Connections the kernel queues before they are accepted.
+    #[arg(long, default_value_t = volley_hub::DEFAULT_LISTEN_BACKLOG)]
+    backlog: u32,
+    /// Runtime threads; with 1, the accept loop and every connection share one
+    /// thread [default: the CPUs this process may run on].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     /// Largest message and frame accepted, in bytes.
     #[arg(long, default_value_t = volley::proto::config::DEFAULT_MAX_MESSAGE_SIZE)]
     max_message_size: usize,
@@ -28,7 +38,21 @@ pub(crate) struct EchoArgs {
     no_compression: bool,
 }
 
-pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// Why `volley echo` could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum EchoError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let deflate = (!args.no_compression).then(DeflateConfig::default);
     let protocol = volley::Config::builder()
         .max_size(args.max_message_size)
@@ -42,7 +66,15 @@ pub(crate) async fn run(args: EchoArgs) -> Result<(), Box<dyn std::error::Error>
             let _ = rlimit::Resource::NOFILE.set(hard, hard);
         }
     }
-    let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let addr = match args.listen {
+        Some(addr) => addr,
+        None if args.host.contains(':') && !args.host.starts_with('[') => {
+            crate::listen::parse(&format!("[{}]:{}", args.host, args.port))?
+        }
+        None => crate::listen::parse(&format!("{}:{}", args.host, args.port))?,
+    };
+    let listener = volley_hub::listen(addr, args.backlog)
+        .map_err(|source| EchoError::Bind { addr, source })?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("volley echo listening on ws://{addr}/");
     loop {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod echo;
 mod http_api;
+mod listen;
 mod serve;
 mod testee;
 
@@ -52,22 +53,51 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Whether log lines carry ANSI colours: only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// The runtime of a server: with one thread (asked for, or the only CPU this
+/// process may run on), a current-thread runtime, so the accept loop and the
+/// connections never wait for each other across threads.
+fn server_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ansi = colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(args) = &cli.command {
-        if let Some(n) = args.threads {
-            builder.worker_threads(n.max(1));
-        }
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match &cli.command {
+        Command::Serve(args) => server_runtime(args.threads),
+        Command::Echo(args) => server_runtime(args.threads),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("volley: cannot start the runtime: {e}");
@@ -76,17 +106,49 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map_err(Into::into),
-            Command::Echo(args) => echo::run(args).await,
+            // A server's accept loop runs on a worker like its connections
+            // (block_on would keep it on this thread, apart from them).
+            Command::Serve(args) => on_worker(async { Ok(serve::run(args).await?) }).await,
+            Command::Echo(args) => on_worker(echo::run(args)).await,
             Command::Testee(args) => testee::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });
+    // Connections still open (a second Ctrl-C during a drain) are dropped
+    // with the runtime, at once.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("volley: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A server's error.
+type ServerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs a server's future as a task of the runtime.
+async fn on_worker(
+    run: impl std::future::Future<Output = Result<(), ServerError>> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match tokio::spawn(run).await {
+        Ok(result) => result.map_err(|e| -> Box<dyn std::error::Error> { e }),
+        Err(e) => Err(format!("the server task failed: {e}").into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".into())));
     }
 }

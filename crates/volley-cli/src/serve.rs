@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
-use volley_hub::TlsConfig;
+use volley_hub::{DrainConfig, TlsConfig};
 use volley_hub::{HubConfig, Server};
 
 /// Arguments of `volley serve`. Flags override the configuration file.
@@ -16,18 +17,30 @@ namespaces, a ticker publishing to ticker:demo, and random API and admin keys
 
 Examples:
   volley serve                                   # the demo at http://127.0.0.1:8000/
+  volley serve --listen 8001                     # the demo at http://127.0.0.1:8001/
+  volley serve --listen localhost:8000
   volley serve --config volley.toml              # see docs/volley.example.toml
   volley serve --listen 0.0.0.0:443 --tls-cert cert.pem --tls-key key.pem
 
 SIGTERM or SIGINT drains: new upgrades get 503, clients are told to reconnect
-within drain.spread_ms, the rest are closed with 1001 after drain.grace_ms.")]
+within drain.spread_ms, the rest are closed with 1001 after drain.grace_ms.
+A second SIGINT or SIGTERM during the drain exits at once.
+
+Keys are printed only when the demo generates them; keys given by flag,
+environment or file are not echoed.")]
 pub(crate) struct ServeArgs {
     /// A TOML configuration file (every key optional; see docs/volley.example.toml).
     #[arg(long, env = "VOLLEY_CONFIG")]
     config: Option<PathBuf>,
-    /// The address to listen on [default: 127.0.0.1:8000, or `listen` in the file].
-    #[arg(long, env = "VOLLEY_LISTEN")]
+    /// The address to listen on: host:port (a name is resolved), :port or a
+    /// bare port (both on 127.0.0.1) [default: 127.0.0.1:8000, or `listen` in
+    /// the file].
+    #[arg(long, env = "VOLLEY_LISTEN", value_parser = crate::listen::parse)]
     listen: Option<SocketAddr>,
+    /// Connections the kernel queues before they are accepted [default: 1024,
+    /// or `limits.listen_backlog` in the file].
+    #[arg(long, env = "VOLLEY_BACKLOG")]
+    backlog: Option<u32>,
     /// The HTTP API key (`Authorization: apikey KEY`) [default: random in the demo].
     #[arg(long, env = "VOLLEY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -46,7 +59,8 @@ pub(crate) struct ServeArgs {
     /// The TLS private key (PEM).
     #[arg(long, requires = "tls_cert", env = "VOLLEY_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Runtime worker threads [default: one per core].
+    /// Runtime threads; 1 runs everything on one thread [default: the CPUs
+    /// this process may run on].
     #[arg(long)]
     pub(crate) threads: Option<usize>,
 }
@@ -60,14 +74,25 @@ fn random_key() -> String {
     })
 }
 
+/// The keys the demo generated (printed once at start; keys given by flag,
+/// environment or file are never echoed).
+#[derive(Debug, Default)]
+struct Generated {
+    api_key: bool,
+    admin_key: bool,
+}
+
 /// Builds the configuration from the file (or the demo) and the flags.
-fn configure(args: ServeArgs) -> Result<HubConfig, String> {
+fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
     let mut config = match &args.config {
         Some(path) => HubConfig::from_file(path).map_err(|e| e.to_string())?,
         None => HubConfig::demo(),
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(backlog) = args.backlog {
+        config.limits.listen_backlog = backlog;
     }
     if args.api_key.is_some() {
         config.api_key = args.api_key;
@@ -84,17 +109,20 @@ fn configure(args: ServeArgs) -> Result<HubConfig, String> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsConfig { cert, key });
     }
+    let mut generated = Generated::default();
     if config.demo {
         config.add_demo_namespaces();
+        generated.api_key = config.api_key.is_none();
+        generated.admin_key = config.admin_key.is_none();
         config.api_key.get_or_insert_with(random_key);
         config.admin_key.get_or_insert_with(random_key);
         config.auth.hmac_secret.get_or_insert_with(random_key);
     }
-    Ok(config)
+    Ok((config, generated))
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
-    let config = configure(args)?;
+    let (config, generated) = configure(args)?;
     // Every connection is a file descriptor: allow as many as the hard limit.
     if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
         if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_err() {
@@ -119,14 +147,71 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     if config.demo {
         println!("  demo:      {http}://{addr}/");
     }
-    if let Some(key) = &config.admin_key {
-        println!("  admin:     {http}://{addr}/admin#key={key}");
+    match &config.admin_key {
+        Some(key) if generated.admin_key => {
+            println!("  admin:     {http}://{addr}/admin#key={key}");
+        }
+        Some(_) => println!("  admin:     {http}://{addr}/admin  (the configured admin key)"),
+        None => {}
     }
-    if let Some(key) = &config.api_key {
-        println!("  HTTP API:  {http}://{addr}/api/<method>  (Authorization: apikey {key})");
+    match &config.api_key {
+        Some(key) if generated.api_key => {
+            println!("  HTTP API:  {http}://{addr}/api/<method>  (Authorization: apikey {key})");
+        }
+        Some(_) => println!(
+            "  HTTP API:  {http}://{addr}/api/<method>  (Authorization: apikey <the configured API key>)"
+        ),
+        None => {}
     }
     println!("  metrics:   {http}://{addr}/metrics");
-    let report = server.run(shutdown_signal()).await;
+    let hub = server.hub().clone();
+    let drain = config.drain.clone();
+    let mut signals = Signals::new();
+    let (signalled, shutdown) = tokio::sync::oneshot::channel::<()>();
+    let mut signalled = Some(signalled);
+    let run = server.run(async move {
+        let _ = shutdown.await;
+    });
+    tokio::pin!(run);
+    // Progress of the drain, every few seconds once it has begun.
+    let mut progress = tokio::time::interval(DRAIN_PROGRESS);
+    let mut drain_start = None;
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            () = signals.next() => match signalled.take() {
+                Some(signalled) => {
+                    announce_drain(hub.connection_count(), &drain);
+                    drain_start = Some(tokio::time::Instant::now());
+                    progress.reset();
+                    let _ = signalled.send(());
+                }
+                None => {
+                    let left = hub.connection_count();
+                    return Err(format!(
+                        "second signal during the drain: exiting now, {left} {} dropped",
+                        plural(left, "connection")
+                    ));
+                }
+            },
+            _ = progress.tick(), if drain_start.is_some() => {
+                let elapsed = drain_start.map(|t| t.elapsed()).unwrap_or_default();
+                let left = hub.connection_count();
+                let deadline = Duration::from_millis(drain.grace_ms).saturating_sub(elapsed);
+                eprintln!(
+                    "volley serve: draining, {left} {} left; closing them with 1001 in {:.0} s",
+                    plural(left, "connection"),
+                    deadline.as_secs_f64().ceil()
+                );
+            }
+        }
+    };
+    if let Some(start) = drain_start {
+        eprintln!(
+            "volley serve: drain finished after {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
     println!(
         "volley serve drained: {} connections at the signal, {} closed with 1001 at the deadline",
         report.connections_at_start, report.closed_at_deadline
@@ -134,24 +219,66 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+/// How often a drain in progress is reported.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(5);
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+}
+
+/// Says what the drain will do and for how long.
+fn announce_drain(connections: usize, drain: &DrainConfig) {
+    eprintln!(
+        "volley serve: draining {connections} {}: new connections get 503, clients are asked to \
+         reconnect within {:.1} s, those left are closed with 1001 after {:.1} s. \
+         Press Ctrl-C again to exit now.",
+        plural(connections, "connection"),
+        drain.spread_ms as f64 / 1000.0,
+        drain.grace_ms as f64 / 1000.0,
+    );
+}
+
+/// SIGINT and SIGTERM, as one stream (the first starts the drain, the second
+/// ends the process).
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                _ => {
+                    tracing::warn!("cannot listen for SIGTERM; only Ctrl-C drains");
+                    None
+                }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -80,6 +80,10 @@ pub struct AuthConfig {
     pub leeway: u64,
 }
 
+/// The default `listen(2)` backlog of `volley serve` and `volley echo`: a
+/// burst of thousands of connects overflows the usual 128.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
 /// Per-connection and per-node limits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -105,6 +109,9 @@ pub struct Limits {
     pub pong_timeout_ms: u64,
     /// Time for the WebSocket handshake.
     pub handshake_timeout_ms: u64,
+    /// Connections the kernel queues before they are accepted (the
+    /// `listen(2)` backlog, capped by `net.core.somaxconn`).
+    pub listen_backlog: u32,
 }
 
 impl Default for Limits {
@@ -120,6 +127,7 @@ impl Default for Limits {
             ping_interval_ms: 20_000,
             pong_timeout_ms: 20_000,
             handshake_timeout_ms: 10_000,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
         }
     }
 }
@@ -302,6 +310,7 @@ impl HubConfig {
             (l.ping_interval_ms as usize, "ping_interval_ms"),
             (l.pong_timeout_ms as usize, "pong_timeout_ms"),
             (l.handshake_timeout_ms as usize, "handshake_timeout_ms"),
+            (l.listen_backlog as usize, "listen_backlog"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));

@@ -37,11 +37,12 @@ mod sync;
 
 pub use auth::sign_hs256;
 pub use config::{
-    AuthConfig, ConfigError, DrainConfig, HubConfig, Limits, NamespaceOptions, TlsConfig,
+    AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, HubConfig, Limits,
+    NamespaceOptions, TlsConfig,
 };
 pub use engine::{Engine, MemoryEngine, PublishResult};
 pub use hub::{Hub, Info, Target, VERSION};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
 pub use protocol::{ClientInfo, ErrorCode, Publication, StreamPosition};
-pub use server::{DrainReport, ServeError, Server};
+pub use server::{DrainReport, ServeError, Server, listen};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
@@ -67,8 +67,7 @@ impl Server {
         let tls = config.tls.as_ref().map(load_tls).transpose()?;
         let addr = config.listen;
         let hub = Hub::new(config)?;
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = listen(addr, hub.config().limits.listen_backlog)
             .map_err(|source| ServeError::Bind { addr, source })?;
         Ok(Self {
             hub,
@@ -213,6 +212,22 @@ impl Server {
     }
 }
 
+/// Opens a listening TCP socket on `addr` whose kernel queue holds `backlog`
+/// connections not yet accepted (tokio's `TcpListener::bind` uses 128, which a
+/// burst of connects overflows). Must be called inside a tokio runtime.
+pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Restart at once on the same port, as `TcpListener::bind` does.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
@@ -242,4 +257,31 @@ fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 300 connects to a listener that accepts nothing all complete: the
+    /// kernel queues them (with tokio's 128 the 130th SYN is dropped and its
+    /// connect hangs).
+    #[tokio::test]
+    async fn the_default_backlog_holds_a_burst_of_connects() {
+        let listener = listen(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::config::DEFAULT_LISTEN_BACKLOG,
+        )
+        .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let connect = TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_secs(3), connect).await {
+                Ok(Ok(stream)) => held.push(stream),
+                other => panic!("connect {i} to a listener with backlog 1024: {other:?}"),
+            }
+        }
+        drop(listener);
+    }
 }
