@@ -61,6 +61,9 @@ pub enum ProtocolError {
     /// The peer did not answer our close frame in time.
     #[error("the peer did not complete the closing handshake in time")]
     CloseTimeout,
+    /// No pong answered a keepalive ping within the keepalive timeout.
+    #[error("no pong within the keepalive timeout")]
+    KeepaliveTimeout,
 }
 
 impl ProtocolError {
@@ -72,6 +75,7 @@ impl ProtocolError {
                 CloseCode::INVALID_PAYLOAD
             }
             Self::CloseTimeout | Self::Eof => CloseCode::ABNORMAL,
+            Self::KeepaliveTimeout => CloseCode::INTERNAL_ERROR,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }

@@ -33,7 +33,7 @@ pub mod headers;
 pub mod message;
 
 pub use config::{Config, ConfigBuilder, HeadLimits};
-pub use conn::{Connection, Event, MessageKind, Role, State};
+pub use conn::{Connection, Event, Keepalive, MessageKind, Role, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ConfigError, ProtocolError, SendError};
 pub use frame::{CloseCode, PreparedFrame};

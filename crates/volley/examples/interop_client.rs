@@ -109,20 +109,32 @@ async fn run(url: &str, expect_deflate: bool, passed: &mut u32, failed: &mut u32
         Err(e) => check("fragmented", false, e.to_string(), passed, failed),
     }
 
-    // Keepalive pings every 100 ms; reading drives them until a pong came back.
+    // Keepalive pings every 100 ms; reading drives them until a pong came
+    // back. `None` is the end of the stream (the server closed first): stop
+    // there, a closed connection answers every later `recv` at once.
     let pong = tokio::time::timeout(Duration::from_secs(5), async {
         while ws.rtt().is_none() {
-            let _ = tokio::time::timeout(Duration::from_millis(50), ws.recv()).await;
+            match tokio::time::timeout(Duration::from_millis(50), ws.recv()).await {
+                Ok(None) => return Err("the server closed the connection".to_owned()),
+                Ok(Some(Err(e))) => return Err(e.to_string()),
+                Ok(Some(Ok(_))) | Err(_) => {}
+            }
         }
+        Ok(())
     })
-    .await;
+    .await
+    .unwrap_or_else(|_| Err("no pong in 5 s".into()));
+    let closed = matches!(&pong, Err(e) if e.starts_with("the server closed"));
     check(
         "ping answered by pong",
         pong.is_ok(),
-        "no pong in 5 s".into(),
+        pong.err().unwrap_or_default(),
         passed,
         failed,
     );
+    if closed {
+        return;
+    }
 
     match ws.close(CloseCode(4000), "bye").await {
         Ok(()) => {

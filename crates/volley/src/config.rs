@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+pub use volley_proto::Keepalive;
 use volley_proto::{Config, ConfigError};
 
 /// Default write high-water mark: 128 KiB.
@@ -10,15 +11,6 @@ pub const DEFAULT_WRITE_HIGH_WATER_MARK: usize = 128 << 10;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default read size: 64 KiB (one buffer per thread, shared by its connections).
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
-
-/// Keepalive pings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Time between pings.
-    pub interval: Duration,
-    /// How long to wait for the pong before closing with 1011.
-    pub timeout: Duration,
-}
 
 /// The configuration of a [`WebSocket`](crate::WebSocket).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -34,7 +34,6 @@
 mod client;
 mod config;
 mod error;
-mod keepalive;
 mod server;
 mod split;
 mod stream;

@@ -12,13 +12,12 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use volley_proto::{
-    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedFrame, Role, SendError,
-    State,
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedFrame, ProtocolError,
+    Role, SendError, State,
 };
 
 use crate::config::WebSocketConfig;
 use crate::error::{Error, Result};
-use crate::keepalive::KeepaliveState;
 use crate::wakers::{Half, WriteWakers};
 
 /// A WebSocket connection over a transport `S` (TCP, TLS, a hyper upgrade).
@@ -36,8 +35,6 @@ pub struct WebSocket<S> {
     wpos: usize,
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
-    /// Boxed: connections without keepalive pay one pointer.
-    keepalive: Option<Box<KeepaliveState>>,
     peer_close: Option<CloseFrame>,
     pending_error: Option<Error>,
     finish: Finish,
@@ -81,8 +78,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake is already done.
     /// `leftover` holds bytes read past the handshake (frames the peer sent
     /// right behind it); `conn` is the protocol core built from the handshake.
-    pub fn from_parts(io: S, conn: Connection, config: WebSocketConfig, leftover: &[u8]) -> Self {
-        let keepalive = config.keepalive().map(|k| Box::new(KeepaliveState::new(k)));
+    /// Keepalive, when configured, starts now.
+    pub fn from_parts(
+        io: S,
+        mut conn: Connection,
+        config: WebSocketConfig,
+        leftover: &[u8],
+    ) -> Self {
+        if let Some(k) = config.keepalive() {
+            conn.set_keepalive(Some(k), std::time::Instant::now());
+        }
         let mut ws = Self {
             io,
             conn,
@@ -91,7 +96,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             wpos: 0,
             timer: None,
             timer_deadline: None,
-            keepalive,
             peer_close: None,
             pending_error: None,
             finish: Finish::Running,
@@ -272,7 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The last round-trip time measured by keepalive pings.
     pub fn rtt(&self) -> Option<Duration> {
-        self.keepalive.as_ref().and_then(|k| k.rtt())
+        self.conn.rtt()
     }
 
     /// The transport.
@@ -389,15 +393,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match event {
                 Event::Message(m) => return Some(m),
                 Event::Ping(_) => {}
-                Event::Pong(payload) => {
-                    if let Some(k) = &mut self.keepalive {
-                        k.on_pong(&payload, Instant::now());
-                    }
-                }
+                Event::Pong(_) => self.conn.measure_rtt(std::time::Instant::now()),
                 Event::Close(frame) => self.peer_close = frame,
                 Event::Failed(e) => {
                     if self.pending_error.is_none() {
-                        self.pending_error = Some(e.into());
+                        self.pending_error = Some(match e {
+                            ProtocolError::KeepaliveTimeout => Error::KeepaliveTimeout,
+                            e => e.into(),
+                        });
                     }
                 }
             }
@@ -483,25 +486,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // Backpressure: the peer is not reading what we owe it.
                 return Poll::Pending;
             }
+            // One timer per connection: the core's next deadline (keepalive
+            // ping or pong while open, the close timeout while closing).
             if let Some(deadline) = self.conn.poll_timeout() {
-                let deadline = Instant::from_std(deadline);
-                if self.poll_timer(cx, deadline).is_ready() {
-                    self.conn.handle_timeout(deadline.into_std());
+                if self.poll_timer(cx, Instant::from_std(deadline)).is_ready() {
+                    // Never earlier than the deadline, or it would not pass.
+                    self.conn
+                        .handle_timeout(std::time::Instant::now().max(deadline));
                     continue;
-                }
-            } else if let Some(k) = &mut self.keepalive {
-                match k.poll(cx, Instant::now()) {
-                    Poll::Ready(crate::keepalive::Action::Ping(payload)) => {
-                        let _ = self.conn.ping(&payload);
-                        continue;
-                    }
-                    Poll::Ready(crate::keepalive::Action::TimedOut) => {
-                        self.keepalive = None;
-                        self.pending_error = Some(Error::KeepaliveTimeout);
-                        let _ = self.start_close(CloseCode::INTERNAL_ERROR, "keepalive timeout");
-                        continue;
-                    }
-                    Poll::Pending => {}
                 }
             }
             // A large payload is read straight into its message buffer;

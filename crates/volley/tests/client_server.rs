@@ -362,3 +362,41 @@ async fn try_recv_drains_what_one_read_brought() {
     assert_eq!(server.try_recv(), Some(Message::text("m2")));
     assert_eq!(server.try_recv(), None);
 }
+
+#[tokio::test]
+async fn recv_ends_with_none_after_the_server_closes_first() {
+    // The server sends one message and closes first; keepalive runs on the
+    // client as in examples/interop_client.rs.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = volley::accept(tcp).await.unwrap();
+        ws.send("last words").await.unwrap();
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+    });
+    let config = WebSocketConfig::builder()
+        .keepalive(Duration::from_millis(20), Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut ws = client_with(addr, config).await;
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut received = Vec::new();
+        while let Some(m) = ws.recv().await {
+            received.push(m.unwrap());
+        }
+        received
+    })
+    .await
+    .expect("the natural recv loop ends after the server's close");
+    assert_eq!(received, [Message::text("last words")]);
+    assert_eq!(
+        ws.close_frame().map(|f| (f.code, f.reason.to_string())),
+        Some((CloseCode::NORMAL, "done".into()))
+    );
+    // The end of the stream stays the end: None again, and sending fails.
+    for _ in 0..3 {
+        assert!(ws.recv().await.is_none());
+    }
+    assert!(ws.send("late").await.is_err());
+}

@@ -1,11 +1,12 @@
 //! The connection state machine: bytes in, events and bytes out.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::assembler::{Assembler, MessageKind};
+use super::keepalive::{Due, Keepalive, KeepaliveTimer};
 use super::state::{CloseAction, State};
 use crate::config::Config;
 use crate::deflate::DeflateParams;
@@ -121,6 +122,8 @@ pub struct Connection {
     /// Bytes in `Piece::Shared` entries.
     pieces_shared: usize,
     close_deadline: Option<Instant>,
+    /// Boxed: connections without keepalive pay one pointer.
+    keepalive: Option<Box<KeepaliveTimer>>,
     ending: Option<Ending>,
     /// Payload bytes of the current message as declared on the wire.
     wire_len: u64,
@@ -177,6 +180,7 @@ impl Connection {
             pieces_out: 0,
             pieces_shared: 0,
             close_deadline: None,
+            keepalive: None,
             ending: None,
             wire_len: 0,
             deflate,
@@ -449,25 +453,68 @@ impl Connection {
         self.pieces.push_back(Piece::Shared(bytes));
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    /// Starts (or with `None` stops) keepalive pings: the first is due one
+    /// interval after `now`. Its deadlines then come out of
+    /// [`poll_timeout`](Self::poll_timeout) while the connection is open.
+    pub fn set_keepalive(&mut self, keepalive: Option<Keepalive>, now: Instant) {
+        self.keepalive = keepalive.map(|k| Box::new(KeepaliveTimer::new(k, now)));
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called:
+    /// the next keepalive ping or pong deadline while open, the close
+    /// timeout while our Close waits for its answer, never once closed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
+            State::Open => self.keepalive.as_ref().map(|k| k.deadline()),
             State::CloseSent => self.close_deadline,
-            State::Open | State::Closed => None,
+            State::Closed => None,
         }
     }
 
-    /// Advances timers to `now`: a peer that has not answered our Close by
-    /// the close timeout fails the connection.
+    /// Advances timers to `now`: a keepalive ping falls due and is queued; a
+    /// ping unanswered for the keepalive timeout fails the connection with
+    /// 1011 ([`ProtocolError::KeepaliveTimeout`]); a peer that has not
+    /// answered our Close by the close timeout fails it
+    /// ([`ProtocolError::CloseTimeout`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let (State::CloseSent, Some(deadline)) = (self.state, self.close_deadline) {
-            if now >= deadline {
-                self.state.on_failure();
-                self.assembler.reset();
-                self.events
-                    .push_back(Event::Failed(ProtocolError::CloseTimeout));
+        match self.state {
+            State::Open => {
+                let due = match &mut self.keepalive {
+                    Some(k) => k.on_timeout(now),
+                    None => Due::Nothing,
+                };
+                match due {
+                    Due::Nothing => {}
+                    Due::Ping(payload) => {
+                        let mask = self.mask_key();
+                        encode_frame(&mut self.out, OpCode::Ping, true, false, mask, &payload);
+                    }
+                    Due::TimedOut => self.fail(ProtocolError::KeepaliveTimeout),
+                }
             }
+            State::CloseSent => {
+                if self.close_deadline.is_some_and(|deadline| now >= deadline) {
+                    self.state.on_failure();
+                    self.assembler.reset();
+                    self.events
+                        .push_back(Event::Failed(ProtocolError::CloseTimeout));
+                }
+            }
+            State::Closed => {}
         }
+    }
+
+    /// Records, as of `now`, the round trip of the keepalive ping that the
+    /// last [`Event::Pong`] answered (call it when that event is polled).
+    pub fn measure_rtt(&mut self, now: Instant) {
+        if let Some(k) = &mut self.keepalive {
+            k.measure(now);
+        }
+    }
+
+    /// The last round trip measured by keepalive pings.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.as_ref().and_then(|k| k.rtt())
     }
 
     /// Queues a whole message, compressed when permessage-deflate was
@@ -863,9 +910,13 @@ impl Connection {
                 self.events
                     .push_back(Event::Ping(Bytes::copy_from_slice(&self.control)));
             }
-            OpCode::Pong => self
-                .events
-                .push_back(Event::Pong(Bytes::copy_from_slice(&self.control))),
+            OpCode::Pong => {
+                if let Some(k) = &mut self.keepalive {
+                    k.on_pong(&self.control);
+                }
+                self.events
+                    .push_back(Event::Pong(Bytes::copy_from_slice(&self.control)));
+            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if frame.fin {
                     let max = self.config.max_message_size();

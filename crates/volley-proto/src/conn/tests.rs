@@ -685,3 +685,136 @@ fn prepared_frame_is_copied_by_a_server_and_masked_by_a_client() {
         Err(SendError::Fragmentation(_))
     ));
 }
+
+// Keepalive and the close timeout, with time as an argument: no socket, no
+// runtime, no clock.
+
+const KEEPALIVE: Keepalive = Keepalive {
+    interval: Duration::from_secs(10),
+    timeout: Duration::from_secs(5),
+};
+
+fn queued(c: &mut Connection) -> bool {
+    let mut wire = Vec::new();
+    c.poll_transmit(&mut wire)
+}
+
+#[test]
+fn keepalive_pings_on_time_and_measures_the_round_trip() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = pair();
+    assert_eq!(client.poll_timeout(), None);
+    client.set_keepalive(Some(KEEPALIVE), t0);
+    for round in 1..=3u32 {
+        let due = t0 + KEEPALIVE.interval * round;
+        assert_eq!(client.poll_timeout(), Some(due), "round {round}");
+        // Early: nothing is sent.
+        client.handle_timeout(due - Duration::from_millis(1));
+        assert!(!queued(&mut client));
+        client.handle_timeout(due);
+        // Now the pong's deadline is the next one.
+        assert_eq!(client.poll_timeout(), Some(due + KEEPALIVE.timeout));
+        transfer(&mut client, &mut server);
+        let ping = match events(&mut server).as_slice() {
+            [Event::Ping(p)] => p.clone(),
+            other => panic!("server got {other:?}"),
+        };
+        assert_eq!(ping[..], u64::from(round).to_be_bytes());
+        transfer(&mut server, &mut client);
+        assert_eq!(events(&mut client), [Event::Pong(ping)]);
+        client.measure_rtt(due + Duration::from_millis(30));
+        assert_eq!(client.rtt(), Some(Duration::from_millis(30)));
+        // Answered: the next ping, not the pong deadline, is due.
+        assert_eq!(client.poll_timeout(), Some(due + KEEPALIVE.interval));
+    }
+}
+
+#[test]
+fn a_pong_that_does_not_echo_the_ping_does_not_answer_it() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = pair();
+    client.set_keepalive(Some(KEEPALIVE), t0);
+    client.handle_timeout(t0 + KEEPALIVE.interval);
+    server.pong(b"unsolicited").unwrap();
+    transfer(&mut server, &mut client);
+    events(&mut client);
+    assert_eq!(
+        client.poll_timeout(),
+        Some(t0 + KEEPALIVE.interval + KEEPALIVE.timeout)
+    );
+    assert_eq!(client.rtt(), None);
+}
+
+#[test]
+fn a_pong_that_never_comes_fails_the_connection_with_1011() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = pair();
+    client.set_keepalive(Some(KEEPALIVE), t0);
+    let ping_at = t0 + KEEPALIVE.interval;
+    client.handle_timeout(ping_at);
+    let pong_deadline = ping_at + KEEPALIVE.timeout;
+    client.handle_timeout(pong_deadline - Duration::from_millis(1));
+    assert!(events(&mut client).is_empty());
+    assert_eq!(client.state(), State::Open);
+    client.handle_timeout(pong_deadline);
+    assert_eq!(
+        events(&mut client),
+        [Event::Failed(ProtocolError::KeepaliveTimeout)]
+    );
+    assert_eq!(client.state(), State::Closed);
+    assert_eq!(client.poll_timeout(), None);
+    // On the wire: the ping, then a Close with 1011.
+    transfer(&mut client, &mut server);
+    match events(&mut server).as_slice() {
+        [Event::Ping(_), Event::Close(Some(f))] => assert_eq!(f.code, CloseCode::INTERNAL_ERROR),
+        other => panic!("server got {other:?}"),
+    }
+}
+
+#[test]
+fn a_close_that_never_completes_fails_at_the_close_timeout() {
+    let t0 = Instant::now();
+    let config = Config::builder()
+        .close_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (mut client, mut server) = pair_with(config);
+    client.set_keepalive(Some(KEEPALIVE), t0);
+    let closing_at = t0 + Duration::from_secs(1);
+    client.close(closing_at, CloseCode::NORMAL, "bye").unwrap();
+    // Closing: the close timeout replaces the keepalive deadlines.
+    let deadline = closing_at + Duration::from_secs(30);
+    assert_eq!(client.poll_timeout(), Some(deadline));
+    // No ping is sent while closing, even past the ping's time.
+    client.handle_timeout(t0 + KEEPALIVE.interval - Duration::from_millis(1));
+    transfer(&mut client, &mut server);
+    match events(&mut server).as_slice() {
+        [Event::Close(Some(f))] => assert_eq!(f.code, CloseCode::NORMAL),
+        other => panic!("server got {other:?}"),
+    }
+    // The server's reply is lost: the timeout fails the connection.
+    client.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(client.state(), State::CloseSent);
+    client.handle_timeout(deadline);
+    assert_eq!(
+        events(&mut client),
+        [Event::Failed(ProtocolError::CloseTimeout)]
+    );
+    assert_eq!(client.state(), State::Closed);
+    assert_eq!(client.poll_timeout(), None);
+}
+
+#[test]
+fn a_close_answered_in_time_cancels_the_deadline() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = pair();
+    client.set_keepalive(Some(KEEPALIVE), t0);
+    client.close(t0, CloseCode::NORMAL, "").unwrap();
+    transfer(&mut client, &mut server);
+    events(&mut server);
+    transfer(&mut server, &mut client);
+    assert!(matches!(events(&mut client).as_slice(), [Event::Close(_)]));
+    assert_eq!(client.poll_timeout(), None);
+    client.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(events(&mut client).is_empty());
+}
