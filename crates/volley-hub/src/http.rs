@@ -238,19 +238,34 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
                 client: Option<String>,
                 #[serde(default = "yes")]
                 reconnect: bool,
+                #[serde(default)]
+                reason: Option<String>,
             }
             let p: P = parse(body)?;
             if p.user.is_none() && p.client.is_none() {
                 return Err(ErrorCode::BadRequest);
             }
-            let n = hub.disconnect(
-                &Target {
-                    user: p.user,
-                    client: p.client,
-                },
-                p.reconnect,
-            );
+            if p.reason.as_ref().is_some_and(|r| !valid_reason(r)) {
+                return Err(ErrorCode::BadRequest);
+            }
+            let target = Target {
+                user: p.user,
+                client: p.client,
+            };
+            let n = hub.disconnect(&target, p.reconnect, p.reason.as_deref());
             Ok(ok(&json!({ "disconnected": n })))
+        }
+        "unsubscribe" => {
+            #[derive(Deserialize)]
+            struct P {
+                user: String,
+                channel: String,
+            }
+            let p: P = parse(body)?;
+            let n = hub
+                .unsubscribe_user(&p.user, &p.channel, 2500, "unsubscribed by server")
+                .await?;
+            Ok(ok(&json!({ "unsubscribed": n })))
         }
         "send" => {
             #[derive(Deserialize)]
@@ -276,6 +291,11 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
 
 fn yes() -> bool {
     true
+}
+
+/// A reason fits in a close frame: at most 123 bytes (docs/protocol.md §7.6).
+fn valid_reason(reason: &str) -> bool {
+    reason.len() <= 123
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {

@@ -277,18 +277,64 @@ impl Hub {
             .collect()
     }
 
-    /// Disconnects the targeted connections; returns how many.
-    pub fn disconnect(&self, target: &Target, reconnect: bool) -> usize {
+    /// Disconnects the targeted connections: a `disconnect` push and a close
+    /// with 4000 (`reconnect`) or 4501, with `reason` or the code's name.
+    /// Returns how many.
+    pub fn disconnect(&self, target: &Target, reconnect: bool, reason: Option<&str>) -> usize {
         let code = if reconnect {
             DisconnectCode::Reconnect
         } else {
             DisconnectCode::Forbidden
         };
+        let reason: Option<Arc<str>> = reason.map(Arc::from);
         let outboxes = self.targets(target);
         for outbox in &outboxes {
-            outbox.disconnect(Directive::Disconnect(code, None));
+            outbox.disconnect(Directive::Disconnect(code, None, reason.clone()));
         }
         outboxes.len()
+    }
+
+    /// Unsubscribes every connection of `user` on this node from `channel`
+    /// (docs/protocol.md §7.4): each gets an `unsubscribe` push with `code`
+    /// and `reason` (2500–2999: stay unsubscribed; 2000–2499: resubscribe
+    /// with recovery), after which nothing of the channel reaches it. Returns
+    /// how many connections were subscribed. This is the node-local half of
+    /// the HTTP API's `unsubscribe`; a cluster routes it to every node.
+    pub async fn unsubscribe_user(
+        &self,
+        user: &str,
+        channel: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize, ErrorCode> {
+        let options = self.namespace_of(channel)?;
+        let outboxes: Vec<(u64, Arc<Outbox>)> = {
+            let reg = self.registry();
+            reg.users
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| reg.connections.get(k).map(|o| (*k, o.clone())))
+                .collect()
+        };
+        let frame = text_frame(protocol::unsubscribe_push(channel, code, reason));
+        let mut n = 0;
+        for (key, outbox) in outboxes {
+            let existed = self
+                .engine
+                .unsubscribe(channel, options, key)
+                .await
+                .map_err(|e| {
+                    tracing::warn!("unsubscribe {user} from {channel}: {e}");
+                    ErrorCode::Internal
+                })?;
+            if existed {
+                outbox.unsubscribed(channel, frame.clone());
+                self.metrics.subscriptions.dec();
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Sends a `message` push to every connection of the target.
@@ -328,7 +374,7 @@ impl Hub {
         let mut rng = rand::rng();
         for outbox in outboxes {
             let after = rng.random_range(0..spread);
-            let push = protocol::disconnect_push(DisconnectCode::Shutdown, Some(after));
+            let push = protocol::disconnect_push(DisconnectCode::Shutdown, None, Some(after));
             outbox.reply(text_frame(push));
         }
     }

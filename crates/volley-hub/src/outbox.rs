@@ -7,7 +7,7 @@
 //! task disconnects it with 4002 so that it reconnects and recovers.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -28,13 +28,13 @@ pub struct Queued {
 }
 
 /// What the connection's task must do besides writing frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Directive {
     /// Keep going.
     None,
-    /// Send a `disconnect` push with this code (and reconnect advice), then
-    /// close with the code.
-    Disconnect(DisconnectCode, Option<u64>),
+    /// Send a `disconnect` push with this code (and reconnect advice, and a
+    /// reason other than the code's name), then close with the code.
+    Disconnect(DisconnectCode, Option<u64>, Option<Arc<str>>),
     /// Close with 1001 "going away" (end of the drain grace period).
     GoingAway,
 }
@@ -48,6 +48,9 @@ struct Inner {
     reply_bytes: usize,
     waker: Option<Waker>,
     directive: Option<Directive>,
+    /// Channels the server unsubscribed this connection from, not yet seen
+    /// by its task.
+    unsubscribed: Vec<Box<str>>,
 }
 
 /// The queue (shared by the connection's task and everyone who sends to it).
@@ -96,6 +99,24 @@ impl Outbox {
         }
     }
 
+    /// Queues the `unsubscribe` push of a subscription the server ended (the
+    /// engine has stopped delivering to it, so nothing of the channel follows)
+    /// and tells the connection's task, which forgets the subscription before
+    /// its next command. Like a reply, it is never dropped by the limit.
+    pub(crate) fn unsubscribed(&self, channel: &str, frame: PreparedFrame) {
+        let mut inner = self.lock();
+        if inner.directive.is_none() {
+            inner.unsubscribed.push(channel.into());
+            Self::enqueue(&mut inner, frame, None, true);
+        }
+    }
+
+    /// The channels the server unsubscribed this connection from since the
+    /// last call.
+    pub(crate) fn take_unsubscribed(&self) -> Vec<Box<str>> {
+        std::mem::take(&mut self.lock().unsubscribed)
+    }
+
     /// Whether the replies waiting exceed the limit (then the connection
     /// reads no more commands until they are written).
     pub fn reply_backlog(&self) -> bool {
@@ -106,7 +127,11 @@ impl Outbox {
         inner.frames = VecDeque::new();
         inner.bytes = 0;
         inner.reply_bytes = 0;
-        inner.directive = Some(Directive::Disconnect(DisconnectCode::SlowConsumer, None));
+        inner.directive = Some(Directive::Disconnect(
+            DisconnectCode::SlowConsumer,
+            None,
+            None,
+        ));
         wake(inner);
     }
 
@@ -142,8 +167,8 @@ impl Outbox {
         max_bytes: usize,
     ) -> Poll<Directive> {
         let mut inner = self.lock();
-        if let Some(d) = inner.directive {
-            return Poll::Ready(d);
+        if let Some(d) = &inner.directive {
+            return Poll::Ready(d.clone());
         }
         let mut taken = 0;
         while let Some(q) = inner.frames.front() {
@@ -182,8 +207,8 @@ impl Outbox {
     /// socket backs up, only a directive matters).
     pub fn poll_directive(&self, cx: &mut Context<'_>) -> Poll<Directive> {
         let mut inner = self.lock();
-        match inner.directive {
-            Some(d) => Poll::Ready(d),
+        match &inner.directive {
+            Some(d) => Poll::Ready(d.clone()),
             None => {
                 inner.waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -238,7 +263,11 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(
             outbox.poll_take(&mut cx, &mut out, usize::MAX),
-            Poll::Ready(Directive::Disconnect(DisconnectCode::SlowConsumer, None))
+            Poll::Ready(Directive::Disconnect(
+                DisconnectCode::SlowConsumer,
+                None,
+                None
+            ))
         );
         assert!(out.is_empty());
         assert!(!outbox.push(&f, None), "nothing is queued after that");

@@ -388,7 +388,6 @@ pub(crate) fn message_push(data: &RawValue) -> String {
 }
 
 /// Encodes the `unsubscribe` push.
-#[allow(dead_code)] // The server-side unsubscribe (next commit) sends it.
 pub(crate) fn unsubscribe_push(channel: &str, code: u16, reason: &str) -> String {
     #[derive(Serialize)]
     struct Push<'a> {
@@ -408,12 +407,16 @@ pub(crate) fn unsubscribe_push(channel: &str, code: u16, reason: &str) -> String
 }
 
 /// Encodes the `disconnect` push.
-pub(crate) fn disconnect_push(code: DisconnectCode, reconnect_after_ms: Option<u64>) -> String {
+pub(crate) fn disconnect_push(
+    code: DisconnectCode,
+    reason: Option<&str>,
+    reconnect_after_ms: Option<u64>,
+) -> String {
     #[derive(Serialize)]
-    struct Push {
+    struct Push<'a> {
         push: &'static str,
         code: u16,
-        reason: &'static str,
+        reason: &'a str,
         reconnect: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         reconnect_after_ms: Option<u64>,
@@ -421,7 +424,7 @@ pub(crate) fn disconnect_push(code: DisconnectCode, reconnect_after_ms: Option<u
     to_json(&Push {
         push: "disconnect",
         code: code.code(),
-        reason: code.reason(),
+        reason: reason.unwrap_or(code.reason()),
         reconnect: code.reconnect(),
         reconnect_after_ms,
     })
@@ -493,7 +496,7 @@ mod tests {
             r#"{"id":4,"error":{"code":110,"message":"too many requests","temporary":true}}"#
         );
         assert_eq!(
-            disconnect_push(DisconnectCode::SlowConsumer, None),
+            disconnect_push(DisconnectCode::SlowConsumer, None, None),
             r#"{"push":"disconnect","code":4002,"reason":"slow consumer","reconnect":true}"#
         );
         let publication = Publication {

@@ -90,10 +90,11 @@ impl Subscriptions {
 }
 
 /// How the connection ends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Ending {
-    /// Send a `disconnect` push, then close with the code.
-    Disconnect(DisconnectCode, Option<u64>),
+    /// Send a `disconnect` push, then close with the code (and the reason,
+    /// or the code's name).
+    Disconnect(DisconnectCode, Option<u64>, Option<Arc<str>>),
     /// Close with the code after the queued reply (failed connect).
     AfterReply(DisconnectCode),
     /// Close with 1001.
@@ -179,10 +180,10 @@ impl Connection {
                     }
                 }
                 Event::Message(Message::Binary(_)) => {
-                    return Some(Ending::Disconnect(DisconnectCode::BadRequest, None));
+                    return Some(Ending::Disconnect(DisconnectCode::BadRequest, None, None));
                 }
-                Event::Directive(Directive::Disconnect(code, after)) => {
-                    return Some(Ending::Disconnect(code, after));
+                Event::Directive(Directive::Disconnect(code, after, reason)) => {
+                    return Some(Ending::Disconnect(code, after, reason));
                 }
                 Event::Directive(Directive::GoingAway) => return Some(Ending::GoingAway),
                 Event::Directive(Directive::None) => {}
@@ -190,10 +191,18 @@ impl Connection {
                     self.deadline = None;
                     match &self.session {
                         None => {
-                            return Some(Ending::Disconnect(DisconnectCode::ConnectTimeout, None));
+                            return Some(Ending::Disconnect(
+                                DisconnectCode::ConnectTimeout,
+                                None,
+                                None,
+                            ));
                         }
                         Some(s) if s.expires.is_some_and(|e| e <= Instant::now()) => {
-                            return Some(Ending::Disconnect(DisconnectCode::TokenExpired, None));
+                            return Some(Ending::Disconnect(
+                                DisconnectCode::TokenExpired,
+                                None,
+                                None,
+                            ));
                         }
                         Some(s) => self.arm_expiry(s.expires),
                     }
@@ -312,28 +321,30 @@ impl Connection {
         self.outbox.take_all(&mut batch);
         self.queue_batch(ws, &mut batch);
         let (code, reason) = match ending {
-            Ending::Disconnect(code, after) => {
+            Ending::Disconnect(code, after, reason) => {
                 if code == DisconnectCode::SlowConsumer {
                     self.hub.metrics().slow_consumer_disconnects.inc();
                 }
-                let push = text_frame(protocol::disconnect_push(code, after));
+                let reason: Arc<str> = reason.unwrap_or_else(|| code.reason().into());
+                let push = text_frame(protocol::disconnect_push(code, Some(&reason), after));
                 let _ = ws.queue_prepared(&push);
-                (code.code(), code.reason())
+                (code.code(), reason)
             }
-            Ending::AfterReply(code) => (code.code(), code.reason()),
-            Ending::GoingAway => (1001, "going away"),
+            Ending::AfterReply(code) => (code.code(), code.reason().into()),
+            Ending::GoingAway => (1001, "going away".into()),
         };
         self.hub
             .metrics()
             .disconnects
             .get_or_create(&crate::metrics::DisconnectLabels { code })
             .inc();
-        let _ = ws.close(CloseCode(code), reason).await;
+        let _ = ws.close(CloseCode(code), &reason).await;
     }
 
     async fn cleanup(&mut self, ip: IpAddr) {
         // Stop deliveries first, then release the registry entry.
         self.outbox.disconnect(Directive::GoingAway);
+        self.forget_unsubscribed();
         let subscriptions = std::mem::take(&mut self.subscriptions);
         for channel in subscriptions.keys() {
             if let Ok(options) = self.hub.namespace_of(channel) {
@@ -366,9 +377,18 @@ impl Connection {
         self.reply_json(protocol::error_reply(id, code));
     }
 
+    /// Forgets the subscriptions the server ended (§7.4; the metric was
+    /// updated then).
+    fn forget_unsubscribed(&mut self) {
+        for channel in self.outbox.take_unsubscribed() {
+            self.subscriptions.remove(&channel);
+        }
+    }
+
     /// Handles one client message; `Some` ends the connection.
     async fn handle(&mut self, text: &str) -> Option<Ending> {
-        let bad_request = Some(Ending::Disconnect(DisconnectCode::BadRequest, None));
+        self.forget_unsubscribed();
+        let bad_request = Some(Ending::Disconnect(DisconnectCode::BadRequest, None, None));
         let command = match protocol::parse_command(text) {
             Err(_) => return bad_request,
             Ok(Parsed::NoMethod(id)) => {
@@ -400,7 +420,11 @@ impl Connection {
             }
             self.rejected += 1;
             if self.rejected > self.hub.config().limits.commands_per_second {
-                return Some(Ending::Disconnect(DisconnectCode::RateLimited, Some(1000)));
+                return Some(Ending::Disconnect(
+                    DisconnectCode::RateLimited,
+                    Some(1000),
+                    None,
+                ));
             }
             return None;
         }

@@ -44,3 +44,171 @@ async fn the_demo_runs_only_when_composed() {
     assert_eq!(push["push"], "publication", "{push}");
     assert_eq!(push["channel"], "ticker:demo");
 }
+
+/// `unsubscribe` through the API ends the subscription on every connection
+/// of the user with the §7.4 push (2500, stay unsubscribed); nothing of the
+/// channel follows it, and the connection may subscribe again.
+#[tokio::test]
+async fn api_unsubscribe_ends_every_subscription_of_the_user() {
+    let hub = TestHub::start(config()).await;
+    let t42 = token(json!({"sub": "42"}));
+    let mut a = Client::with_token(&hub, Some(&t42)).await;
+    let mut b = Client::with_token(&hub, Some(&t42)).await;
+    let mut other = Client::with_token(&hub, Some(&token(json!({"sub": "7"})))).await;
+    for c in [&mut a, &mut b, &mut other] {
+        let r = c.subscribe(json!({"channel": "plain:room"})).await;
+        assert!(r["result"].is_object(), "{r}");
+    }
+    let (status, body) = hub
+        .api(
+            "unsubscribe",
+            json!({"user": "42", "channel": "plain:room"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["result"]),
+        (200, &json!({"unsubscribed": 2})),
+        "{body}"
+    );
+    hub.publish("plain:room", json!("after")).await;
+    for c in [&mut a, &mut b] {
+        let push = c.push().await;
+        assert_eq!(
+            push,
+            json!({"push": "unsubscribe", "channel": "plain:room", "code": 2500,
+                   "reason": "unsubscribed by server", "resubscribe": false})
+        );
+        // Nothing of the channel after the push: the ping's reply comes next.
+        let id = c.send("ping", json!({})).await;
+        let next = c.read().await.unwrap();
+        assert_eq!(next["id"], id, "{next}");
+        let r = c
+            .call("unsubscribe", json!({"channel": "plain:room"}))
+            .await;
+        assert_eq!(error_code(&r), Some(111), "the connection forgot it: {r}");
+        let r = c.subscribe(json!({"channel": "plain:room"})).await;
+        assert!(r["result"].is_object(), "subscribes again: {r}");
+    }
+    let push = other.push().await;
+    assert_eq!(
+        (&push["push"], &push["data"]),
+        (&json!("publication"), &json!("after"))
+    );
+    let (status, body) = hub
+        .api("unsubscribe", json!({"user": "42", "channel": "nowhere:x"}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(102)),
+        "{body}"
+    );
+    let (_, body) = hub.api("info", json!({})).await;
+    assert_eq!(body["result"]["num_subscriptions"], 3, "{body}");
+}
+
+/// `disconnect` through the API carries the application's reason in the
+/// push and the close frame.
+#[tokio::test]
+async fn api_disconnect_with_a_custom_reason() {
+    let hub = TestHub::start(config()).await;
+    let mut c = Client::with_token(&hub, Some(&token(json!({"sub": "42"})))).await;
+    let long = "x".repeat(124);
+    let (status, body) = hub
+        .api("disconnect", json!({"user": "42", "reason": long}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(107)),
+        "{body}"
+    );
+    let (status, body) = hub
+        .api(
+            "disconnect",
+            json!({"user": "42", "reconnect": false, "reason": "account closed"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["result"]["disconnected"]),
+        (200, &json!(1)),
+        "{body}"
+    );
+    let (pushes, code) = c.until_closed().await;
+    assert_eq!(
+        pushes,
+        vec![
+            json!({"push": "disconnect", "code": 4501, "reason": "account closed", "reconnect": false})
+        ]
+    );
+    assert_eq!(code, Some(4501));
+    assert_eq!(c.ws.close_frame().unwrap().reason, "account closed");
+}
+
+/// A stream is kept `history_ttl` after its last publication and is gone
+/// after it (not when housekeeping next runs, not prolonged by subscribers
+/// who came and went); reading its history then creates nothing.
+#[tokio::test]
+async fn a_stream_is_gone_history_ttl_after_its_last_publication() {
+    let mut c = config();
+    c.namespaces.insert(
+        "brief".into(),
+        volley_hub::NamespaceOptions {
+            history_size: 10,
+            history_ttl: 1,
+            allow_anonymous: true,
+            ..Default::default()
+        },
+    );
+    let hub = TestHub::start(c).await;
+    let channels = |hub: &TestHub| {
+        let addr = hub.addr;
+        async move {
+            let (_, body) = http(
+                addr,
+                "POST",
+                "/api/channels",
+                &[("Authorization", &format!("apikey {API_KEY}"))],
+                "{}",
+            )
+            .await;
+            body["result"]["channels"].as_array().unwrap().clone()
+        }
+    };
+    let first = hub.publish("brief:x", json!(1)).await;
+    let published = std::time::Instant::now();
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    // A subscriber that comes and goes does not prolong the stream.
+    let mut s = Client::anonymous(&hub).await;
+    s.subscribe(json!({"channel": "brief:x"})).await;
+    s.call("unsubscribe", json!({"channel": "brief:x"})).await;
+    assert_eq!(channels(&hub).await.len(), 1, "kept for the TTL");
+    // Gone within the TTL and a margin (housekeeping runs every 5 s).
+    while !channels(&hub).await.is_empty() {
+        assert!(
+            published.elapsed() < std::time::Duration::from_millis(1800),
+            "the stream outlived its TTL"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(published.elapsed() >= std::time::Duration::from_secs(1));
+    // Reading the expired channel's history creates no stream.
+    let (status, body) = hub.api("history", json!({"channel": "brief:x"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["offset"], 0);
+    assert_eq!(body["result"]["publications"], json!([]));
+    let (status, body) = hub
+        .api(
+            "history",
+            json!({"channel": "brief:x", "since": {"epoch": epoch, "offset": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(113)),
+        "{body}"
+    );
+    assert!(channels(&hub).await.is_empty(), "history created a stream");
+    // The next publication starts a new epoch.
+    let next = hub.publish("brief:x", json!(2)).await;
+    assert_eq!(next["offset"], 1);
+    assert_ne!(next["epoch"], json!(epoch));
+}

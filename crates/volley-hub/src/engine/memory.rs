@@ -41,9 +41,10 @@ struct Stream {
     epoch: Arc<str>,
     top: u64,
     retained: VecDeque<Retained>,
-    /// The stream (epoch and top) is kept this long after the channel's last
-    /// publication or subscriber, so that a client returning to a quiet
-    /// channel still recovers; then it is forgotten and a new epoch starts.
+    /// The stream (epoch and top) is kept `history_ttl` after the channel's
+    /// last publication (or its creation), and for as long as the channel
+    /// has subscribers, whose positions stay valid; then it is gone, and a
+    /// new epoch starts with the next publication or subscribe.
     keep_until: Instant,
 }
 
@@ -63,8 +64,8 @@ impl Stream {
         }
     }
 
-    fn touch(&mut self, now: Instant, options: &NamespaceOptions) {
-        self.keep_until = self.keep_until.max(now + options.history_ttl());
+    fn published(&mut self, now: Instant, options: &NamespaceOptions) {
+        self.keep_until = now + options.history_ttl();
     }
 
     fn trim(&mut self, now: Instant, size: usize) {
@@ -98,15 +99,22 @@ impl Stream {
 impl ChannelState {
     /// No subscribers and no stream worth keeping.
     fn is_idle(&self, now: Instant) -> bool {
-        self.subscribers.is_empty()
-            && self
-                .stream
-                .as_ref()
-                .is_none_or(|s| s.retained.is_empty() && s.keep_until <= now)
+        self.subscribers.is_empty() && self.stream.as_ref().is_none_or(|s| s.keep_until <= now)
+    }
+
+    /// The channel's live stream: `None` when it has none or it expired.
+    fn live_stream(&mut self, now: Instant) -> Option<&mut Stream> {
+        if self.is_idle(now) {
+            self.stream = None;
+        }
+        self.stream.as_mut()
     }
 
     /// The channel's stream, created (new epoch) when there is none.
     fn stream(&mut self, now: Instant, options: &NamespaceOptions) -> &mut Stream {
+        if self.is_idle(now) {
+            self.stream = None;
+        }
         let stream = self.stream.get_or_insert_with(|| Stream::new(now, options));
         stream.trim(now, options.history_size);
         stream
@@ -153,7 +161,7 @@ impl MemoryEngine {
         let now = Instant::now();
         let offset = if options.has_history() {
             let stream = state.stream(now, options);
-            stream.touch(now, options);
+            stream.published(now, options);
             stream.top += 1;
             result.epoch = Some(stream.epoch.clone());
             result.offset = Some(stream.top);
@@ -206,7 +214,6 @@ impl MemoryEngine {
         };
         if options.has_history() {
             let stream = state.stream(now, options);
-            stream.touch(now, options);
             outcome.recoverable = true;
             outcome.epoch = Some(stream.epoch.clone());
             outcome.offset = Some(stream.top);
@@ -248,9 +255,6 @@ impl MemoryEngine {
             let frame = text_frame(protocol::presence_push("leave", channel, &sub.info));
             state.deliver(&frame, None, None);
         }
-        if let Some(stream) = &mut state.stream {
-            stream.touch(now, options);
-        }
         if state.is_idle(now) {
             shard.remove(channel);
         }
@@ -265,8 +269,22 @@ impl MemoryEngine {
     ) -> Result<HistoryResult, HistoryError> {
         let now = Instant::now();
         let mut shard = self.shard(channel);
-        let state = shard.entry(channel.into()).or_default();
-        let stream = state.stream(now, options);
+        // Reading history neither creates nor prolongs a stream: a channel
+        // without one answers with an epoch of its own and nothing in it.
+        let Some(stream) = shard.get_mut(channel).and_then(|s| s.live_stream(now)) else {
+            if shard.get(channel).is_some_and(|s| s.is_idle(now)) {
+                shard.remove(channel);
+            }
+            return match query.since {
+                Some(_) => Err(HistoryError::Unrecoverable),
+                None => Ok(HistoryResult {
+                    epoch: new_epoch().into(),
+                    offset: 0,
+                    publications: Vec::new(),
+                }),
+            };
+        };
+        stream.trim(now, options.history_size);
         let limit = query.limit.unwrap_or(usize::MAX);
         let top = stream.top;
         let publications: Vec<_> = match (&query.since, query.reverse) {
@@ -369,10 +387,11 @@ impl Engine for MemoryEngine {
     }
 
     fn channels(&self) -> EngineFuture<'_, Vec<ChannelSummary>> {
+        let now = Instant::now();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for (name, state) in shard.iter() {
+            for (name, state) in shard.iter().filter(|(_, s)| !s.is_idle(now)) {
                 out.push(ChannelSummary {
                     channel: name.to_string(),
                     num_clients: state.subscribers.len(),
