@@ -185,8 +185,22 @@ async function main() {
   );
   log(`chromium ${browser.version()}`);
 
-  // Page A joins through the name form, with the keyboard only.
   const pageA = await openPage('A', `${base}/`);
+  // The ticker runs from the first paint: the chart moves before anyone joins.
+  await step('page A: the chart moves before joining the chat', async () => {
+    const lastT = () => pageA.evaluate(() => Number(document.getElementById('ticker-chart').dataset.lastT || 0));
+    await pageA.waitForFunction(() => Number(document.getElementById('ticker-chart').dataset.count || 0) >= 1);
+    const first = await lastT();
+    await pageA.waitForFunction(
+      (t) => Number(document.getElementById('ticker-chart').dataset.lastT || 0) > t,
+      first,
+    );
+    const joined = await pageA.evaluate(() => !document.getElementById('room').hidden);
+    if (joined) throw new Error('the page joined the chat by itself');
+    return `last point ${first} -> ${await lastT()} while the name form is shown`;
+  });
+
+  // Page A joins through the name form, with the keyboard only.
   let idA = null;
   await step('page A: joins through the name form with the keyboard', async () => {
     await pageA.focus('#name-input');

@@ -84,7 +84,6 @@ function join(chosen) {
   });
 
   startChat();
-  startTicker();
   client.connect();
   $("chat-input").focus();
 }
@@ -236,8 +235,12 @@ function notice(text) {
 
 const points = []; // [{t, price}], oldest first
 
+// The ticker runs from the first paint, before anyone joins the chat: on its
+// own anonymous connection (the demo's ticker namespace allows anonymous
+// subscribers), so joining, leaving or reconnecting the chat never blanks it.
 function startTicker() {
-  const ticker = client.newSubscription(TICKER);
+  const feed = new Client();
+  const ticker = feed.newSubscription(TICKER);
   let loaded = false;
   ticker.on("subscribed", async ({ recovered, wasRecovering }) => {
     if (loaded && wasRecovering && recovered) return;
@@ -255,6 +258,7 @@ function startTicker() {
     addPoint(pub.data, true);
   });
   ticker.subscribe();
+  feed.connect();
 }
 
 function addPoint(data, draw) {
@@ -287,6 +291,8 @@ function drawChart() {
 }
 
 // ---- start ------------------------------------------------------------------------------
+
+startTicker();
 
 const fromUrl = new URLSearchParams(window.location.search).get("name");
 if (fromUrl && fromUrl.trim()) join(fromUrl.trim().slice(0, 32));
