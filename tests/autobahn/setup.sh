@@ -4,7 +4,7 @@
 # requirements.txt it only re-checks `wstest --help` and returns.
 #
 # Needs CPython 2.7.18 from pyenv ("$(pyenv root)/versions/2.7.18"), or set
-# AUTOBAHN_PYTHON27=/path/to/python2.7. Needs gcc (wsaccel and autobahn are
+# AUTOBAHN_PYTHON27=/path/to/python2.7 (found by ./python27). Needs gcc (wsaccel and autobahn are
 # built from source).
 #
 # Env: AUTOBAHN_SETUP_FORCE=1 rebuilds the venv from scratch.
@@ -26,17 +26,10 @@ SETUP_NAME=autobahn/setup.sh
 export PYTHONWARNINGS="ignore"
 export PIP_NO_PYTHON_VERSION_WARNING=1
 
-if [ -n "${AUTOBAHN_PYTHON27:-}" ]; then
-    PY27="$AUTOBAHN_PYTHON27"
-else
-    if command -v pyenv >/dev/null 2>&1; then
-        PYENV_ROOT_DIR="$(pyenv root)"
-    else
-        PYENV_ROOT_DIR="${PYENV_ROOT:-$HOME/.pyenv}"
-    fi
-    PY27="$PYENV_ROOT_DIR/versions/2.7.18/bin/python"
+if ! PY27="$("$HERE/python27")"; then
+    looked="$("$HERE/python27" -v 2>&1 >/dev/null || true)"
+    die "Python 2.7.18 not found at $looked (install it with pyenv, or set AUTOBAHN_PYTHON27)"
 fi
-[ -x "$PY27" ] || die "Python 2.7.18 not found at $PY27 (install it with pyenv, or set AUTOBAHN_PYTHON27)"
 command -v gcc >/dev/null 2>&1 || die "gcc is required to build wsaccel/autobahn (apt-get install gcc)"
 
 want_stamp="$(
