@@ -28,6 +28,16 @@ export interface MessageEventLike {
   data: unknown;
 }
 
+/**
+ * An event handler property of {@link WebSocketLike}: the SDK assigns it, the
+ * socket calls it with its own event object (the DOM's `MessageEvent`, the `ws`
+ * package's `WebSocket.MessageEvent`, ...), which carries at least what `E`
+ * describes. It is declared through a method so that TypeScript compares its
+ * parameter bivariantly: a socket whose handler property names a richer event
+ * type (every real one does) is accepted, without a cast.
+ */
+export type EventHandler<E> = { handle(event: E): void }["handle"] | null;
+
 /** The subset of the WHATWG `WebSocket` the SDK uses. */
 export interface WebSocketLike {
   /** Sends a text message. */
@@ -36,13 +46,20 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
   /** Negotiated subprotocol. */
   readonly protocol?: string;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: MessageEventLike) => void) | null;
-  onclose: ((event: CloseEventLike) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  /** Set by the SDK: the handshake succeeded. */
+  onopen: EventHandler<unknown>;
+  /** Set by the SDK: a message arrived. */
+  onmessage: EventHandler<MessageEventLike>;
+  /** Set by the SDK: the connection closed. */
+  onclose: EventHandler<CloseEventLike>;
+  /** Set by the SDK: the connection failed. */
+  onerror: EventHandler<unknown>;
 }
 
-/** A `WebSocket` constructor: the browser's, Node 22's, the `ws` package's, or a test fake. */
+/**
+ * A `WebSocket` constructor: the browser's, Node 22's global, the `ws`
+ * package's (Node 20), or a test fake. Each of these type-checks as it is.
+ */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 interface HostGlobals {

@@ -48,6 +48,7 @@ export { Emitter } from "./emitter.js";
 export type { Listener } from "./emitter.js";
 export type {
   CloseEventLike,
+  EventHandler,
   MessageEventLike,
   TimerHandle,
   Timers,
