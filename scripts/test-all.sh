@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project, in this order:
-#   fmt, clippy, release build, cargo test, the SDK's vitest suite,
+#   fmt, clippy, release build, cargo test, the SDK's checks (vitest and
+#   its packed tarball in a scratch project, against the release binary),
 #   the hub's third-party Python client test and chaos test, the end-to-end
 #   demo test in headless Chromium, interop tests, the browser test, a
 #   smoke run of the side-by-side benchmark harness (bench/compare),
@@ -176,7 +177,7 @@ step fmt 600 cargo fmt --all --check
 step clippy 3600 cargo clippy --workspace --all-targets -- -D warnings
 step build 3600 cargo build --release --workspace --examples --bins
 step "cargo test" 3600 cargo test --workspace
-step "sdk vitest" 900 clients/js/test.sh
+step sdk 900 clients/js/test.sh
 
 if step_ok build; then
     step "hub python client" 600 tests/hub/run.sh
