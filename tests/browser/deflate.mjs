@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM_ARGS, CHROMIUM_BIN, installGuards, withTimeout } from './harness.mjs';
+import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..');
@@ -31,8 +31,7 @@ const OVERALL_TIMEOUT_MS = Number(process.env.BROWSER_TIMEOUT || 120) * 1000;
 const STEP_TIMEOUT_MS = 20_000;
 
 const started = Date.now();
-let passed = 0;
-let failed = 0;
+const tally = new Tally();
 const results = []; // { ok, name, detail }
 
 let volley = null;
@@ -45,16 +44,9 @@ const proxySockets = new Set();
 let profileDir = null;
 let cleaningUp = null;
 
-function log(msg) {
-  process.stdout.write(`${msg}\n`);
-}
-
 function check(name, ok, detail = '') {
-  ok = Boolean(ok);
-  if (ok) passed++;
-  else failed++;
+  ok = tally.check(name, ok, detail);
   results.push({ ok, name, detail });
-  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
   return ok;
 }
 
@@ -105,12 +97,8 @@ function killVolleySync() {
 
 const liftTimeLimit = installGuards({
   timeoutMs: OVERALL_TIMEOUT_MS,
-  log,
+  tally,
   cleanup,
-  onTimeout: () => {
-    failed++;
-    log(`${passed} passed, ${failed} failed`);
-  },
   onExit: killVolleySync,
 });
 
@@ -536,7 +524,7 @@ async function screenshot() {
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   await page.evaluate(
     ([t, ok]) => window.showSummary(t, ok),
-    [`${passed} passed, ${failed} failed (${secs} s)`, failed === 0],
+    [`${tally.summary()} (${secs} s)`, tally.failed === 0],
   );
   const shotDir = fs.mkdtempSync(path.join(os.tmpdir(), 'volley-browser-'));
   const shot = path.join(shotDir, 'deflate.png');
@@ -548,7 +536,7 @@ let exitCode = 0;
 try {
   await main();
 } catch (e) {
-  if (failed === 0 || !/cannot continue/.test(e.message)) {
+  if (tally.failed === 0 || !/cannot continue/.test(e.message)) {
     check('test ran to completion', false, e.message.split('\n')[0]);
     const rest = e.message.split('\n').slice(1).join('\n');
     if (rest) log(rest);
@@ -560,12 +548,12 @@ try {
   check('screenshot taken', false, e.message.split('\n')[0]);
 }
 await cleanup();
-if (failed > 0 && volleyLog.trim()) {
+if (tally.failed > 0 && volleyLog.trim()) {
   log('--- volley output ---');
   log(volleyLog.trimEnd().split('\n').slice(-40).join('\n'));
 }
 log(`took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-log(`${passed} passed, ${failed} failed`);
-exitCode = failed > 0 || passed === 0 ? 1 : 0;
+log(tally.summary());
+exitCode = tally.failed > 0 || tally.passed === 0 ? 1 : 0;
 liftTimeLimit();
 process.exit(exitCode);

@@ -1,5 +1,6 @@
-// What the Node test scripts share (tests/browser/deflate.mjs and
-// tests/e2e/*.mjs): bounded waits, the overall time limit and signal
+// What the Node test scripts share (tests/browser/deflate.mjs,
+// tests/e2e/*.mjs and clients/js/scripts/test-package.mjs): the PASS/FAIL
+// lines and their count, bounded waits, the overall time limit and signal
 // handling, and how Chromium is started on these machines.
 
 /** The Chromium binary (Debian's, from apt). */
@@ -17,6 +18,39 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
+/** Writes one line to stdout. */
+export function log(msg) {
+  process.stdout.write(`${msg}\n`);
+}
+
+/**
+ * The checks of a test script: each prints `PASS: name (detail)` or
+ * `FAIL: ...`, and `summary()` is the last line the run.sh scripts read,
+ * `N passed, M failed` (after `label: ` when a label is given).
+ */
+export class Tally {
+  passed = 0;
+  failed = 0;
+
+  constructor(label = '') {
+    this.prefix = label ? `${label}: ` : '';
+  }
+
+  /** Counts and prints one check; returns whether it passed. */
+  check(name, ok, detail = '') {
+    ok = Boolean(ok);
+    if (ok) this.passed++;
+    else this.failed++;
+    log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
+    return ok;
+  }
+
+  /** `N passed, M failed`, after the label. */
+  summary() {
+    return `${this.prefix}${this.passed} passed, ${this.failed} failed`;
+  }
+}
+
 /** `promise`, or a rejection naming `what` after `ms` milliseconds. */
 export function withTimeout(promise, ms, what) {
   let timer;
@@ -28,13 +62,12 @@ export function withTimeout(promise, ms, what) {
 
 /**
  * Ends the script with exit code 1 when it runs past `timeoutMs` or gets
- * SIGINT, SIGTERM or SIGHUP, after `cleanup()` (given 15 s at most).
- * `onTimeout` reports the time-out (counts it as a failure and prints the
- * totals); `onExit` runs synchronously when the process exits, whatever the
- * reason (kill child processes there). Returns a function that lifts the
- * time limit.
+ * SIGINT, SIGTERM or SIGHUP, after `cleanup()` (given 15 s at most). A
+ * time-out is a failed check of `tally`, then its summary is printed.
+ * `onExit` runs synchronously when the process exits, whatever the reason
+ * (kill child processes there). Returns a function that lifts the time limit.
  */
-export function installGuards({ timeoutMs, log, cleanup, onTimeout, onExit }) {
+export function installGuards({ timeoutMs, tally, cleanup, onExit }) {
   const stop = () => {
     cleanup().finally(() => process.exit(1));
     setTimeout(() => process.exit(1), 15_000).unref();
@@ -47,8 +80,8 @@ export function installGuards({ timeoutMs, log, cleanup, onTimeout, onExit }) {
     });
   }
   const watchdog = setTimeout(() => {
-    log(`FAIL: overall time limit of ${timeoutMs / 1000} s exceeded`);
-    onTimeout();
+    tally.check(`overall time limit of ${timeoutMs / 1000} s exceeded`, false);
+    log(tally.summary());
     stop();
   }, timeoutMs);
   watchdog.unref();

@@ -32,7 +32,7 @@ import path from 'node:path';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM_ARGS, CHROMIUM_BIN, installGuards, withTimeout } from '../browser/harness.mjs';
+import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
 import { REPO, startHub } from './hub.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
@@ -43,23 +43,13 @@ const API_KEY = `e2e-api-${randomBytes(8).toString('hex')}`;
 const ADMIN_KEY = `e2e-admin-${randomBytes(8).toString('hex')}`;
 const AWAY_MESSAGES = 5;
 
-let passed = 0;
-let failed = 0;
+const tally = new Tally();
+const check = tally.check.bind(tally);
 let hub = null;
 let browser = null;
 let cleaningUp = null;
 const pageErrors = [];
 
-function log(msg) {
-  process.stdout.write(`${msg}\n`);
-}
-
-function check(name, ok, detail = '') {
-  if (ok) passed++;
-  else failed++;
-  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
-  return Boolean(ok);
-}
 
 /** Runs a check whose body may throw or time out; a throw is a failure, not a crash. */
 async function step(name, fn) {
@@ -88,12 +78,8 @@ async function cleanup() {
 
 installGuards({
   timeoutMs: OVERALL_TIMEOUT_MS,
-  log,
+  tally,
   cleanup,
-  onTimeout: () => {
-    failed++;
-    log(`${passed} passed, ${failed} failed`);
-  },
   onExit: () => hub?.killNow(),
 });
 
@@ -387,7 +373,7 @@ try {
   check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
 }
 await cleanup();
-if ((crashed || failed > 0) && hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
+if ((crashed || tally.failed > 0) && hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
 log(`screenshots in ${SHOTS}`);
-log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 ? 1 : 0);
+log(tally.summary());
+process.exit(tally.failed > 0 ? 1 : 0);

@@ -16,7 +16,7 @@ import { pathToFileURL } from 'node:url';
 
 import WebSocket from 'ws';
 
-import { installGuards, withTimeout } from '../browser/harness.mjs';
+import { Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
 import { REPO, startHub } from './hub.mjs';
 
 const { Client } = await import(pathToFileURL(path.join(REPO, 'crates', 'volley-hub', 'assets', 'volley.js')).href);
@@ -25,20 +25,10 @@ const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 60) * 1000;
 const STEP_MS = 10_000;
 const API_KEY = `e2e-api-${randomBytes(8).toString('hex')}`;
 
-let passed = 0;
-let failed = 0;
+const tally = new Tally();
+const check = tally.check.bind(tally);
 const hubs = [];
 const clients = [];
-
-function log(msg) {
-  process.stdout.write(`${msg}\n`);
-}
-
-function check(name, ok, detail = '') {
-  if (ok) passed++;
-  else failed++;
-  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
-}
 
 async function step(name, fn) {
   try {
@@ -86,9 +76,8 @@ async function cleanup() {
 
 installGuards({
   timeoutMs: OVERALL_TIMEOUT_MS,
-  log,
+  tally,
   cleanup,
-  onTimeout: () => log(`${passed} passed, ${failed + 1} failed`),
   onExit: () => hubs.forEach((h) => h.killNow()),
 });
 
@@ -204,5 +193,5 @@ try {
   check('scenario ran to the end', false, e.message.split('\n').slice(0, 6).join(' / '));
 }
 await cleanup();
-log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 ? 1 : 0);
+log(tally.summary());
+process.exit(tally.failed > 0 ? 1 : 0);

@@ -20,33 +20,24 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+
+import { Tally, installGuards, log } from '../../../tests/browser/harness.mjs';
+import { startHub as startVolley } from '../../../tests/e2e/hub.mjs';
 
 const PKG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const REPO = path.resolve(PKG, '..', '..');
 const FIXTURE = path.join(PKG, 'packaging');
-const { installGuards } = await import(pathToFileURL(path.join(REPO, 'tests', 'browser', 'harness.mjs')).href);
 
 const OVERALL_TIMEOUT_MS = Number(process.env.PACKAGE_TEST_TIMEOUT || 600) * 1000;
 const NPM_FLAGS = ['--no-audit', '--no-fund', '--loglevel=error', '--prefer-offline'];
 
-let passed = 0;
-let failed = 0;
+const tally = new Tally('package');
+const check = tally.check.bind(tally);
 let hub = null;
 const children = new Set();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'volley-js-package-'));
 const app = path.join(tmp, 'app');
-
-function log(msg) {
-  process.stdout.write(`${msg}\n`);
-}
-
-function check(name, ok, detail = '') {
-  if (ok) passed++;
-  else failed++;
-  log(`${ok ? 'PASS' : 'FAIL'}: ${name}${detail ? ` (${detail})` : ''}`);
-  return ok;
-}
+log(`scratch dir: ${tmp} (removed when every check passed)`);
 
 /** Runs `cmd args` in `cwd` within `timeoutMs`; resolves with its exit code and output. */
 function run(cmd, args, { cwd, timeoutMs = 120_000, env = {} }) {
@@ -176,13 +167,12 @@ async function startHub() {
     log('note: VOLLEY_BIN is unset: the runtime checks construct a client without a hub');
     return null;
   }
-  const { startHub: start } = await import(pathToFileURL(path.join(REPO, 'tests', 'e2e', 'hub.mjs')).href);
   const config = path.join(tmp, 'hub.toml');
   fs.writeFileSync(
     config,
     'allow_anonymous = true\n[namespaces.pack]\nallow_publish = true\nallow_anonymous = true\nhistory_size = 10\nhistory_ttl = 60\n',
   );
-  hub = await start({ apiKey: `pack-${randomBytes(8).toString('hex')}`, extraArgs: ['--config', config], log });
+  hub = await startVolley({ apiKey: `pack-${randomBytes(8).toString('hex')}`, extraArgs: ['--config', config], log });
   return `ws://${hub.addr}/connection/websocket`;
 }
 
@@ -193,9 +183,8 @@ async function cleanup() {
 
 installGuards({
   timeoutMs: OVERALL_TIMEOUT_MS,
-  log,
+  tally,
   cleanup,
-  onTimeout: () => log(`package: ${passed} passed, ${failed + 1} failed`),
   onExit: () => {
     for (const child of children) killGroup(child);
     hub?.killNow();
@@ -220,7 +209,7 @@ try {
 } finally {
   await cleanup();
 }
-if (failed === 0) fs.rmSync(tmp, { recursive: true, force: true });
+if (tally.failed === 0) fs.rmSync(tmp, { recursive: true, force: true });
 else log(`the scratch project is kept in ${tmp}`);
-log(`package: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 ? 0 : 1);
+log(tally.summary());
+process.exit(tally.failed === 0 ? 0 : 1);
