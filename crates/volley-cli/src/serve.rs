@@ -53,6 +53,16 @@ pub(crate) struct ServeArgs {
     /// An Origin allowed to open WebSockets (repeatable; none given: any origin).
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     allow_origin: Vec<String>,
+    /// A load balancer or proxy (CIDR, e.g. 10.0.0.0/8) trusted with the
+    /// client's address: its PROXY protocol header and X-Forwarded-For
+    /// (repeatable; replaces `trusted_proxies` of the file).
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "CIDR",
+        env = "VOLLEY_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxy: Vec<ipnet::IpNet>,
     /// The TLS certificate chain (PEM); with --tls-key, serves https:// and wss://.
     #[arg(long, requires = "tls_key", env = "VOLLEY_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -105,6 +115,9 @@ fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
     }
     if !args.allow_origin.is_empty() {
         config.allowed_origins = args.allow_origin;
+    }
+    if !args.trusted_proxy.is_empty() {
+        config.trusted_proxies = args.trusted_proxy;
     }
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsConfig { cert, key });

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::channel::valid_namespace;
@@ -41,6 +42,11 @@ pub struct HubConfig {
     pub default_namespace: NamespaceOptions,
     /// Options per namespace; a channel in an unlisted namespace gets error 102.
     pub namespaces: BTreeMap<String, NamespaceOptions>,
+    /// Load balancers and proxies (CIDRs) whose word on the client's address
+    /// is taken: a PROXY protocol header (v1 or v2) at the start of their
+    /// connections, and `X-Forwarded-For`. A PROXY header from any other peer
+    /// closes the connection; their `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for HubConfig {
@@ -58,6 +64,7 @@ impl Default for HubConfig {
             tls: None,
             default_namespace: NamespaceOptions::default(),
             namespaces: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -107,11 +114,15 @@ pub struct Limits {
     pub ping_interval_ms: u64,
     /// Time for the pong to come back.
     pub pong_timeout_ms: u64,
-    /// Time for the WebSocket handshake.
+    /// Time for the WebSocket handshake (and, from a trusted proxy, for its
+    /// PROXY protocol header).
     pub handshake_timeout_ms: u64,
     /// Connections the kernel queues before they are accepted (the
     /// `listen(2)` backlog, capped by `net.core.somaxconn`).
     pub listen_backlog: u32,
+    /// The largest PROXY protocol header read from a trusted proxy, in bytes
+    /// (v1 headers are at most 107; v2 headers carry optional TLVs).
+    pub proxy_header_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -128,6 +139,7 @@ impl Default for Limits {
             pong_timeout_ms: 20_000,
             handshake_timeout_ms: 10_000,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            proxy_header_max_bytes: 4096,
         }
     }
 }
@@ -311,6 +323,7 @@ impl HubConfig {
             (l.pong_timeout_ms as usize, "pong_timeout_ms"),
             (l.handshake_timeout_ms as usize, "handshake_timeout_ms"),
             (l.listen_backlog as usize, "listen_backlog"),
+            (l.proxy_header_max_bytes, "proxy_header_max_bytes"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));
@@ -371,6 +384,17 @@ mod tests {
         );
         assert!(c.namespace("chat").unwrap().join_leave);
         assert!(c.namespace("prices").unwrap().has_history());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let c = HubConfig::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1/128\"]").unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[0].contains(&"10.1.2.3".parse::<std::net::IpAddr>().unwrap()));
+        assert!(matches!(
+            HubConfig::from_toml("trusted_proxies = [\"10.0.0.1\"]"),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::hub::{Admission, Hub, Target};
 use crate::protocol::{self, ErrorCode, PATH, SUBPROTOCOL};
 use crate::session;
 
-/// The peer's IP address, put into every request's extensions by the server.
+/// The client's IP address, put into every request's extensions by the
+/// server: the peer's, or the one a trusted proxy relays (PROXY protocol,
+/// `X-Forwarded-For`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RemoteIp(pub IpAddr);
 
@@ -94,6 +96,7 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
                 ),
             };
             hub.metrics().rejected(reason);
+            tracing::debug!("refused a WebSocket from {ip}: {reason}");
             let mut response = (status, body).into_response();
             response
                 .headers_mut()

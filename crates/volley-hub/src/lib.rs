@@ -22,6 +22,7 @@
 mod assets;
 mod auth;
 mod channel;
+mod client_ip;
 mod commands;
 mod config;
 mod demo;
@@ -31,6 +32,7 @@ mod hub;
 mod metrics;
 mod outbox;
 mod protocol;
+mod proxy_protocol;
 mod server;
 mod session;
 mod sync;

@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 /// Why a handshake was refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
-    /// `origin`, `draining`, `connection_limit`, `ip_limit`, `subprotocol`, `bad_request`.
+    /// `origin`, `draining`, `connection_limit`, `ip_limit`, `subprotocol`, `bad_request`,
+    /// `proxy_untrusted` (a PROXY header from an untrusted peer), `proxy_invalid`.
     pub reason: &'static str,
 }
 

@@ -11,9 +11,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::client_ip::TrustedProxies;
 use crate::config::{ConfigError, HubConfig, TlsConfig};
 use crate::http::{RemoteIp, router};
 use crate::hub::Hub;
+use crate::proxy_protocol::{self, Rewind};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -126,14 +128,43 @@ impl Server {
         if demo {
             background.spawn(crate::demo::ticker(hub.clone()));
         }
-        let accept = |stream: TcpStream, peer: SocketAddr| {
+        let trusted = Arc::new(TrustedProxies::new(&hub.config().trusted_proxies));
+        let accept = |mut stream: TcpStream, peer: SocketAddr| {
             let app = app.clone();
             let tls = tls.clone();
-            let timeout = Duration::from_millis(hub.config().limits.handshake_timeout_ms);
+            let hub = hub.clone();
+            let trusted = trusted.clone();
+            let limits = &hub.config().limits;
+            let timeout = Duration::from_millis(limits.handshake_timeout_ms);
+            let max_header = limits.proxy_header_max_bytes;
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
+                // A PROXY header first (before TLS), from trusted proxies only.
+                let prelude = match proxy_protocol::read_header(
+                    &mut stream,
+                    peer,
+                    trusted.contains(peer.ip()),
+                    max_header,
+                    timeout,
+                )
+                .await
+                {
+                    Ok(prelude) => prelude,
+                    Err(e) => {
+                        if let Some(reason) = e.reject_reason() {
+                            hub.metrics().rejected(reason);
+                            tracing::warn!("closing the connection: {e}");
+                        } else {
+                            tracing::debug!("closing the connection: {e}");
+                        }
+                        return;
+                    }
+                };
+                let connection = prelude.source.map_or(peer.ip(), |s| s.ip());
+                let stream = Rewind::new(prelude.rest, stream);
                 let service = hyper::service::service_fn(move |mut req| {
-                    req.extensions_mut().insert(RemoteIp(peer.ip()));
+                    let client = trusted.client(connection, req.headers());
+                    req.extensions_mut().insert(RemoteIp(client));
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
                 let mut http = hyper::server::conn::http1::Builder::new();
@@ -156,7 +187,7 @@ impl Server {
                     }
                 };
                 if let Err(e) = result {
-                    tracing::debug!("http connection from {peer}: {e}");
+                    tracing::debug!("http connection from {peer} (client {connection}): {e}");
                 }
             });
         };

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 use volley::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
 use volley_hub::{DrainReport, Hub, HubConfig, NamespaceOptions, Server};
 
+pub mod haproxy;
+
 pub const SECRET: &str = "test-secret-0123456789abcdef0123";
 pub const API_KEY: &str = "test-api-key";
 /// How long any single wait may take before the test fails.
