@@ -149,3 +149,12 @@ async fn x_forwarded_for_counts_only_from_a_trusted_proxy() {
     assert_eq!(status, 429, "the forged addresses did not escape the limit");
     drop(open);
 }
+
+#[test]
+fn docs_cluster_md_shows_the_haproxy_configuration_the_tests_use() {
+    let doc = include_str!("../../../docs/cluster.md");
+    assert!(
+        doc.contains(common::haproxy::TEMPLATE),
+        "docs/cluster.md must include tests/lib/haproxy.cfg verbatim"
+    );
+}
