@@ -123,7 +123,22 @@ pub struct Limits {
     /// The largest PROXY protocol header read from a trusted proxy, in bytes
     /// (v1 headers are at most 107; v2 headers carry optional TLVs).
     pub proxy_header_max_bytes: usize,
+    /// Connected (authenticated) connections of one user on this node; then
+    /// the `connect` is refused with error 106 and close 4006. Anonymous
+    /// connections are not counted (they share the empty user).
+    pub max_connections_per_user: usize,
+    /// The largest HTTP request head (request line and headers), in bytes;
+    /// then 431. At least 8 KiB (hyper's smallest read buffer).
+    pub max_request_head_bytes: usize,
+    /// The largest HTTP API request body, in bytes; then 413.
+    pub api_max_body_bytes: usize,
+    /// Time for an HTTP API request body to arrive once the head is read and
+    /// the API key checked; then 408 and the connection is closed.
+    pub api_body_timeout_ms: u64,
 }
+
+/// hyper's smallest read buffer, the floor of `max_request_head_bytes`.
+pub(crate) const MIN_REQUEST_HEAD_BYTES: usize = 8192;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -140,6 +155,10 @@ impl Default for Limits {
             handshake_timeout_ms: 10_000,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             proxy_header_max_bytes: 4096,
+            max_connections_per_user: 1000,
+            max_request_head_bytes: 16 * 1024,
+            api_max_body_bytes: 1024 * 1024,
+            api_body_timeout_ms: 10_000,
         }
     }
 }
@@ -324,10 +343,18 @@ impl HubConfig {
             (l.handshake_timeout_ms as usize, "handshake_timeout_ms"),
             (l.listen_backlog as usize, "listen_backlog"),
             (l.proxy_header_max_bytes, "proxy_header_max_bytes"),
+            (l.max_connections_per_user, "max_connections_per_user"),
+            (l.api_max_body_bytes, "api_max_body_bytes"),
+            (l.api_body_timeout_ms as usize, "api_body_timeout_ms"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));
             }
+        }
+        if l.max_request_head_bytes < MIN_REQUEST_HEAD_BYTES {
+            return Err(ConfigError::Key(format!(
+                "limits.max_request_head_bytes must be at least {MIN_REQUEST_HEAD_BYTES}"
+            )));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -10,6 +11,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -166,23 +168,75 @@ fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     s.eq_ignore_ascii_case(scheme).then_some(key.trim())
 }
 
+/// An API call: the key is checked from the head, before any of the body is
+/// read; the body must then arrive within `limits.api_body_timeout_ms` and
+/// hold at most `limits.api_max_body_bytes`.
 async fn api(
     State(hub): State<Arc<Hub>>,
     Path(method): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     if !key_matches(
-        authorization(&headers, "apikey"),
+        authorization(request.headers(), "apikey"),
         hub.config().api_key.as_deref(),
     ) {
-        return api_error(ErrorCode::Unauthorized);
+        return closing(api_error(ErrorCode::Unauthorized));
     }
+    let body = match read_body(&hub, request).await {
+        Ok(body) => body,
+        Err(response) => return closing(response),
+    };
     let body = if body.is_empty() { &b"{}"[..] } else { &body };
     match call(&hub, &method, body).await {
         Ok(response) => response,
         Err(code) => api_error(code),
     }
+}
+
+/// The request's body within the API's limits, or the response that refuses
+/// it (413, 408).
+async fn read_body(hub: &Hub, request: Request) -> Result<Bytes, Response> {
+    let limits = &hub.config().limits;
+    let max = limits.api_max_body_bytes;
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the API takes bodies of at most {max} bytes\n"),
+        )
+            .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let timeout = Duration::from_millis(limits.api_body_timeout_ms);
+    let body = Limited::new(request.into_body(), max);
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => {
+            tracing::debug!("API request body: {e}");
+            Err((StatusCode::BAD_REQUEST, "unreadable request body\n").into_response())
+        }
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}\n"),
+        )
+            .into_response()),
+    }
+}
+
+/// Marks a response that leaves a request body unread as the connection's
+/// last.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ErrorCode> {

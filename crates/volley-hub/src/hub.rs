@@ -207,11 +207,23 @@ impl Hub {
         Ok((key, outbox))
     }
 
-    /// Records a successful `connect`.
-    pub(crate) fn register_client(&self, key: u64, client: &Arc<str>, user: &Arc<str>) {
+    /// Records a successful `connect`, or refuses it when the user already
+    /// has `limits.max_connections_per_user` connections on this node (error
+    /// 106; anonymous connections are not counted).
+    pub(crate) fn register_client(
+        &self,
+        key: u64,
+        client: &Arc<str>,
+        user: &Arc<str>,
+    ) -> Result<(), ErrorCode> {
         let mut reg = self.registry();
+        let keys = reg.users.get(user).map_or(0, HashSet::len);
+        if !user.is_empty() && keys >= self.config.limits.max_connections_per_user {
+            return Err(ErrorCode::LimitExceeded);
+        }
         reg.clients.insert(client.clone(), key);
         reg.users.entry(user.clone()).or_default().insert(key);
+        Ok(())
     }
 
     /// Releases a connection admitted by [`Hub::admit`].

@@ -132,9 +132,7 @@ pub enum DisconnectCode {
     SlowConsumer,
     /// 4003: no `connect` in time.
     ConnectTimeout,
-    /// 4004: no pong in time.
-    NoPong,
-    /// 4006: too many connections.
+    /// 4006: too many connections of the user (after error 106).
     ConnectionLimit,
     /// 4007: kept sending after 110.
     RateLimited,
@@ -156,7 +154,6 @@ impl DisconnectCode {
             Self::Shutdown => 4001,
             Self::SlowConsumer => 4002,
             Self::ConnectTimeout => 4003,
-            Self::NoPong => 4004,
             Self::ConnectionLimit => 4006,
             Self::RateLimited => 4007,
             Self::TokenExpired => 4400,
@@ -173,7 +170,6 @@ impl DisconnectCode {
             Self::Shutdown => "shutdown",
             Self::SlowConsumer => "slow consumer",
             Self::ConnectTimeout => "connect timeout",
-            Self::NoPong => "no pong",
             Self::ConnectionLimit => "connection limit",
             Self::RateLimited => "rate limited",
             Self::TokenExpired => "token expired",

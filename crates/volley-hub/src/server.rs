@@ -137,6 +137,7 @@ impl Server {
             let limits = &hub.config().limits;
             let timeout = Duration::from_millis(limits.handshake_timeout_ms);
             let max_header = limits.proxy_header_max_bytes;
+            let head_limit = limits.max_request_head_bytes;
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
                 // A PROXY header first (before TLS), from trusted proxies only.
@@ -168,7 +169,9 @@ impl Server {
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
                 let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(TokioTimer::new()).header_read_timeout(timeout);
+                http.timer(TokioTimer::new())
+                    .header_read_timeout(timeout)
+                    .max_buf_size(head_limit);
                 let result = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {

@@ -515,7 +515,9 @@ impl Connection {
             None => (Arc::from(""), None, None, None),
         };
         let (expires, expires_in_ms) = expiry(exp);
-        hub.register_client(self.key, &client, &user);
+        if let Err(error) = hub.register_client(self.key, &client, &user) {
+            return fail(self, error, DisconnectCode::ConnectionLimit);
+        }
         let l = &hub.config().limits;
         let mut result = serde_json::json!({
             "client": &*client,

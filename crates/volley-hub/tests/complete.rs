@@ -212,3 +212,100 @@ async fn a_stream_is_gone_history_ttl_after_its_last_publication() {
     assert_eq!(next["offset"], 1);
     assert_ne!(next["epoch"], json!(epoch));
 }
+
+/// Writes `head` (and nothing more) and reads the response to its end.
+async fn raw_exchange(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    // The hub answers and closes; a read error (a reset after a refused
+    // head) still leaves the response read so far.
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the hub answers and closes in time");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The API checks its key from the request head, before reading a byte of
+/// the body; a body that does not arrive in time gets 408; a declared body
+/// over the limit gets 413 at once.
+#[tokio::test]
+async fn the_api_checks_the_key_from_the_head_and_bounds_the_body() {
+    let mut c = config();
+    c.limits.api_body_timeout_ms = 300;
+    c.limits.api_max_body_bytes = 1000;
+    let hub = TestHub::start(c).await;
+    let head = |auth: &str, length: usize| {
+        format!("POST /api/info HTTP/1.1\r\nHost: hub\r\n{auth}Content-Length: {length}\r\n\r\n")
+    };
+    for auth in ["", "Authorization: apikey wrong\r\n"] {
+        let response = raw_exchange(hub.addr, &head(auth, 50_000_000)).await;
+        assert!(response.starts_with("HTTP/1.1 401"), "{response}");
+    }
+    let key = format!("Authorization: apikey {API_KEY}\r\n");
+    let response = raw_exchange(hub.addr, &head(&key, 50_000_000)).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    let started = std::time::Instant::now();
+    let response = raw_exchange(hub.addr, &head(&key, 100)).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    // A body that arrives is served.
+    let (status, body) = hub.api("info", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The request head is limited to `limits.max_request_head_bytes` (16 KiB,
+/// as the library's handshake): a 32 KiB header gets 431.
+#[tokio::test]
+async fn the_request_head_is_limited() {
+    let hub = TestHub::start(config()).await;
+    let head = |n: usize| {
+        format!(
+            "GET /health/live HTTP/1.1\r\nHost: hub\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    let response = raw_exchange(hub.addr, &head(8 * 1024)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let response = raw_exchange(hub.addr, &head(32 * 1024)).await;
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
+}
+
+/// `limits.max_connections_per_user`: the next `connect` of that user gets
+/// error 106 and close 4006; anonymous connections are not counted.
+#[tokio::test]
+async fn connections_per_user_are_limited() {
+    let mut c = config();
+    c.limits.max_connections_per_user = 2;
+    let hub = TestHub::start(c).await;
+    let t = token(json!({"sub": "42"}));
+    let first = Client::with_token(&hub, Some(&t)).await;
+    let _second = Client::with_token(&hub, Some(&t)).await;
+    let mut third = Client::open(&hub).await;
+    let reply = third.call("connect", json!({"token": t})).await;
+    assert_eq!(error_code(&reply), Some(106), "{reply}");
+    assert_eq!(reply["error"]["temporary"], true);
+    let (_, code) = third.until_closed().await;
+    assert_eq!(code, Some(4006));
+    let _anonymous: Vec<_> = anonymous_clients(&hub, 3).await;
+    // A connection that ends makes room.
+    drop(first);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut again = Client::open(&hub).await;
+        let reply = again.call("connect", json!({"token": t})).await;
+        if reply["result"].is_object() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{reply}");
+    }
+}
+
+async fn anonymous_clients(hub: &TestHub, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Client::anonymous(hub).await);
+    }
+    out
+}
