@@ -177,6 +177,11 @@ step fmt 600 cargo fmt --all --check
 step clippy 3600 cargo clippy --workspace --all-targets -- -D warnings
 step build 3600 cargo build --release --workspace --examples --bins
 step "cargo test" 3600 cargo test --workspace
+# Feature combinations: the core alone, the tokio layer without TLS, hyper,
+# axum or deflate, and everything on (built and tested).
+step "features: core alone" 900 cargo build -p volley-proto
+step "features: volley none" 900 cargo build -p volley --no-default-features
+step "features: volley all" 1800 cargo test -p volley --all-features
 step sdk 900 clients/js/test.sh
 
 if step_ok build; then

@@ -55,7 +55,7 @@ impl Default for Config {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             head: HeadLimits::default(),
-            deflate: Some(DeflateConfig::default()),
+            deflate: cfg!(feature = "deflate").then(DeflateConfig::default),
         }
     }
 }
@@ -162,6 +162,9 @@ impl ConfigBuilder {
             return Err(ConfigError::Zero("max_headers"));
         }
         if let Some(d) = &c.deflate {
+            if !cfg!(feature = "deflate") {
+                return Err(ConfigError::DeflateUnavailable);
+            }
             d.validate()?;
         }
         Ok(self.config)

@@ -132,4 +132,7 @@ pub enum ConfigError {
     /// A compression level outside 0 to 9.
     #[error("compression level must be between 0 and 9, got {0}")]
     Level(u32),
+    /// permessage-deflate settings in a build without the `deflate` feature.
+    #[error("permessage-deflate needs the `deflate` feature of volley-proto")]
+    DeflateUnavailable,
 }

@@ -1,6 +1,7 @@
 //! Opening WebSocket connections: `ws://` and `wss://` (rustls), custom
 //! headers, subprotocols, timeouts.
 
+#[cfg(feature = "rustls")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub struct ClientBuilder {
     protocols: Vec<String>,
     config: WebSocketConfig,
     connect_timeout: Duration,
+    #[cfg(feature = "rustls")]
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -112,6 +114,7 @@ impl ClientBuilder {
             protocols: Vec::new(),
             config: WebSocketConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "rustls")]
             tls: None,
         }
     }
@@ -146,6 +149,7 @@ impl ClientBuilder {
 
     /// A custom rustls configuration (own roots, client certificates). By
     /// default the Mozilla roots of `webpki-roots` are trusted.
+    #[cfg(feature = "rustls")]
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
@@ -160,21 +164,33 @@ impl ClientBuilder {
             if !target.tls {
                 return Ok(MaybeTlsStream::Plain(tcp));
             }
-            let config = match &self.tls {
-                Some(c) => Arc::clone(c),
-                None => default_tls_config(),
-            };
-            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
-                .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, Error>(MaybeTlsStream::Tls(Box::new(tls)))
+            self.start_tls(&target, tcp).await
         };
         let stream = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| Error::ConnectTimeout)??;
         self.handshake(stream, &target).await
+    }
+
+    /// The TLS session of a `wss://` connection.
+    #[cfg(feature = "rustls")]
+    async fn start_tls(&self, target: &Target, tcp: TcpStream) -> Result<MaybeTlsStream> {
+        let config = match &self.tls {
+            Some(c) => Arc::clone(c),
+            None => default_tls_config(),
+        };
+        let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+            .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+    }
+
+    /// Without the `rustls` feature there is no `wss://`.
+    #[cfg(not(feature = "rustls"))]
+    async fn start_tls(&self, _target: &Target, _tcp: TcpStream) -> Result<MaybeTlsStream> {
+        Err(Error::TlsUnavailable)
     }
 
     /// Runs the opening handshake over an already connected `stream` (the
@@ -235,6 +251,7 @@ impl ClientBuilder {
     }
 }
 
+#[cfg(feature = "rustls")]
 fn default_tls_config() -> Arc<rustls::ClientConfig> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),

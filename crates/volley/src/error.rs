@@ -43,8 +43,12 @@ pub enum Error {
     #[error("invalid URL: {0}")]
     Url(String),
     /// TLS setup failed.
+    #[cfg(feature = "rustls")]
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// A `wss://` URL in a build without the `rustls` feature.
+    #[error("wss:// needs the rustls feature of volley")]
+    TlsUnavailable,
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

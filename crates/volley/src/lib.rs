@@ -37,6 +37,8 @@ mod error;
 mod server;
 mod split;
 mod stream;
+#[cfg(feature = "hyper")]
+mod upgrade;
 mod wakers;
 mod websocket;
 
@@ -46,9 +48,11 @@ pub use config::{
     WebSocketConfig, WebSocketConfigBuilder,
 };
 pub use error::{Error, Result};
-pub use server::{Upgrading, accept, accept_with, upgrade};
+pub use server::{accept, accept_with};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
+#[cfg(feature = "hyper")]
+pub use upgrade::{Upgrading, upgrade};
 pub use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 pub use volley_proto::{
     CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, Role, State, Utf8Bytes,

@@ -1,13 +1,7 @@
-//! Accepting WebSocket connections: over any transport, or by upgrading a
-//! hyper 1 (or axum) request.
+//! Accepting WebSocket connections over any transport. The core decides the
+//! handshake ([`ServerRequest::accept`]); the hyper upgrade path
+//! (`upgrade.rs`) calls the same decision.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use volley_proto::handshake::{
     Accept, HeadScanner, Rejection, RequestError, ServerAccepted, ServerRequest, reject_response,
@@ -94,7 +88,7 @@ where
 
 /// Runs the callback, then the core's handshake decision (subprotocol,
 /// permessage-deflate, the configured connection).
-fn negotiate<F>(
+pub(crate) fn negotiate<F>(
     request: &ServerRequest,
     config: &WebSocketConfig,
     callback: F,
@@ -117,63 +111,4 @@ async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, rejection: &Rejection) {
     // The peer may already be gone; the error that matters is the rejection.
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
-}
-
-/// The WebSocket behind a hyper upgrade, once hyper hands over the connection.
-pub type Upgrading =
-    Pin<Box<dyn Future<Output = Result<WebSocket<TokioIo<hyper::upgrade::Upgraded>>>> + Send>>;
-
-/// Upgrades a hyper 1 request (works with axum too): validates it, runs
-/// `callback`, and returns the 101 response to send plus a future that
-/// yields the [`WebSocket`] once hyper has switched protocols. Spawn that
-/// future; return the response from your service.
-///
-/// On a bad request, returns the response to send instead (400, 426, or the
-/// callback's rejection).
-pub fn upgrade<B, F>(
-    request: &mut Request<B>,
-    config: WebSocketConfig,
-    callback: F,
-) -> Result<(Response<Empty<Bytes>>, Upgrading), Response<String>>
-where
-    F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
-{
-    let mut head = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .version(request.version());
-    if let Some(h) = head.headers_mut() {
-        *h = request.headers().clone();
-    }
-    let head = head.body(()).map_err(|e| {
-        rejection_response(&Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string()))
-    })?;
-    let validated =
-        ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))?;
-    let accepted = negotiate(&validated, &config, callback).map_err(|r| rejection_response(&r))?;
-    let (response, conn) = accepted.into_parts();
-    let response = response.map(|()| Empty::new());
-    let on_upgrade = hyper::upgrade::on(request);
-    let upgrading: Upgrading = Box::pin(async move {
-        let upgraded = on_upgrade
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        Ok(WebSocket::from_parts(
-            TokioIo::new(upgraded),
-            conn,
-            config,
-            &[],
-        ))
-    });
-    Ok((response, upgrading))
-}
-
-fn rejection_response(r: &Rejection) -> Response<String> {
-    let mut response = Response::new(format!("{}\n", r.body));
-    *response.status_mut() = r.status;
-    response.headers_mut().extend(r.headers.clone());
-    response
-        .headers_mut()
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    response
 }

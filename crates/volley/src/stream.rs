@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+#[cfg(feature = "rustls")]
 use tokio_rustls::client::TlsStream;
 
 /// What [`connect`](crate::connect) returns: plain TCP for `ws://`, TLS for `wss://`.
@@ -15,6 +16,7 @@ pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
     /// `wss://`
+    #[cfg(feature = "rustls")]
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -23,6 +25,7 @@ impl MaybeTlsStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(s) => s,
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => s.get_ref().0,
         }
     }
@@ -36,6 +39,7 @@ impl AsyncRead for MaybeTlsStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -49,6 +53,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -60,6 +65,7 @@ impl AsyncWrite for MaybeTlsStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -67,6 +73,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Plain(s) => s.is_write_vectored(),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -74,6 +81,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -81,6 +89,7 @@ impl AsyncWrite for MaybeTlsStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }

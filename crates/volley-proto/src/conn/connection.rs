@@ -134,6 +134,7 @@ impl Connection {
     /// A connection in the open state. `deflate` holds the permessage-deflate
     /// parameters if the handshake negotiated them.
     pub fn new(role: Role, config: Config, deflate: Option<DeflateParams>) -> Self {
+        #[cfg(feature = "deflate")]
         let deflate = deflate.map(|p| {
             let (ours, ours_keep, theirs, theirs_keep) = match role {
                 Role::Server => (
@@ -156,6 +157,13 @@ impl Connection {
                 threshold: p.threshold,
             })
         });
+        // Without the codec, Config refuses permessage-deflate, so nothing
+        // negotiated it.
+        #[cfg(not(feature = "deflate"))]
+        let deflate: Option<Box<Deflate>> = {
+            let _ = deflate;
+            None
+        };
         Self {
             role,
             config,
