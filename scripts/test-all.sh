@@ -186,7 +186,7 @@ step sdk 900 clients/js/test.sh
 
 if step_ok build; then
     step "hub python client" 600 tests/hub/run.sh
-    step "hub chaos" 900 cargo test --release -p volley-cli --test chaos -- --ignored --nocapture
+    step "hub chaos" 900 cargo test --release -p volley-cli --test chaos chaos_clients -- --ignored --nocapture
     step "e2e chromium" 900 tests/e2e/run.sh
     step interop 900 tests/interop/run.sh
     step browser 900 tests/browser/run.sh

@@ -23,11 +23,28 @@
 //! A small version (40 clients, 8 channels, 200/s for 4 s) runs in every
 //! `cargo test`.
 //!
+//! The cluster version (`cluster_chaos_*`, ignored too; it needs Redis,
+//! Sentinel and HAProxy) runs the same clients against three nodes on the
+//! Redis engine behind HAProxy, started by `scripts/cluster.sh` (two Redis
+//! shards, shard 1 behind a Sentinel): 300 clients on 30 channels, 2,000
+//! publications/s for 60 s (`CHAOS_SECS`), and while publishing one node is
+//! killed with SIGKILL and started again, shard 0's Redis is killed and
+//! started again, and a Sentinel failover is forced on shard 1. There a
+//! client may be told that it missed publications (a subscribe answered
+//! `recovered: false`, after an `unsubscribe` push with code 2000 or a
+//! reconnect); those are counted and allowed, nothing else is: every other
+//! publication exactly once, in order. With shard 0 persisted (AOF) only
+//! shard 1's channels may be told so; without persistence
+//! (`cluster_chaos_without_persistence`) shard 0's channels must be.
+//!
+//! `CHAOS_SWALLOW_GAP=1` makes one client drop one publication without a
+//! word, to show that the checker fails on a silent gap.
+//!
 //! Written from docs/protocol.md and the `volley serve` contract only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,9 +109,7 @@ impl Hub {
         let config_path = dir.join("volley.toml");
         std::fs::write(&config_path, config).unwrap();
         let stderr = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let bin = std::env::var("CHAOS_VOLLEY_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_volley").to_string());
-        let mut child = Command::new(bin)
+        let mut child = Command::new(volley_bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .stdin(Stdio::null())
@@ -196,6 +211,14 @@ struct Counters {
     connect_failures: AtomicU64,
     http_disconnects_sent: AtomicU64,
     http_disconnects_effective: AtomicU64,
+    /// Subscribes answered `recovered: false` (allowed in the cluster runs).
+    told_gaps: AtomicU64,
+    /// Publications the clients were told they missed.
+    told_missed: AtomicU64,
+    /// Publications whose publish failed ambiguously and that never came.
+    maybe_absent: AtomicU64,
+    /// `unsubscribe` pushes with `resubscribe: true`.
+    resubscribe_pushes: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<Vec<String>>,
     error_count: AtomicU64,
@@ -217,6 +240,15 @@ impl Counters {
 struct Shared {
     url: String,
     channels: Vec<String>,
+    /// Whether a subscribe may answer `recovered: false` (the cluster runs).
+    allow_told_gaps: bool,
+    /// Per channel, the publications whose publish failed without a clear
+    /// answer (a node or Redis died during it): published or not.
+    maybe: Mutex<Vec<BTreeSet<u64>>>,
+    /// Per channel, the subscribes answered `recovered: false`.
+    told_gaps_per_channel: Mutex<Vec<u64>>,
+    /// `CHAOS_SWALLOW_GAP=1`: drop one publication silently (the checker must fail).
+    swallow_gap: AtomicBool,
     counters: Counters,
     /// The current client id of each client, while connected.
     client_ids: Mutex<Vec<Option<String>>>,
@@ -247,6 +279,12 @@ struct Sub {
     epoch: Option<String>,
     /// The last offset delivered (0 before the first).
     pos: u64,
+    /// The publisher's number (`k` in the data) of the last publication
+    /// delivered, counted across epochs (0 before the first).
+    last_k: u64,
+    /// Told that publications were missed (`recovered: false`) and not yet
+    /// past the gap: the next publication may skip numbers.
+    gap_told: bool,
     /// Subscribe reply seen on the current connection.
     live: bool,
 }
@@ -273,6 +311,8 @@ async fn client(
             channel,
             epoch: None,
             pos: 0,
+            last_k: 0,
+            gap_told: false,
             live: false,
         })
         .collect();
@@ -347,7 +387,7 @@ async fn client(
 
 fn complete(subs: &[Sub], fin: &Option<Arc<Vec<u64>>>) -> bool {
     match fin {
-        Some(tops) => subs.iter().all(|s| s.live && s.pos == tops[s.channel]),
+        Some(tops) => subs.iter().all(|s| s.live && s.last_k == tops[s.channel]),
         None => false,
     }
 }
@@ -409,7 +449,8 @@ where
             Some(Err(_)) | None => {
                 let code = ws.close_frame().map(|f| u16::from(f.code)).unwrap_or(1006);
                 c.close_code(code);
-                if code != 4000 && code != 4002 && code != 1006 {
+                // 4005: insufficient state (a node lost Redis for a while).
+                if code != 4000 && code != 4002 && code != 1006 && code != 4005 {
                     err(format!("connection closed with unexpected code {code}"));
                 }
                 return End::Lost;
@@ -471,25 +512,38 @@ where
                 err(format!("subscribe reply without epoch/offset: {r}"));
                 return End::Fatal;
             };
-            if let Some(old) = &s.epoch {
-                if r.get("recovered") != Some(&json!(true)) {
-                    err(format!(
-                        "recovery of {} from {old}/{} failed: {r:.300}",
-                        shared.channels[s.channel], s.pos
-                    ));
-                    return End::Fatal;
-                }
-                if *old != epoch {
-                    err(format!(
-                        "epoch changed from {old} to {epoch} with recovered true"
-                    ));
-                }
-                c.recovered_subscribes.fetch_add(1, Ordering::Relaxed);
+            if let Some(old) = s.epoch.clone() {
                 let pubs = r
                     .get("publications")
                     .and_then(Value::as_array)
                     .cloned()
                     .unwrap_or_default();
+                if r.get("recovered") != Some(&json!(true)) {
+                    if !shared.allow_told_gaps {
+                        err(format!(
+                            "recovery of {} from {old}/{} failed: {r:.300}",
+                            shared.channels[s.channel], s.pos
+                        ));
+                        return End::Fatal;
+                    }
+                    // An explicit gap: what follows may skip publications.
+                    c.told_gaps.fetch_add(1, Ordering::Relaxed);
+                    shared.told_gaps_per_channel.lock().unwrap()[s.channel] += 1;
+                    s.gap_told = true;
+                    s.epoch = Some(epoch.clone());
+                    s.pos = pubs
+                        .first()
+                        .and_then(|p| p.get("offset"))
+                        .and_then(Value::as_u64)
+                        .map_or(offset, |o| o.saturating_sub(1));
+                } else {
+                    if old != epoch {
+                        err(format!(
+                            "epoch changed from {old} to {epoch} with recovered true"
+                        ));
+                    }
+                    c.recovered_subscribes.fetch_add(1, Ordering::Relaxed);
+                }
                 for p in &pubs {
                     if let Err(e) = accept(s, p, shared, "recovered") {
                         err(e);
@@ -540,9 +594,18 @@ where
                     continue;
                 };
                 if !s.live {
+                    if s.epoch.is_some() {
+                        // Resubscribing after an `unsubscribe` push: the
+                        // reply's recovery brings this one.
+                        continue;
+                    }
                     err(format!(
                         "publication in {channel} before its subscribe reply"
                     ));
+                    continue;
+                }
+                if shared.swallow_gap.swap(false, Ordering::Relaxed) {
+                    // The test-only silent gap: drop it without a word.
                     continue;
                 }
                 match accept(s, &msg, shared, "pushed") {
@@ -558,6 +621,34 @@ where
             Some("disconnect") => {
                 // The close frame with the same code follows; counted there.
             }
+            Some("unsubscribe") if msg.get("resubscribe") == Some(&json!(true)) => {
+                // Insufficient state (code 2000-2499): subscribe again at
+                // once, recovering from the last position (§7.4).
+                let channel = msg
+                    .get("channel")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let Some(i) = subs
+                    .iter()
+                    .position(|s| shared.channels[s.channel] == channel)
+                else {
+                    err(format!(
+                        "unsubscribe push for a channel not subscribed: {channel}"
+                    ));
+                    continue;
+                };
+                c.resubscribe_pushes.fetch_add(1, Ordering::Relaxed);
+                let s = &mut subs[i];
+                s.live = false;
+                c.recovering_subscribes.fetch_add(1, Ordering::Relaxed);
+                let cmd = json!({"id": next_id, "method": "subscribe", "params": {
+                    "channel": channel, "recover": true, "epoch": s.epoch, "offset": s.pos}});
+                pending.insert(next_id, i);
+                next_id += 1;
+                if ws.send(Message::text(cmd.to_string())).await.is_err() {
+                    return End::Lost;
+                }
+            }
             Some("join" | "leave" | "message") => {}
             other => err(format!("unexpected push {other:?}")),
         }
@@ -565,7 +656,10 @@ where
 }
 
 /// Checks one publication against the client's position: exactly the next
-/// offset, with the data that was published at that offset.
+/// offset of its epoch, carrying the publisher's next number `k` for the
+/// channel with the data published as number `k`. A number may be skipped
+/// only when the client was told it missed publications (`gap_told`), or
+/// when its publish failed without an answer and it never came (`maybe`).
 fn accept(s: &mut Sub, p: &Value, shared: &Shared, how: &str) -> Result<(), String> {
     let channel = &shared.channels[s.channel];
     let offset = p
@@ -579,17 +673,56 @@ fn accept(s: &mut Sub, p: &Value, shared: &Shared, how: &str) -> Result<(), Stri
             s.pos
         );
         if offset > s.pos {
-            s.pos = offset; // resynchronise so one gap is one error
+            // Resynchronise so that one gap is one error.
+            s.pos = offset;
+            if let Some(k) = p
+                .get("data")
+                .and_then(|d| d.get("k"))
+                .and_then(Value::as_u64)
+            {
+                s.last_k = s.last_k.max(k);
+            }
         }
         return Err(e);
     }
     s.pos = offset;
-    if p.get("data") != Some(&expected_data(s.channel, offset)) {
+    let k = p
+        .get("data")
+        .and_then(|d| d.get("k"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("{how} publication {channel}/{offset} without k"))?;
+    if p.get("data") != Some(&expected_data(s.channel, k)) {
         return Err(format!(
             "{how} data at {channel}/{offset} differs: {:.200}",
             p.get("data").map(Value::to_string).unwrap_or_default()
         ));
     }
+    if k <= s.last_k {
+        return Err(format!(
+            "duplicate: {how} publication #{k} in {channel} after #{}",
+            s.last_k
+        ));
+    }
+    let skipped = s.last_k + 1..k;
+    let c = &shared.counters;
+    if !skipped.is_empty() {
+        if s.gap_told {
+            c.told_missed.fetch_add(k - s.last_k - 1, Ordering::Relaxed);
+        } else {
+            let maybe = shared.maybe.lock().unwrap();
+            if let Some(lost) = skipped.clone().find(|j| !maybe[s.channel].contains(j)) {
+                s.last_k = k;
+                return Err(format!(
+                    "silent loss: {how} publication #{k} in {channel} after #{}: #{lost} never came and nobody said so",
+                    skipped.start - 1
+                ));
+            }
+            c.maybe_absent
+                .fetch_add(k - s.last_k - 1, Ordering::Relaxed);
+        }
+    }
+    s.gap_told = false;
+    s.last_k = k;
     Ok(())
 }
 
@@ -604,6 +737,40 @@ async fn chaos_clients_recover_every_publication_exactly_once() {
         env_or("CHAOS_RATE", 2000.0),
         env_or("CHAOS_CLIENTS", 200),
         env_or("CHAOS_CHANNELS", 20),
+        Mode::Single,
+    )
+    .await;
+}
+
+/// The cluster scenario with shard 0 persisted (AOF, fsync always): 3 nodes
+/// behind HAProxy, 2 Redis shards, 300 clients on 30 channels, 2,000
+/// publications/s for 60 s; a node killed and restarted, shard 0 restarted,
+/// a Sentinel failover of shard 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the release build, redis-server, redis-sentinel and haproxy: cargo test --release -p volley-cli --test chaos cluster_ -- --ignored --nocapture"]
+async fn cluster_chaos_every_publication_exactly_once_or_told_missed() {
+    run_chaos(
+        env_or("CHAOS_SECS", 60.0),
+        env_or("CHAOS_RATE", 2000.0),
+        env_or("CHAOS_CLIENTS", 300),
+        env_or("CHAOS_CHANNELS", 30),
+        Mode::Cluster { shard0_aof: true },
+    )
+    .await;
+}
+
+/// The same with shard 0 not persisted: its restart loses its channels'
+/// streams, and their subscribers must be told (`recovered: false`). 20 s
+/// by default, to keep both runs within CI's few minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the release build, redis-server, redis-sentinel and haproxy: cargo test --release -p volley-cli --test chaos cluster_ -- --ignored --nocapture"]
+async fn cluster_chaos_without_persistence() {
+    run_chaos(
+        env_or("CHAOS_NOPERSIST_SECS", 20.0),
+        env_or("CHAOS_RATE", 2000.0),
+        env_or("CHAOS_CLIENTS", 300),
+        env_or("CHAOS_CHANNELS", 30),
+        Mode::Cluster { shard0_aof: false },
     )
     .await;
 }
@@ -612,10 +779,61 @@ async fn chaos_clients_recover_every_publication_exactly_once() {
 /// clients on 8 channels, 200 publications/s for 4 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_small_clients_recover_every_publication_exactly_once() {
-    run_chaos(4.0, 200.0, 40, 8).await;
+    run_chaos(4.0, 200.0, 40, 8, Mode::Single).await;
 }
 
-async fn run_chaos(secs: f64, rate: f64, n_clients: usize, n_channels: usize) {
+/// What the clients run against.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// One `volley serve`, memory engine.
+    Single,
+    /// `scripts/cluster.sh`: 3 nodes on Redis behind HAProxy.
+    Cluster {
+        /// Shard 0 keeps an append-only file.
+        shard0_aof: bool,
+    },
+}
+
+/// The hub or the cluster under test.
+enum Target {
+    Single(Hub),
+    Cluster(Cluster),
+}
+
+impl Target {
+    /// Where clients open their WebSockets (HAProxy for the cluster).
+    fn ws_url(&self) -> String {
+        match self {
+            Target::Single(hub) => format!("ws://{}/connection/websocket", hub.addr),
+            Target::Cluster(c) => c.get("CLUSTER_WS"),
+        }
+    }
+
+    /// Where the publisher and the chaos send API calls: node 0, which is
+    /// never killed (a publish cut by a dying node would be ambiguous).
+    fn api_addr(&self) -> String {
+        match self {
+            Target::Single(hub) => hub.addr.clone(),
+            Target::Cluster(c) => c.node_addr(0),
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        match self {
+            Target::Single(hub) => hub.alive(),
+            Target::Cluster(_) => true,
+        }
+    }
+
+    fn dump_log(&self) {
+        match self {
+            Target::Single(hub) => hub.dump_log(),
+            Target::Cluster(c) => c.dump_logs(),
+        }
+    }
+}
+
+async fn run_chaos(secs: f64, rate: f64, n_clients: usize, n_channels: usize, mode: Mode) {
     let seed: u64 = env_or("CHAOS_SEED", seed_from_clock());
     let history_size: u64 = env_or("CHAOS_HISTORY_SIZE", 10_000);
     let test_start = Instant::now();
@@ -638,12 +856,26 @@ history_ttl = 600
 allow_anonymous = true
 "#
     );
-    let mut hub = Hub::start(&config);
-    println!("chaos: hub on {}", hub.addr);
+    let mut hub = match mode {
+        Mode::Single => Target::Single(Hub::start(&config)),
+        Mode::Cluster { shard0_aof } => {
+            Target::Cluster(Cluster::start(&config, &api_key, shard0_aof))
+        }
+    };
+    println!(
+        "chaos: {mode:?}, clients to {}, API calls to {}",
+        hub.ws_url(),
+        hub.api_addr()
+    );
+    let cluster = matches!(mode, Mode::Cluster { .. });
 
     let shared = Arc::new(Shared {
-        url: format!("ws://{}/connection/websocket", hub.addr),
+        url: hub.ws_url(),
         channels: (0..n_channels).map(|i| format!("chaos:ch{i}")).collect(),
+        allow_told_gaps: cluster,
+        maybe: Mutex::new(vec![BTreeSet::new(); n_channels]),
+        told_gaps_per_channel: Mutex::new(vec![0; n_channels]),
+        swallow_gap: AtomicBool::new(std::env::var("CHAOS_SWALLOW_GAP").as_deref() == Ok("1")),
         counters: Counters::default(),
         client_ids: Mutex::new(vec![None; n_clients]),
         subscribed: AtomicU64::new(0),
@@ -694,30 +926,81 @@ allow_anonymous = true
             .filter(|c| c % PUBLISHER_CONNECTIONS == p)
             .collect();
         let share = rate * mine.len() as f64 / n_channels as f64;
-        let (addr, key, channels) = (hub.addr.clone(), api_key.clone(), shared.channels.clone());
+        let (addr, key, channels) = (hub.api_addr(), api_key.clone(), shared.channels.clone());
+        let shared = shared.clone();
         publishers.push(tokio::spawn(async move {
             let mut http = HttpApi::new(&addr, &key);
+            // Per channel: the last number tried, and the last one published.
+            let mut tried = vec![0u64; channels.len()];
             let mut counts = vec![0u64; channels.len()];
             let mut errors = Vec::new();
             let start = tokio::time::Instant::now();
             let mut g: u64 = 0;
-            while Instant::now() < publish_end {
-                tokio::time::sleep_until(start + Duration::from_secs_f64(g as f64 / share)).await;
-                let ch = mine[(g % mine.len() as u64) as usize];
-                let k = counts[ch] + 1;
-                let body = json!({"channel": channels[ch], "data": expected_data(ch, k)});
-                match post(&mut http, "publish", &body).await {
-                    Ok((200, v)) if v["result"]["offset"].as_u64() == Some(k) => counts[ch] = k,
-                    Ok((status, v)) => {
-                        errors.push(format!("publish {} #{k}: HTTP {status} {v}", channels[ch]));
-                        break;
+            // After the time is up, one more publication per channel, so
+            // that each channel's last number is one known to be published.
+            let mut closing: Option<Vec<usize>> = None;
+            loop {
+                if closing.is_none() && Instant::now() >= publish_end {
+                    closing = Some(mine.clone());
+                }
+                let ch = match &closing {
+                    None => {
+                        tokio::time::sleep_until(start + Duration::from_secs_f64(g as f64 / share))
+                            .await;
+                        mine[(g % mine.len() as u64) as usize]
                     }
-                    Err(e) => {
-                        errors.push(format!("publish {} #{k}: {e}", channels[ch]));
-                        break;
+                    Some(left) => match left.first() {
+                        Some(ch) => *ch,
+                        None => break,
+                    },
+                };
+                g += 1;
+                let k = tried[ch] + 1;
+                tried[ch] = k;
+                let body = json!({"channel": channels[ch], "data": expected_data(ch, k)});
+                // A temporary refusal (Redis unreachable, code 100) is retried
+                // with the same number; bounded.
+                let give_up = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match post(&mut http, "publish", &body).await {
+                        Ok((200, v)) if v["result"].is_object() => {
+                            if !cluster && v["result"]["offset"].as_u64() != Some(k) {
+                                errors.push(format!("publish {} #{k}: offset {v}", channels[ch]));
+                            }
+                            counts[ch] = k;
+                            if let Some(left) = &mut closing {
+                                left.retain(|c| *c != ch);
+                            }
+                            break;
+                        }
+                        Ok((_, v))
+                            if cluster
+                                && v["error"]["code"].as_u64() == Some(100)
+                                && Instant::now() < give_up =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok((status, v)) => {
+                            errors
+                                .push(format!("publish {} #{k}: HTTP {status} {v}", channels[ch]));
+                            break;
+                        }
+                        Err(_) if cluster => {
+                            // No answer: published or not. Clients may
+                            // see it or not, never twice.
+                            shared.maybe.lock().unwrap()[ch].insert(k);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            break;
+                        }
+                        Err(e) => {
+                            errors.push(format!("publish {} #{k}: {e}", channels[ch]));
+                            break;
+                        }
                     }
                 }
-                g += 1;
+                if !errors.is_empty() {
+                    break;
+                }
             }
             (counts, errors)
         }));
@@ -728,7 +1011,7 @@ allow_anonymous = true
     // or by itself (it drops its TCP connection).
     let chaos = {
         let shared = shared.clone();
-        let (addr, key) = (hub.addr.clone(), api_key.clone());
+        let (addr, key) = (hub.api_addr(), api_key.clone());
         let stop = stop_publishing.clone();
         let mut rng = Rng::new(seed ^ 0xC4A05);
         tokio::spawn(async move {
@@ -762,6 +1045,32 @@ allow_anonymous = true
         })
     };
 
+    // The cluster's events, at fixed points of the publishing time (all
+    // over by 60% of it, so that publications follow each of them).
+    let events = match &hub {
+        Target::Cluster(c) => {
+            let commands: Vec<(f64, Vec<String>)> = vec![
+                (0.15, vec!["kill-node".into(), "2".into()]),
+                (0.25, vec!["start-node".into(), "2".into()]),
+                (0.40, vec!["restart-redis".into()]),
+                (0.55, vec!["failover".into()]),
+            ];
+            let (script, dir) = (Cluster::script(), c.dir.clone());
+            Some(tokio::task::spawn_blocking(move || {
+                let mut log = Vec::new();
+                for (at, args) in commands {
+                    let when = publish_start + Duration::from_secs_f64(secs * at);
+                    std::thread::sleep(when.saturating_duration_since(Instant::now()));
+                    let t = publish_start.elapsed().as_secs_f64();
+                    let out = cluster_command(&script, &dir, &args);
+                    log.push(format!("{t:.1} s: {} -> {out}", args.join(" ")));
+                }
+                log
+            }))
+        }
+        Target::Single(_) => None,
+    };
+
     let mut tops = vec![0u64; n_channels];
     let mut publish_errors = Vec::new();
     for p in publishers {
@@ -785,6 +1094,11 @@ allow_anonymous = true
         publish_errors.is_empty(),
         "publisher errors: {publish_errors:?}"
     );
+    if let Some(events) = events {
+        for line in events.await.unwrap() {
+            println!("chaos: event at {line}");
+        }
+    }
     let _ = final_tx.send(Some(Arc::new(tops.clone())));
 
     // Every client ends complete; bounded.
@@ -808,9 +1122,17 @@ allow_anonymous = true
                 .sum::<u64>()
         })
         .sum();
+    let told_missed = c.told_missed.load(Ordering::Relaxed);
+    let maybe_absent = c.maybe_absent.load(Ordering::Relaxed);
+    let maybe_published: usize = shared.maybe.lock().unwrap().iter().map(BTreeSet::len).sum();
     println!(
-        "chaos: published {published}, expected deliveries {expected_deliveries}, delivered {} ({delivered_push} pushed + {delivered_recovered} recovered)",
+        "chaos: published {published}, expected deliveries {expected_deliveries}, delivered {} ({delivered_push} pushed + {delivered_recovered} recovered), told missed {told_missed}, ambiguous publishes {maybe_published} (absent at clients {maybe_absent})",
         delivered_push + delivered_recovered
+    );
+    println!(
+        "chaos: subscribes answered recovered:false {}, unsubscribe pushes with resubscribe {}",
+        c.told_gaps.load(Ordering::Relaxed),
+        c.resubscribe_pushes.load(Ordering::Relaxed),
     );
     println!(
         "chaos: reconnects {}, recovering subscribes {}, recovered {}, own TCP drops {}, HTTP disconnects {} sent / {} effective, connect failures {}",
@@ -844,10 +1166,42 @@ allow_anonymous = true
         "{unfinished} clients did not complete within 60 s of the last publication"
     );
     assert_eq!(
-        delivered_push + delivered_recovered,
+        delivered_push + delivered_recovered + told_missed + maybe_absent,
         expected_deliveries,
-        "deliveries"
+        "deliveries + told missed + ambiguous publishes absent"
     );
+    if let (Target::Cluster(cl), Mode::Cluster { shard0_aof }) = (&hub, mode) {
+        let told = shared.told_gaps_per_channel.lock().unwrap().clone();
+        let on_shard0: Vec<bool> = shared.channels.iter().map(|ch| cl.on_shard0(ch)).collect();
+        println!(
+            "chaos: recovered:false per channel (shard 0 | shard 1): {:?} | {:?}",
+            (0..n_channels)
+                .filter(|i| on_shard0[*i])
+                .map(|i| told[i])
+                .collect::<Vec<_>>(),
+            (0..n_channels)
+                .filter(|i| !on_shard0[*i])
+                .map(|i| told[i])
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            on_shard0.iter().any(|b| *b) && on_shard0.iter().any(|b| !*b),
+            "both shards hold channels"
+        );
+        for (i, ch) in shared.channels.iter().enumerate() {
+            if shard0_aof {
+                assert_eq!(
+                    told[i], 0,
+                    "{ch} is on the persisted shard 0, yet clients were told they missed publications"
+                );
+            } else if on_shard0[i] {
+                assert!(
+                    told[i] > 0,
+                    "{ch} lost its stream with shard 0, yet no client was told"
+                );
+            }
+        }
+    }
     assert!(published > 0, "nothing was published");
     assert!(
         c.recovered_subscribes.load(Ordering::Relaxed) > 0
@@ -855,4 +1209,136 @@ allow_anonymous = true
             && c.http_disconnects_effective.load(Ordering::Relaxed) > 0,
         "the chaos did not exercise both kinds of disconnect and recovery"
     );
+}
+
+// ---- the cluster -------------------------------------------------------------
+
+/// The `volley` binary under test.
+fn volley_bin() -> String {
+    std::env::var("CHAOS_VOLLEY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_volley").to_string())
+}
+
+/// Runs `scripts/cluster.sh COMMAND DIR ARGS...`; its output, or a panic.
+fn cluster_command(script: &std::path::Path, dir: &std::path::Path, args: &[String]) -> String {
+    let (command, rest) = args.split_first().expect("a command");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .arg(dir)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/cluster.sh");
+    assert!(
+        out.status.success(),
+        "scripts/cluster.sh {command}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', "; ")
+}
+
+/// Three nodes on Redis behind HAProxy, started by `scripts/cluster.sh`;
+/// every process stopped by PID on drop.
+struct Cluster {
+    dir: std::path::PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh")
+    }
+
+    fn start(config: &str, api_key: &str, shard0_aof: bool) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "volley-cluster-chaos-{}-{}",
+            std::process::id(),
+            seed_from_clock()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("volley.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut cluster = Cluster {
+            dir,
+            env: BTreeMap::new(),
+        };
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(&cluster.dir)
+            .env("NODES", "3")
+            .env("VOLLEY_BIN", volley_bin())
+            .env("NODE_CONFIG", &config_path)
+            .env("SHARD0_AOF", if shard0_aof { "1" } else { "0" })
+            .env("API_KEY", api_key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/cluster.sh");
+        let env = std::fs::read_to_string(cluster.dir.join("cluster.env")).unwrap_or_default();
+        cluster.env = env
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if !out.status.success() {
+            cluster.dump_logs();
+            panic!(
+                "scripts/cluster.sh start: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        cluster
+    }
+
+    fn get(&self, key: &str) -> String {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in cluster.env"))
+            .clone()
+    }
+
+    fn node_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.get(&format!("NODE{i}_PORT")))
+    }
+
+    /// Whether shard 0 holds keys of `channel` (the engine's keys end with
+    /// `.CHANNEL`).
+    fn on_shard0(&self, channel: &str) -> bool {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.get("SHARD0_PORT"), "--scan", "--pattern"])
+            .arg(format!("*.{channel}"))
+            .output()
+            .expect("redis-cli");
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+
+    fn dump_logs(&self) {
+        for name in ["node0.log", "node1.log", "node2.log", "haproxy.log"] {
+            let log = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("---- last 20 lines of {name} ----");
+            for l in &lines[lines.len().saturating_sub(20)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.dir.join("cluster.env").exists() {
+            // Every PID the script started; no panic while unwinding.
+            let _ = Command::new("bash")
+                .arg(Self::script())
+                .arg("stop")
+                .arg(&self.dir)
+                .stdin(Stdio::null())
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
