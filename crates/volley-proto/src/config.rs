@@ -39,6 +39,31 @@ impl Default for HeadLimits {
 
 /// The configuration of one connection. Build it with [`Config::builder`];
 /// [`Config::default`] holds the documented defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley_proto::{CloseCode, Config, Connection, Event, Message, Role};
+///
+/// let config = Config::builder()
+///     .max_message_size(64 << 10)
+///     .max_frame_size(64 << 10)
+///     .close_timeout(Duration::from_secs(5))
+///     .build()?;
+/// // A server with this config refuses a 100 KiB message with 1009.
+/// let mut client = Connection::new(Role::Client, Config::default(), None);
+/// let mut server = Connection::new(Role::Server, config, None);
+/// client.send(&Message::binary(vec![0u8; 100 << 10]))?;
+/// let mut wire = Vec::new();
+/// client.poll_transmit(&mut wire);
+/// server.receive(&wire);
+/// match server.poll_event() {
+///     Some(Event::Failed(e)) => assert_eq!(e.close_code(), CloseCode::MESSAGE_TOO_BIG),
+///     other => panic!("{other:?}"),
+/// }
+/// // Limits are checked when built.
+/// assert!(Config::builder().max_message_size(0).build().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     max_message_size: usize,

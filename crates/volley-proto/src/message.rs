@@ -7,6 +7,21 @@ use bytes::Bytes;
 use crate::frame::{CloseCode, OpCode, PreparedFrame, utf8};
 
 /// A complete data message.
+///
+/// ```
+/// use volley_proto::Message;
+///
+/// let text = Message::text("héllo");
+/// assert!(text.is_text());
+/// assert_eq!(text.as_text(), Some("héllo"));
+/// assert_eq!(text.len(), 6); // bytes, not characters
+///
+/// let binary = Message::binary(vec![1u8, 2, 3]);
+/// assert_eq!(binary.as_text(), None);
+/// assert_eq!(binary.as_bytes(), &[1, 2, 3]);
+/// // Strings and byte vectors convert, so `send` takes either.
+/// assert_eq!(Message::from("hi"), Message::text("hi"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// A text message; always valid UTF-8.

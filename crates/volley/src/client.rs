@@ -25,6 +25,45 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<(
 }
 
 /// Builds a client connection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> volley::Result<()> {
+/// use std::time::Duration;
+/// use volley::{Accept, ClientBuilder, Rejection, WebSocketConfig};
+///
+/// // A server that wants a token header and speaks `chat.v2`.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (tcp, _) = listener.accept().await?;
+///     let ws = volley::accept_with(tcp, WebSocketConfig::default(), |req| {
+///         match req.headers().get("x-token") {
+///             Some(t) if t == "secret" => Ok(Accept::new().protocol("chat.v2")),
+///             _ => Err(Rejection::new(http::StatusCode::UNAUTHORIZED)),
+///         }
+///     })
+///     .await?;
+///     drop(ws);
+///     Ok::<(), volley::Error>(())
+/// });
+///
+/// let (ws, response) = ClientBuilder::new(format!("ws://{addr}/chat"))
+///     .header("X-Token", "secret")?
+///     .protocol("chat.v1")
+///     .protocol("chat.v2")
+///     .connect_timeout(Duration::from_secs(5))
+///     .config(
+///         WebSocketConfig::builder()
+///             .keepalive(Duration::from_secs(20), Duration::from_secs(20))
+///             .build()?,
+///     )
+///     .connect()
+///     .await?;
+/// assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v2");
+/// # drop(ws);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     url: String,

@@ -28,9 +28,22 @@
 //!   timeouts).
 //! - [`WebSocket`] is a `Stream` and a `Sink`, with `recv`/`send`, and
 //!   [`split`](WebSocket::split)s into halves for separate tasks.
+//!
+//! Cargo features (all but `axum` on by default):
+//!
+//! - `rustls`: `wss://` in [`ClientBuilder`] (rustls, ring, webpki-roots).
+//! - `hyper`: `upgrade`, upgrading a hyper 1 request.
+//! - `axum`: `axum::WebSocketUpgrade`, an extractor like axum's own
+//!   (implies `hyper`).
+//! - `deflate`: permessage-deflate (RFC 7692) in the core.
+//!
+//! With `--no-default-features` a plain `ws://` client or server builds on
+//! tokio and the core alone.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod error;

@@ -35,11 +35,43 @@ fn lock<S>(m: &Mutex<WebSocket<S>>) -> MutexGuard<'_, WebSocket<S>> {
 }
 
 /// The receiving half.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> volley::Result<()> {
+/// use volley::Message;
+///
+/// // A server that waits for a message, answers with three and closes.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (tcp, _) = listener.accept().await?;
+///     let mut ws = volley::accept(tcp).await?;
+///     let _hi = ws.recv().await;
+///     for n in 0..3 {
+///         ws.send(format!("tick {n}")).await?;
+///     }
+///     ws.close(volley::CloseCode::NORMAL, "").await
+/// });
+///
+/// let (ws, _) = volley::connect(&format!("ws://{addr}/")).await?;
+/// let (mut read, mut write) = ws.split();
+/// // The sending half may live in another task.
+/// let writer = tokio::spawn(async move { write.send("hi").await.map(|()| write) });
+/// let mut got = Vec::new();
+/// while let Some(message) = read.recv().await {
+///     got.push(message?);
+/// }
+/// assert_eq!(got, ["tick 0", "tick 1", "tick 2"].map(Message::text));
+/// let write = writer.await.expect("the writer ran")?;
+/// assert!(read.unsplit(write).is_some());
+/// # Ok(()) }
+/// ```
 pub struct ReadHalf<S> {
     shared: Arc<Mutex<WebSocket<S>>>,
 }
 
-/// The sending half.
+/// The sending half (see [`ReadHalf`] for an example).
 pub struct WriteHalf<S> {
     shared: Arc<Mutex<WebSocket<S>>>,
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use volley_proto::Connection;
 use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 
 use crate::config::WebSocketConfig;
@@ -34,23 +35,48 @@ pub fn upgrade<B, F>(
 where
     F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
 {
+    let validated = validate(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+    )?;
+    let accepted = negotiate(&validated, &config, callback).map_err(|r| rejection_response(&r))?;
+    let (response, conn) = accepted.into_parts();
+    let response = response.map(|()| Empty::new());
+    Ok((
+        response,
+        upgrading(hyper::upgrade::on(request), conn, config),
+    ))
+}
+
+/// Validates a request head that hyper (or axum) parsed.
+pub(crate) fn validate(
+    method: &http::Method,
+    uri: &http::Uri,
+    version: http::Version,
+    headers: &http::HeaderMap,
+) -> Result<ServerRequest, Response<String>> {
     let mut head = Request::builder()
-        .method(request.method().clone())
-        .uri(request.uri().clone())
-        .version(request.version());
+        .method(method.clone())
+        .uri(uri.clone())
+        .version(version);
     if let Some(h) = head.headers_mut() {
-        *h = request.headers().clone();
+        *h = headers.clone();
     }
     let head = head.body(()).map_err(|e| {
         rejection_response(&Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string()))
     })?;
-    let validated =
-        ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))?;
-    let accepted = negotiate(&validated, &config, callback).map_err(|r| rejection_response(&r))?;
-    let (response, conn) = accepted.into_parts();
-    let response = response.map(|()| Empty::new());
-    let on_upgrade = hyper::upgrade::on(request);
-    let upgrading: Upgrading = Box::pin(async move {
+    ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))
+}
+
+/// The [`WebSocket`] once hyper has switched protocols.
+pub(crate) fn upgrading(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    conn: Connection,
+    config: WebSocketConfig,
+) -> Upgrading {
+    Box::pin(async move {
         let upgraded = on_upgrade
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
@@ -60,11 +86,11 @@ where
             config,
             &[],
         ))
-    });
-    Ok((response, upgrading))
+    })
 }
 
-fn rejection_response(r: &Rejection) -> Response<String> {
+/// The HTTP answer to a refused upgrade, with `Connection: close`.
+pub(crate) fn rejection_response(r: &Rejection) -> Response<String> {
     let mut response = Response::new(format!("{}\n", r.body));
     *response.status_mut() = r.status;
     response.headers_mut().extend(r.headers.clone());

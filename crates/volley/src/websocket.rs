@@ -27,6 +27,33 @@ use crate::wakers::{Half, WriteWakers};
 /// [`Sink`]. Pings are answered and the closing handshake is completed
 /// automatically while the connection is being read. [`split`](Self::split)
 /// gives halves that can live in different tasks.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> volley::Result<()> {
+/// use volley::{CloseCode, Message};
+///
+/// // An echo server on a free port.
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (tcp, _) = listener.accept().await?;
+///     let mut ws = volley::accept(tcp).await?;
+///     while let Some(Ok(message)) = ws.recv().await {
+///         ws.send(message).await?;
+///     }
+///     Ok::<(), volley::Error>(())
+/// });
+///
+/// let (mut ws, _response) = volley::connect(&format!("ws://{addr}/")).await?;
+/// ws.send("hello").await?;
+/// assert_eq!(ws.recv().await.transpose()?, Some(Message::text("hello")));
+/// // Closing waits for the server's answer; then `recv` is at its end.
+/// ws.close(CloseCode::NORMAL, "bye").await?;
+/// assert!(ws.recv().await.is_none());
+/// assert_eq!(ws.close_frame().map(|f| f.code), Some(CloseCode::NORMAL));
+/// # Ok(()) }
+/// ```
 pub struct WebSocket<S> {
     io: S,
     conn: Connection,

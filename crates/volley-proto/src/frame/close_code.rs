@@ -3,6 +3,17 @@
 use std::fmt;
 
 /// A close status code. The constants are the codes registered with IANA.
+///
+/// ```
+/// use volley_proto::CloseCode;
+///
+/// assert_eq!(CloseCode::NORMAL, CloseCode(1000));
+/// // Codes an application may send: the registered ones and 3000-4999.
+/// assert!(CloseCode(4000).is_allowed_on_wire());
+/// // 1005 and 1006 only report what happened; they never go on the wire.
+/// assert!(!CloseCode::ABNORMAL.is_allowed_on_wire());
+/// assert!(!CloseCode(999).is_allowed_on_wire());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CloseCode(pub u16);
 
