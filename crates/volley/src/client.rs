@@ -1,5 +1,10 @@
 //! Opening WebSocket connections: `ws://` and `wss://` (rustls), custom
-//! headers, subprotocols, timeouts.
+//! headers, subprotocols, timeouts, proxies ([`proxy`]) and TLS options
+//! ([`tls`]).
+
+pub(crate) mod proxy;
+#[cfg(feature = "rustls")]
+pub(crate) mod tls;
 
 #[cfg(feature = "rustls")]
 use std::sync::Arc;
@@ -15,6 +20,9 @@ use crate::config::WebSocketConfig;
 use crate::error::{Error, Result};
 use crate::stream::MaybeTlsStream;
 use crate::websocket::WebSocket;
+use proxy::{Proxy, ProxyError, Tunnel};
+#[cfg(feature = "rustls")]
+use tls::TlsOptions;
 
 /// Default time allowed for the TCP connection and TLS handshake: 10 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +30,19 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects to a `ws://` or `wss://` URL with the default configuration.
 pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
     ClientBuilder::new(url).connect().await
+}
+
+/// The opening handshake request as the client sent it, found in the
+/// extensions of the `Response` that [`ClientBuilder::connect`] returns (for
+/// tools that show the handshake, such as `volley connect --show-headers`).
+#[derive(Clone, Debug)]
+pub struct SentRequest(bytes::Bytes);
+
+impl SentRequest {
+    /// The request head's bytes (request line and headers).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// Builds a client connection.
@@ -73,6 +94,10 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<rustls::ClientConfig>>,
+    #[cfg(feature = "rustls")]
+    tls_options: TlsOptions,
+    proxy: Option<Proxy>,
+    proxy_from_env: bool,
 }
 
 /// The parts of a WebSocket URL.
@@ -155,6 +180,10 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             #[cfg(feature = "rustls")]
             tls: None,
+            #[cfg(feature = "rustls")]
+            tls_options: TlsOptions::default(),
+            proxy: None,
+            proxy_from_env: false,
         }
     }
 
@@ -186,49 +215,142 @@ impl ClientBuilder {
         self
     }
 
-    /// A custom rustls configuration (own roots, client certificates). By
-    /// default the Mozilla roots of `webpki-roots` are trusted.
+    /// A custom rustls configuration. It replaces the TLS options below
+    /// ([`add_root_certificates_pem`](Self::add_root_certificates_pem),
+    /// [`client_certificate_pem`](Self::client_certificate_pem),
+    /// [`danger_accept_invalid_certs`](Self::danger_accept_invalid_certs)).
+    /// By default the Mozilla roots of `webpki-roots` are trusted.
     #[cfg(feature = "rustls")]
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
     }
 
-    /// Connects: TCP, then TLS for `wss://`, then the opening handshake.
+    /// Trusts the certificates of a PEM bundle (`-----BEGIN CERTIFICATE-----`
+    /// blocks) in addition to the Mozilla roots: a private CA, a test CA.
+    /// Also used for an `https://` proxy.
+    #[cfg(feature = "rustls")]
+    pub fn add_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self> {
+        self.tls_options.add_roots_pem(pem)?;
+        Ok(self)
+    }
+
+    /// Presents a client certificate (mutual TLS): the certificate chain
+    /// (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[cfg(feature = "rustls")]
+    pub fn client_certificate_pem(mut self, chain: &[u8], key: &[u8]) -> Result<Self> {
+        self.tls_options.identity_pem(chain, key)?;
+        Ok(self)
+    }
+
+    /// **For testing only**: accepts any server certificate, whoever signed
+    /// it and whatever name it carries (the handshake signatures are still
+    /// checked). Anyone on the path can then read and change the traffic.
+    /// Use [`add_root_certificates_pem`](Self::add_root_certificates_pem)
+    /// with the test CA instead where possible.
+    #[cfg(feature = "rustls")]
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls_options.accept_invalid_certs(accept);
+        self
+    }
+
+    /// Connects through `proxy`: an HTTP proxy (`CONNECT`, plain or TLS to
+    /// the proxy, Basic auth) or a SOCKS5 proxy (username/password auth;
+    /// `socks5h://` resolves the target's name at the proxy). For `wss://`
+    /// TLS to the target runs inside the tunnel. Takes precedence over
+    /// [`proxy_from_env`](Self::proxy_from_env).
+    ///
+    /// ```no_run
+    /// # async fn run() -> volley::Result<()> {
+    /// let proxy = volley::Proxy::parse("http://user:pass@proxy.internal:3128")?;
+    /// let (ws, _) = volley::ClientBuilder::new("wss://feed.example/ws")
+    ///     .proxy(proxy)
+    ///     .connect()
+    ///     .await?;
+    /// # drop(ws); Ok(()) }
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Opts in to the proxy environment variables, read as curl reads them
+    /// when connecting (see [`Proxy::from_env`]): `https_proxy`/`HTTPS_PROXY`
+    /// for `wss://`, `http_proxy` for `ws://`, `all_proxy`/`ALL_PROXY`, and
+    /// `no_proxy`/`NO_PROXY`. Off by default.
+    pub fn proxy_from_env(mut self) -> Self {
+        self.proxy_from_env = true;
+        self
+    }
+
+    #[cfg(feature = "rustls")]
+    fn tls_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        match &self.tls {
+            Some(c) => Ok(Arc::clone(c)),
+            None => Ok(self.tls_options.build()?),
+        }
+    }
+
+    /// Connects: TCP (through the proxy, if any), then TLS for `wss://`,
+    /// then the opening handshake.
+    ///
+    /// The connect timeout covers the proxy too: a proxy that has not opened
+    /// the tunnel by then gives [`ProxyError::Timeout`], a TCP connection or
+    /// TLS session to the target that is not up by then
+    /// [`Error::ConnectTimeout`].
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
         let target = Target::parse(&self.url)?;
-        let connecting = async {
-            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-            tcp.set_nodelay(true)?;
-            if !target.tls {
-                return Ok(MaybeTlsStream::Plain(tcp));
-            }
-            self.start_tls(&target, tcp).await
+        let proxy = match (&self.proxy, self.proxy_from_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Proxy::from_env(&target),
+            (None, false) => None,
         };
-        let stream = tokio::time::timeout(self.connect_timeout, connecting)
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let connecting = async {
+            let tunnel = match &proxy {
+                None => {
+                    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+                    tcp.set_nodelay(true)?;
+                    Tunnel::Tcp(tcp)
+                }
+                Some(proxy) => tokio::time::timeout_at(deadline, proxy.tunnel(&target, &self))
+                    .await
+                    .map_err(|_| ProxyError::Timeout {
+                        proxy: proxy.to_string(),
+                    })??,
+            };
+            if !target.tls {
+                return Ok(match tunnel {
+                    Tunnel::Tcp(tcp) => MaybeTlsStream::Plain(tcp),
+                    #[cfg(feature = "rustls")]
+                    Tunnel::Tls(tls) => MaybeTlsStream::Tls(tls),
+                });
+            }
+            self.start_tls(&target, tunnel).await
+        };
+        let stream = tokio::time::timeout_at(deadline, connecting)
             .await
             .map_err(|_| Error::ConnectTimeout)??;
         self.handshake(stream, &target).await
     }
 
-    /// The TLS session of a `wss://` connection.
+    /// TLS to the target, over TCP or inside the TLS session with an
+    /// `https://` proxy.
     #[cfg(feature = "rustls")]
-    async fn start_tls(&self, target: &Target, tcp: TcpStream) -> Result<MaybeTlsStream> {
-        let config = match &self.tls {
-            Some(c) => Arc::clone(c),
-            None => default_tls_config(),
-        };
+    async fn start_tls(&self, target: &Target, tunnel: Tunnel) -> Result<MaybeTlsStream> {
+        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config()?);
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await?;
-        Ok(MaybeTlsStream::Tls(Box::new(tls)))
+        Ok(match tunnel {
+            Tunnel::Tcp(tcp) => MaybeTlsStream::Tls(Box::new(connector.connect(name, tcp).await?)),
+            Tunnel::Tls(tls) => {
+                MaybeTlsStream::TlsInTls(Box::new(connector.connect(name, *tls).await?))
+            }
+        })
     }
 
-    /// Without the `rustls` feature there is no `wss://`.
     #[cfg(not(feature = "rustls"))]
-    async fn start_tls(&self, _target: &Target, _tcp: TcpStream) -> Result<MaybeTlsStream> {
+    async fn start_tls(&self, _target: &Target, _tunnel: Tunnel) -> Result<MaybeTlsStream> {
         Err(Error::TlsUnavailable)
     }
 
@@ -275,7 +397,11 @@ impl ClientBuilder {
                     return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
                 }
             };
-            let response = hs.finish(&buf[..end], &limits)?;
+            let mut response = hs.finish(&buf[..end], &limits)?;
+            response
+                .response
+                .extensions_mut()
+                .insert(SentRequest(request.into()));
             let conn = Connection::new(
                 Role::Client,
                 self.config.protocol().clone(),
@@ -287,26 +413,6 @@ impl ClientBuilder {
         tokio::time::timeout(self.config.handshake_timeout(), work)
             .await
             .map_err(|_| Error::HandshakeTimeout)?
-    }
-}
-
-#[cfg(feature = "rustls")]
-fn default_tls_config() -> Arc<rustls::ClientConfig> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(c) => Arc::new(c),
-        // The ring provider supports the default versions; this cannot fail.
-        Err(_) => Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
     }
 }
 

@@ -5,6 +5,10 @@ use std::io;
 use volley_proto::handshake::{RequestError, ResponseError};
 use volley_proto::{ConfigError, ProtocolError, SendError};
 
+use crate::client::proxy::ProxyError;
+#[cfg(feature = "rustls")]
+use crate::client::tls::TlsSetupError;
+
 /// Anything that can go wrong on a WebSocket.
 ///
 /// A clean close is not an error: [`WebSocket::recv`](crate::WebSocket::recv)
@@ -47,8 +51,15 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     /// A `wss://` URL in a build without the `rustls` feature.
-    #[error("wss:// needs the rustls feature of volley")]
+    #[error("wss:// (and https:// proxies) need the rustls feature of volley")]
     TlsUnavailable,
+    /// A TLS option (root certificates, client certificate) is unusable.
+    #[cfg(feature = "rustls")]
+    #[error("TLS setup: {0}")]
+    TlsSetup(#[from] TlsSetupError),
+    /// The proxy did not open a tunnel to the target.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),

@@ -24,8 +24,8 @@
 //!
 //! - Servers: [`accept`], [`accept_with`] (inspect the request, pick a
 //!   subprotocol, reject), [`upgrade`] for hyper and axum.
-//! - Clients: [`connect`] and [`ClientBuilder`] (headers, subprotocols, TLS,
-//!   timeouts).
+//! - Clients: [`connect`] and [`ClientBuilder`] (headers, subprotocols, TLS
+//!   roots and client certificates, timeouts, HTTP and SOCKS5 [`Proxy`]s).
 //! - [`WebSocket`] is a `Stream` and a `Sink`, with `recv`/`send`, and
 //!   [`split`](WebSocket::split)s into halves for separate tasks.
 //!
@@ -55,7 +55,10 @@ mod upgrade;
 mod wakers;
 mod websocket;
 
-pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, Target, connect};
+pub use client::proxy::{Proxy, ProxyError, ProxyScheme};
+#[cfg(feature = "rustls")]
+pub use client::tls::TlsSetupError;
+pub use client::{ClientBuilder, DEFAULT_CONNECT_TIMEOUT, SentRequest, Target, connect};
 pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_HIGH_WATER_MARK, Keepalive,
     WebSocketConfig, WebSocketConfigBuilder,

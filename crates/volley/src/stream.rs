@@ -9,15 +9,21 @@ use tokio::net::TcpStream;
 #[cfg(feature = "rustls")]
 use tokio_rustls::client::TlsStream;
 
-/// What [`connect`](crate::connect) returns: plain TCP for `ws://`, TLS for `wss://`.
+/// What [`connect`](crate::connect) returns: plain TCP for `ws://`, TLS for
+/// `wss://` (or for `ws://` through an `https://` proxy), TLS inside TLS for
+/// `wss://` through an `https://` proxy.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum MaybeTlsStream {
     /// `ws://`
     Plain(TcpStream),
-    /// `wss://`
+    /// `wss://`, or `ws://` through an `https://` proxy (TLS to the proxy).
     #[cfg(feature = "rustls")]
     Tls(Box<TlsStream<TcpStream>>),
+    /// `wss://` through an `https://` proxy: TLS to the target inside the
+    /// TLS session with the proxy.
+    #[cfg(feature = "rustls")]
+    TlsInTls(Box<TlsStream<TlsStream<TcpStream>>>),
 }
 
 impl MaybeTlsStream {
@@ -27,6 +33,8 @@ impl MaybeTlsStream {
             Self::Plain(s) => s,
             #[cfg(feature = "rustls")]
             Self::Tls(s) => s.get_ref().0,
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => s.get_ref().0.get_ref().0,
         }
     }
 }
@@ -41,6 +49,8 @@ impl AsyncRead for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -55,6 +65,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -67,6 +79,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -75,6 +89,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -83,6 +99,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -91,6 +109,8 @@ impl AsyncWrite for MaybeTlsStream {
             Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "rustls")]
             Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "rustls")]
+            Self::TlsInTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
