@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod connect;
 mod echo;
 mod http_api;
 mod listen;
@@ -51,6 +52,18 @@ enum Command {
     /// Load-test a WebSocket echo server: throughput, latency, or memory per
     /// idle connection. Every echoed byte is checked.
     Bench(bench::BenchArgs),
+    /// Connect to a WebSocket server: interactive on a terminal, one message
+    /// per line in a pipe; HTTP and SOCKS5 proxies, TLS options,
+    /// --reconnect, --record. Exit codes tell how the connection ended.
+    Connect(connect::ConnectArgs),
+    /// Replay the client messages of a `volley connect --record` file with
+    /// their timing and report where the server's replies differ (exit 1).
+    Replay(connect::replay::ReplayArgs),
+    /// Subscribe to hub channels (volley.v1) and print publications as JSON
+    /// lines; reconnects and recovers like the SDK.
+    Subscribe(connect::subscribe::SubscribeArgs),
+    /// Publish to a hub channel through the HTTP API, with the API key.
+    Publish(connect::publish::PublishArgs),
 }
 
 /// Whether log lines carry ANSI colours: only on a terminal, and never when
@@ -104,14 +117,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        // The client commands end with an exit code of their own. stdin may
+        // still be read by a blocking thread: do not wait for it.
+        Command::Connect(args) => return client_exit(runtime, connect::run(args)),
+        Command::Replay(args) => return client_exit(runtime, connect::replay::run(args)),
+        Command::Subscribe(args) => return client_exit(runtime, connect::subscribe::run(args)),
+        Command::Publish(args) => return client_exit(runtime, connect::publish::run(args)),
+        command => command,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             // A server's accept loop runs on a worker like its connections
             // (block_on would keep it on this thread, apart from them).
             Command::Serve(args) => on_worker(async { Ok(serve::run(args).await?) }).await,
             Command::Echo(args) => on_worker(echo::run(args)).await,
             Command::Testee(args) => testee::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            // Returned above.
+            Command::Connect(_)
+            | Command::Replay(_)
+            | Command::Subscribe(_)
+            | Command::Publish(_) => Ok(()),
         }
     });
     // Connections still open (a second Ctrl-C during a drain) are dropped
@@ -124,6 +151,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a client command and exits with its code.
+fn client_exit(
+    runtime: tokio::runtime::Runtime,
+    command: impl std::future::Future<Output = connect::exit::Ending>,
+) -> ExitCode {
+    let ending = runtime.block_on(command);
+    runtime.shutdown_background();
+    ending.into()
 }
 
 /// A server's error.
