@@ -45,8 +45,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,89 +88,11 @@ impl Rng {
     }
 }
 
-// ---- the hub process ---------------------------------------------------------
+// ---- the hub process (tests/common) ----------------------------------------------
 
-/// A running `volley serve`; killed on drop.
-struct Hub {
-    child: Child,
-    addr: String,
-    dir: std::path::PathBuf,
-}
+mod common;
 
-impl Hub {
-    fn start(config: &str) -> Hub {
-        let dir = std::env::temp_dir().join(format!(
-            "volley-chaos-{}-{}",
-            std::process::id(),
-            seed_from_clock()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = dir.join("volley.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let stderr = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let mut child = Command::new(volley_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn volley serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let mut hub = Hub {
-            child,
-            addr: String::new(),
-            dir,
-        };
-        let first = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                hub.dump_log();
-                panic!("volley serve printed no first line within 30 s");
-            }
-        };
-        let addr = first
-            .strip_prefix("volley serve listening on http://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .unwrap_or_else(|| {
-                panic!(
-                    "first stdout line {first:?} is not `volley serve listening on http://ADDR/`"
-                )
-            });
-        hub.addr = addr.to_string();
-        hub
-    }
-
-    fn dump_log(&self) {
-        let log = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!("---- last 40 lines of the server's stderr ----");
-        for l in &lines[lines.len().saturating_sub(40)..] {
-            eprintln!("{l}");
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::services::{Hub, volley_bin};
 
 fn seed_from_clock() -> u64 {
     std::time::SystemTime::now()
@@ -1214,10 +1135,6 @@ allow_anonymous = true
 // ---- the cluster -------------------------------------------------------------
 
 /// The `volley` binary under test.
-fn volley_bin() -> String {
-    std::env::var("CHAOS_VOLLEY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_volley").to_string())
-}
-
 /// Runs `scripts/cluster.sh COMMAND DIR ARGS...`; its output, or a panic.
 fn cluster_command(script: &std::path::Path, dir: &std::path::Path, args: &[String]) -> String {
     let (command, rest) = args.split_first().expect("a command");

@@ -104,7 +104,7 @@ pub enum ProxyError {
         /// The proxy, without credentials.
         proxy: String,
     },
-    /// The proxy refused the credentials (HTTP 407, SOCKS5 password
+    /// The proxy refused the credentials (HTTP 407 or 401, SOCKS5 password
     /// rejected) or wants some and none were given.
     #[error("proxy {proxy} authentication failed: {detail}")]
     AuthFailed {
@@ -412,7 +412,9 @@ impl Proxy {
         };
         match status {
             200..=299 => Ok(()),
-            407 => Err(ProxyError::AuthFailed {
+            // 407 is the standard answer; some proxies (tinyproxy) send 401
+            // with Proxy-Authenticate, which to a CONNECT means the same.
+            401 | 407 => Err(ProxyError::AuthFailed {
                 proxy,
                 detail: if self.credentials.is_some() {
                     format!("{status} {reason} (credentials refused)")
