@@ -34,6 +34,7 @@ import { chromium } from 'playwright-core';
 
 import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
 import { REPO, startHub } from './hub.mjs';
+import { clientId, messages, openPage as openPageIn, sameChat, shot as shotIn, waitConnected, waitForText } from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -85,49 +86,9 @@ installGuards({
 
 // ---------------------------------------------------------------- page helpers
 
-async function openPage(name, url, viewport = { width: 1100, height: 760 }, consoleErrors = true) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP_MS);
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  page.on('console', (m) => {
-    if (consoleErrors && m.type() === 'error') pageErrors.push(`${name} console: ${m.text()}`);
-  });
-  await page.goto(url);
-  return page;
-}
-
-const clientId = (page) => page.locator('body').getAttribute('data-client-id');
-
-async function waitConnected(page) {
-  await page.waitForSelector('#status[data-state="connected"]');
-  await page.waitForSelector('body[data-client-id]');
-  return clientId(page);
-}
-
-/** The rendered chat messages: [{offset, author, text}] in page order. */
-function messages(page) {
-  return page.$$eval('#messages li', (items) =>
-    items.map((li) => ({
-      offset: li.dataset.offset === undefined ? null : Number(li.dataset.offset),
-      author: li.querySelector('.author')?.textContent ?? '',
-      text: li.querySelector('.text')?.textContent ?? '',
-    })),
-  );
-}
-
-async function waitForText(page, text) {
-  await page.waitForFunction(
-    (t) => [...document.querySelectorAll('#messages li .text')].some((n) => n.textContent === t),
-    text,
-  );
-}
-
-async function shot(page, name) {
-  const file = path.join(SHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
+const openPage = (name, url, viewport, consoleErrors = true) =>
+  openPageIn(browser, name, url, { errors: pageErrors, stepMs: STEP_MS, viewport, consoleErrors });
+const shot = (page, name) => shotIn(page, SHOTS, name);
 
 // ---------------------------------------------------------------- the scenario
 
@@ -275,23 +236,11 @@ async function main() {
   await step(`page B shows all ${AWAY_MESSAGES} messages published while away, none twice, in A's order`, async () => {
     for (const text of awayTexts) await waitForText(pageB, text);
     await waitForText(pageA, awayTexts[awayTexts.length - 1]);
+    const summary = await sameChat(pageA, pageB, awayTexts);
     const b = await messages(pageB);
-    const a = await messages(pageA);
-    const offsets = b.map((m) => m.offset);
-    if (offsets.some((o) => o === null)) throw new Error('a chat message without an offset');
-    if (new Set(offsets).size !== offsets.length) throw new Error(`duplicate offsets in B: ${offsets.join(',')}`);
-    const texts = b.map((m) => m.text);
-    for (const text of awayTexts) {
-      const n = texts.filter((t) => t === text).length;
-      if (n !== 1) throw new Error(`${JSON.stringify(text)} shown ${n} times`);
-    }
-    const sorted = [...offsets].sort((x, y) => x - y);
-    if (offsets.join() !== sorted.join()) throw new Error(`B's messages are out of order: ${offsets.join(',')}`);
-    const key = (list) => list.map((m) => `${m.offset}:${m.author}:${m.text}`).join('\n');
-    if (key(a) !== key(b)) throw new Error(`A and B differ:\nA ${key(a)}\nB ${key(b)}`);
     const apiShown = b.filter((m) => awayOffsets.includes(m.offset)).map((m) => m.author);
     if (apiShown.some((author) => author !== 'api')) throw new Error(`names of API messages: ${apiShown.join(',')}`);
-    return `${b.length} messages, offsets ${offsets[0]}..${offsets[offsets.length - 1]}`;
+    return summary;
   });
 
   await step('presence is whole again after the reconnect', async () => {

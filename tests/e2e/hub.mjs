@@ -10,6 +10,24 @@ import { withTimeout } from '../browser/harness.mjs';
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VOLLEY_BIN = path.resolve(REPO, process.env.VOLLEY_BIN || 'target/release/volley');
 
+/** POST BASE/api/METHOD with the API key; resolves with `result`, rejects on an error. */
+export async function api(base, apiKey, method, body) {
+  const response = await fetch(`${base}/api/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `apikey ${apiKey}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new Error(`${method}: HTTP ${response.status}, not JSON: ${text.slice(0, 200)}`);
+  }
+  if (!response.ok || json.error) throw new Error(`${method}: HTTP ${response.status} ${JSON.stringify(json)}`);
+  return json.result;
+}
+
 /** A running `volley serve`. */
 export class Hub {
   constructor(proc, addr, apiKey) {
@@ -27,21 +45,8 @@ export class Hub {
   }
 
   /** POST /api/METHOD with the API key; resolves with `result`, rejects on an error. */
-  async api(method, body) {
-    const response = await fetch(`${this.base}/api/${method}`, {
-      method: 'POST',
-      headers: { Authorization: `apikey ${this.apiKey}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    const text = await response.text();
-    let json;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      throw new Error(`${method}: HTTP ${response.status}, not JSON: ${text.slice(0, 200)}`);
-    }
-    if (!response.ok || json.error) throw new Error(`${method}: HTTP ${response.status} ${JSON.stringify(json)}`);
-    return json.result;
+  api(method, body) {
+    return api(this.base, this.apiKey, method, body);
   }
 
   /** SIGTERM, then SIGKILL after `ms`; resolves with the exit status. */

@@ -1,0 +1,217 @@
+// The cluster in headless Chromium: `scripts/cluster.sh` starts three
+// `volley serve --engine redis` nodes (demo mode) on two Redis shards with
+// HAProxy in front, and two pages load the demo through HAProxy.
+//
+// Page A's first WebSockets go to node 0 and page B's to node 1 (an init
+// script points the page's WebSocket at that node until one of its sockets
+// closes; from then on the page connects to its own origin, HAProxy, as it
+// does unaided), so the two pages are on two different nodes:
+//
+//   1. A and B see each other in the presence list and chat across nodes;
+//   2. node 1 is killed with SIGKILL; while B is away A writes and the HTTP
+//      API publishes; B reconnects by itself through HAProxy to another node,
+//      recovers there (`recovered`), and shows every message once, in A's
+//      order; presence is whole again (B's old entry leaves when its dead
+//      node's presence expires).
+//
+// One line per check, then `cluster: N passed, M failed`; exit status 1 on any
+// failure. Screenshots go to E2E_SCREENSHOTS (default target/e2e-screenshots).
+//
+// Env: VOLLEY_BIN (default target/release/volley), CHROMIUM_BIN,
+// E2E_TIMEOUT (overall limit in seconds, default 150).
+
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
+import { REPO, VOLLEY_BIN, api } from './hub.mjs';
+import { openPage, sameChat, shot, waitConnected, waitForText } from './pages.mjs';
+
+const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 150) * 1000;
+const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
+const STEP_MS = 15_000;
+const SCRIPT = path.join(REPO, 'scripts', 'cluster.sh');
+const API_KEY = `e2e-api-${randomBytes(8).toString('hex')}`;
+const ADMIN_KEY = `e2e-admin-${randomBytes(8).toString('hex')}`;
+
+const tally = new Tally('cluster');
+const check = tally.check.bind(tally);
+const pageErrors = [];
+let dir = null;
+let browser = null;
+let cleaningUp = null;
+
+/** `scripts/cluster.sh COMMAND DIR ARGS...`; its stdout, or a throw. */
+function cluster(command, ...args) {
+  const r = spawnSync('bash', [SCRIPT, command, dir, ...args], {
+    cwd: REPO,
+    encoding: 'utf8',
+    env: { ...process.env, VOLLEY_BIN, API_KEY, ADMIN_KEY, NODES: '3' },
+    timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`cluster.sh ${command}: ${r.status ?? r.signal}: ${(r.stderr || '').trim().slice(-500)}`);
+  return r.stdout;
+}
+
+function stopCluster() {
+  if (!dir || !fs.existsSync(path.join(dir, 'cluster.env'))) return;
+  spawnSync('bash', [SCRIPT, 'stop', dir], { encoding: 'utf8', timeout: 60_000 });
+}
+
+async function step(name, fn, ms = STEP_MS) {
+  try {
+    const detail = await withTimeout(Promise.resolve().then(fn), ms + 5_000, name);
+    return check(name, true, typeof detail === 'string' ? detail : '');
+  } catch (e) {
+    return check(name, false, e.message.split('\n')[0]);
+  }
+}
+
+async function cleanup() {
+  if (cleaningUp) return cleaningUp;
+  cleaningUp = (async () => {
+    if (browser) {
+      const b = browser;
+      browser = null;
+      await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
+    }
+    stopCluster();
+  })();
+  return cleaningUp;
+}
+
+installGuards({ timeoutMs: OVERALL_TIMEOUT_MS, tally, cleanup, onExit: stopCluster });
+
+/** Points the page's WebSockets at `target` until one of them closes. */
+function steer(target) {
+  const Native = window.WebSocket;
+  let steering = true;
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      super(steering ? target : url, protocols);
+      this.addEventListener('close', () => {
+        steering = false;
+      });
+    }
+  };
+}
+
+async function main() {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'volley-e2e-cluster-'));
+  cluster('start');
+  const env = Object.fromEntries(
+    fs
+      .readFileSync(path.join(dir, 'cluster.env'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  const nodeWs = (i) => `ws://127.0.0.1:${env[`NODE${i}_PORT`]}/connection/websocket`;
+  const base = env.CLUSTER_URL;
+  // The API of node 0, which stays up.
+  const publish = (text) => api(`http://127.0.0.1:${env.NODE0_PORT}`, API_KEY, 'publish', { channel: 'chat:lobby', data: { name: 'api', text } });
+  log(`cluster: HAProxy ${base}, nodes ${[0, 1, 2].map((i) => env[`NODE${i}_PORT`]).join(', ')}; ${env.CLUSTER_ENGINE} engine`);
+
+  browser = await withTimeout(
+    chromium.launch({ executablePath: CHROMIUM_BIN, headless: true, timeout: 30_000, args: CHROMIUM_ARGS }),
+    40_000,
+    'launching Chromium',
+  );
+  // Console errors are expected (the killed node's sockets fail); uncaught ones are not.
+  const options = (node) => ({ errors: pageErrors, stepMs: STEP_MS, consoleErrors: false, initScript: { fn: steer, arg: nodeWs(node) } });
+  const pageA = await openPage(browser, 'A', `${base}/?name=Ada`, options(0));
+  const pageB = await openPage(browser, 'B', `${base}/?name=Grace`, options(1));
+  let idA = null;
+  let idB = null;
+  await step('page A on node 0 and page B on node 1 join the chat', async () => {
+    idA = await waitConnected(pageA);
+    idB = await waitConnected(pageB);
+    return `A ${idA}, B ${idB}`;
+  });
+
+  await step('each page sees the other, on the other node, in the presence list', async () => {
+    for (const [page, other, name] of [
+      [pageA, idB, 'Grace'],
+      [pageB, idA, 'Ada'],
+    ]) {
+      const item = page.locator(`#presence li[data-client="${other}"]`);
+      await item.waitFor();
+      const text = await item.textContent();
+      if (!text.includes(name)) throw new Error(`presence entry for ${other} reads ${JSON.stringify(text)}`);
+    }
+  });
+
+  await step('A and B chat across nodes', async () => {
+    await pageA.fill('#chat-input', 'hello from node 0');
+    await pageA.press('#chat-input', 'Enter');
+    await waitForText(pageB, 'hello from node 0');
+    await pageB.fill('#chat-input', 'hello from node 1');
+    await pageB.press('#chat-input', 'Enter');
+    await waitForText(pageA, 'hello from node 1');
+  });
+  log(`screenshot: ${await shot(pageB, SHOTS, 'cluster-01-page-b-on-node-1')}`);
+
+  const away = ['while B is away 1', 'while B is away 2', 'while B is away 3'];
+  const apiAway = ['from the API while B is away 1', 'from the API while B is away 2'];
+  await step("node 1 (page B's) is killed with SIGKILL; A and the API write meanwhile", async () => {
+    const before = Number((await pageB.locator('body').getAttribute('data-chat-subscriptions')) ?? '0');
+    cluster('kill-node', '1');
+    for (const text of away) {
+      await pageA.fill('#chat-input', text);
+      await pageA.press('#chat-input', 'Enter');
+      await waitForText(pageA, text);
+    }
+    for (const text of apiAway) await publish(text);
+    await pageB.waitForFunction((n) => Number(document.body.dataset.chatSubscriptions || 0) > n, before, { timeout: 30_000 });
+    return `B resubscribed`;
+  }, 30_000);
+
+  let idB2 = null;
+  await step('page B resumed on another node through HAProxy and recovered', async () => {
+    idB2 = await waitConnected(pageB);
+    if (idB2 === idB) throw new Error('page B still has its old client id');
+    const how = await pageB.locator('body').getAttribute('data-chat');
+    if (how !== 'recovered') throw new Error(`the resubscription reports ${JSON.stringify(how)}, not "recovered"`);
+    return `new client ${idB2}`;
+  });
+
+  await step('page B shows every message once, in the same order as page A', async () => {
+    for (const text of [...away, ...apiAway]) await waitForText(pageB, text);
+    return sameChat(pageA, pageB, [...away, ...apiAway]);
+  });
+
+  await step("presence is whole again: A sees B's new connection", async () => {
+    await pageA.locator(`#presence li[data-client="${idB2}"]`).waitFor();
+    await pageB.locator(`#presence li[data-client="${idA}"]`).waitFor();
+  });
+  await step("B's connection on the dead node leaves A's presence list when its presence expires", async () => {
+    await pageA.waitForFunction((old) => !document.querySelector(`#presence li[data-client="${old}"]`), idB, { timeout: 60_000 });
+  }, 60_000);
+  log(`screenshot: ${await shot(pageB, SHOTS, 'cluster-02-page-b-resumed')}`);
+
+  check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
+}
+
+let crashed = false;
+try {
+  await main();
+} catch (e) {
+  crashed = true;
+  check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
+}
+if ((crashed || tally.failed > 0) && dir) {
+  for (const name of ['node0.log', 'node1.log', 'node2.log', 'haproxy.log']) {
+    const file = path.join(dir, name);
+    if (fs.existsSync(file)) log(`${name} (last 1500 chars):\n${fs.readFileSync(file, 'utf8').slice(-1500)}`);
+  }
+}
+await cleanup();
+if (dir) fs.rmSync(dir, { recursive: true, force: true });
+log(tally.summary());
+process.exit(tally.failed > 0 ? 1 : 0);

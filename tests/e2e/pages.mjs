@@ -1,0 +1,80 @@
+// Page helpers of the demo page shared by the e2e scenarios in Chromium
+// (demo.mjs, cluster.mjs): open a page, wait until it is connected, read the
+// chat as rendered.
+import path from 'node:path';
+
+/**
+ * Opens `url` in a new context of `browser`. Uncaught errors (and console
+ * errors unless `consoleErrors` is false) are pushed to `errors`.
+ */
+export async function openPage(browser, name, url, { errors, stepMs, viewport = { width: 1100, height: 760 }, consoleErrors = true, initScript } = {}) {
+  const context = await browser.newContext({ viewport });
+  if (initScript) await context.addInitScript(initScript.fn, initScript.arg);
+  const page = await context.newPage();
+  if (stepMs) page.setDefaultTimeout(stepMs);
+  page.on('pageerror', (e) => errors?.push(`${name}: ${e.message}`));
+  page.on('console', (m) => {
+    if (consoleErrors && m.type() === 'error') errors?.push(`${name} console: ${m.text()}`);
+  });
+  await page.goto(url);
+  return page;
+}
+
+/** The page's current client id (`data-client-id`). */
+export const clientId = (page) => page.locator('body').getAttribute('data-client-id');
+
+/** Waits until the page's chat is connected; its client id. */
+export async function waitConnected(page) {
+  await page.waitForSelector('#status[data-state="connected"]');
+  await page.waitForSelector('body[data-client-id]');
+  return clientId(page);
+}
+
+/** The rendered chat messages: [{offset, author, text}] in page order. */
+export function messages(page) {
+  return page.$$eval('#messages li', (items) =>
+    items.map((li) => ({
+      offset: li.dataset.offset === undefined ? null : Number(li.dataset.offset),
+      author: li.querySelector('.author')?.textContent ?? '',
+      text: li.querySelector('.text')?.textContent ?? '',
+    })),
+  );
+}
+
+/** Waits until a chat message with this text is shown. */
+export async function waitForText(page, text) {
+  await page.waitForFunction(
+    (t) => [...document.querySelectorAll('#messages li .text')].some((n) => n.textContent === t),
+    text,
+  );
+}
+
+/** Saves a full-page screenshot as DIR/NAME.png; the file. */
+export async function shot(page, dir, name) {
+  const file = path.join(dir, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/**
+ * Checks that `b` shows each of `texts` exactly once, that its messages are
+ * in offset order without duplicates, and that `a` shows the same list.
+ * Throws with what differs; returns a summary.
+ */
+export async function sameChat(a, b, texts) {
+  const mb = await messages(b);
+  const ma = await messages(a);
+  const offsets = mb.map((m) => m.offset);
+  if (offsets.some((o) => o === null)) throw new Error('a chat message without an offset');
+  if (new Set(offsets).size !== offsets.length) throw new Error(`duplicate offsets: ${offsets.join(',')}`);
+  const shown = mb.map((m) => m.text);
+  for (const text of texts) {
+    const n = shown.filter((t) => t === text).length;
+    if (n !== 1) throw new Error(`${JSON.stringify(text)} shown ${n} times`);
+  }
+  const sorted = [...offsets].sort((x, y) => x - y);
+  if (offsets.join() !== sorted.join()) throw new Error(`out of order: ${offsets.join(',')}`);
+  const key = (list) => list.map((m) => `${m.offset}:${m.author}:${m.text}`).join('\n');
+  if (key(ma) !== key(mb)) throw new Error(`the pages differ:\n${key(ma)}\n--\n${key(mb)}`);
+  return `${mb.length} messages, offsets ${offsets[0]}..${offsets[offsets.length - 1]}`;
+}
