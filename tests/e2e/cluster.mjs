@@ -30,7 +30,7 @@ import { chromium } from 'playwright-core';
 
 import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
 import { REPO, VOLLEY_BIN, api } from './hub.mjs';
-import { openPage, sameChat, shot, waitConnected, waitForText } from './pages.mjs';
+import { openPage, sameChat, say, seeEachOther, shot, stepper, waitConnected, waitForText } from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 150) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -63,14 +63,8 @@ function stopCluster() {
   spawnSync('bash', [SCRIPT, 'stop', dir], { encoding: 'utf8', timeout: 60_000 });
 }
 
-async function step(name, fn, ms = STEP_MS) {
-  try {
-    const detail = await withTimeout(Promise.resolve().then(fn), ms + 5_000, name);
-    return check(name, true, typeof detail === 'string' ? detail : '');
-  } catch (e) {
-    return check(name, false, e.message.split('\n')[0]);
-  }
-}
+/** Runs a check whose body may throw or time out; a throw is a failure, not a crash. */
+const step = stepper(tally, STEP_MS);
 
 async function cleanup() {
   if (cleaningUp) return cleaningUp;
@@ -135,25 +129,13 @@ async function main() {
     return `A ${idA}, B ${idB}`;
   });
 
-  await step('each page sees the other, on the other node, in the presence list', async () => {
-    for (const [page, other, name] of [
-      [pageA, idB, 'Grace'],
-      [pageB, idA, 'Ada'],
-    ]) {
-      const item = page.locator(`#presence li[data-client="${other}"]`);
-      await item.waitFor();
-      const text = await item.textContent();
-      if (!text.includes(name)) throw new Error(`presence entry for ${other} reads ${JSON.stringify(text)}`);
-    }
-  });
+  await step('each page sees the other, on the other node, in the presence list', () =>
+    seeEachOther([pageA, idA, 'Ada'], [pageB, idB, 'Grace']),
+  );
 
   await step('A and B chat across nodes', async () => {
-    await pageA.fill('#chat-input', 'hello from node 0');
-    await pageA.press('#chat-input', 'Enter');
-    await waitForText(pageB, 'hello from node 0');
-    await pageB.fill('#chat-input', 'hello from node 1');
-    await pageB.press('#chat-input', 'Enter');
-    await waitForText(pageA, 'hello from node 1');
+    await say(pageA, 'hello from node 0', pageB);
+    await say(pageB, 'hello from node 1', pageA);
   });
   log(`screenshot: ${await shot(pageB, SHOTS, 'cluster-01-page-b-on-node-1')}`);
 

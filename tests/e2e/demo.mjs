@@ -34,7 +34,7 @@ import { chromium } from 'playwright-core';
 
 import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
 import { REPO, startHub } from './hub.mjs';
-import { clientId, messages, openPage as openPageIn, sameChat, shot as shotIn, waitConnected, waitForText } from './pages.mjs';
+import { clientId, messages, openPage as openPageIn, sameChat, say, seeEachOther, shot as shotIn, stepper, waitConnected, waitForText } from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -53,14 +53,7 @@ const pageErrors = [];
 
 
 /** Runs a check whose body may throw or time out; a throw is a failure, not a crash. */
-async function step(name, fn) {
-  try {
-    const detail = await withTimeout(Promise.resolve().then(fn), STEP_MS + 5_000, name);
-    return check(name, true, typeof detail === 'string' ? detail : '');
-  } catch (e) {
-    return check(name, false, e.message.split('\n')[0]);
-  }
-}
+const step = stepper(tally, STEP_MS);
 
 // ---------------------------------------------------------------- cleanup
 
@@ -167,25 +160,13 @@ async function main() {
     return `client ${idB}`;
   });
 
-  await step('both pages see each other in the presence list, by name', async () => {
-    for (const [page, other, otherName] of [
-      [pageA, idB, 'Grace'],
-      [pageB, idA, 'Ada'],
-    ]) {
-      const item = page.locator(`#presence li[data-client="${other}"]`);
-      await item.waitFor();
-      const text = await item.textContent();
-      if (!text.includes(otherName)) throw new Error(`presence entry for ${other} reads ${JSON.stringify(text)}`);
-    }
-  });
+  await step('both pages see each other in the presence list, by name', () =>
+    seeEachOther([pageA, idA, 'Ada'], [pageB, idB, 'Grace']),
+  );
 
   await step('A and B exchange messages (sent with Enter)', async () => {
-    await pageA.fill('#chat-input', 'hello from Ada');
-    await pageA.press('#chat-input', 'Enter');
-    await waitForText(pageB, 'hello from Ada');
-    await pageB.fill('#chat-input', 'hi Ada, Grace here');
-    await pageB.press('#chat-input', 'Enter');
-    await waitForText(pageA, 'hi Ada, Grace here');
+    await say(pageA, 'hello from Ada', pageB);
+    await say(pageB, 'hi Ada, Grace here', pageA);
     const fromA = (await messages(pageB)).find((m) => m.text === 'hello from Ada');
     if (fromA?.author !== 'Ada') throw new Error(`author shown as ${JSON.stringify(fromA?.author)}`);
   });

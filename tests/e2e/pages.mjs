@@ -3,6 +3,8 @@
 // chat as rendered.
 import path from 'node:path';
 
+import { withTimeout } from '../browser/harness.mjs';
+
 /**
  * Opens `url` in a new context of `browser`. Uncaught errors (and console
  * errors unless `consoleErrors` is false) are pushed to `errors`.
@@ -77,4 +79,39 @@ export async function sameChat(a, b, texts) {
   const key = (list) => list.map((m) => `${m.offset}:${m.author}:${m.text}`).join('\n');
   if (key(ma) !== key(mb)) throw new Error(`the pages differ:\n${key(ma)}\n--\n${key(mb)}`);
   return `${mb.length} messages, offsets ${offsets[0]}..${offsets[offsets.length - 1]}`;
+}
+
+/** Waits until each page lists the other's client, by name, in its presence list. */
+export async function seeEachOther([pageA, idA, nameA], [pageB, idB, nameB]) {
+  for (const [page, other, name] of [
+    [pageA, idB, nameB],
+    [pageB, idA, nameA],
+  ]) {
+    const item = page.locator(`#presence li[data-client="${other}"]`);
+    await item.waitFor();
+    const text = await item.textContent();
+    if (!text.includes(name)) throw new Error(`presence entry for ${other} reads ${JSON.stringify(text)}`);
+  }
+}
+
+/** Sends `text` from `page` with Enter, and waits until `other` shows it. */
+export async function say(page, text, other) {
+  await page.fill('#chat-input', text);
+  await page.press('#chat-input', 'Enter');
+  await waitForText(other, text);
+}
+
+/**
+ * `step(name, fn, ms = defaultMs)`: one check of `tally` whose body may throw
+ * or time out (a failure, not a crash); a string it returns is the detail.
+ */
+export function stepper(tally, defaultMs) {
+  return async (name, fn, ms = defaultMs) => {
+    try {
+      const detail = await withTimeout(Promise.resolve().then(fn), ms + 5_000, name);
+      return tally.check(name, true, typeof detail === 'string' ? detail : '');
+    } catch (e) {
+      return tally.check(name, false, e.message.split('\n')[0]);
+    }
+  };
 }
