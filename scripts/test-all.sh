@@ -29,6 +29,9 @@ export VOLLEY_BIN="${VOLLEY_BIN:-$ROOT/target/release/volley}"
 export INTEROP_CLIENT_CMD="${INTEROP_CLIENT_CMD:-$ROOT/target/release/examples/interop_client}"
 export AUTOBAHN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests that start a service (tinyproxy, microsocks...) fail, instead of
+# skipping, when its binary is missing.
+export VOLLEY_REQUIRE_SERVICES="${VOLLEY_REQUIRE_SERVICES:-1}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 START=$SECONDS
 

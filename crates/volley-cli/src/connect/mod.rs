@@ -39,8 +39,9 @@ pub(crate) struct ConnectArgs {
     /// Example: --show-headers
     #[arg(long)]
     pub(crate) show_headers: bool,
-    /// Verbose: every frame sent and received, pings and close codes on
-    /// stderr (pipe mode) or above the prompt. Example: -v
+    /// Verbose: every message sent and received (with its size for binary
+    /// ones), pings sent, connects and close codes, on stderr (pipe mode) or
+    /// above the prompt. Example: -v
     #[arg(short = 'v', long)]
     pub(crate) verbose: bool,
     /// Pipe mode sends each line as a text message (the default).
