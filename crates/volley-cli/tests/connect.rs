@@ -240,6 +240,67 @@ async fn record_then_replay_against_echo_and_a_different_server() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_says_so_on_stderr_and_in_the_record() {
+    // A server that closes every connection at once with 1012 (restart).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut ws) = volley::accept(tcp).await {
+                    let _ = ws.close(volley::CloseCode::from(1012), "restarting").await;
+                    while let Some(Ok(_)) = ws.recv().await {}
+                }
+            });
+        }
+    });
+    let dir = temp_dir("reconnect");
+    let record = dir.join("r.jsonl");
+    let record_arg = record.to_str().unwrap().to_owned();
+    let code = tokio::task::spawn_blocking(move || {
+        let mut child = spawn(&["connect", &url, "--reconnect", "--record", &record_arg]);
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut reconnects = 0;
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("reconnecting (attempt") {
+                reconnects += 1;
+                if reconnects == 3 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(reconnects, 3);
+        drop(child.stdin.take());
+        exit_code(&mut child, Duration::from_secs(40))
+    })
+    .await
+    .unwrap();
+    // The input ended while waiting to reconnect: the session ends as the
+    // last connection did (closed by the server with 1012).
+    assert_eq!(code, 7);
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let text = std::fs::read_to_string(&record).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["dir"] == "event")
+        .collect();
+    let count = |name: &str| events.iter().filter(|e| e["event"] == name).count();
+    assert!(count("reconnecting") >= 3, "{text}");
+    assert!(count("connected") >= 3, "{text}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "closed" && e["code"] == 1012),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 const HUB_KEY: &str = "connect-test-key";
 
 fn hub_config() -> String {

@@ -12,7 +12,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::services::{self, EchoProcess, TestPki, echo_server, microsocks, require, tinyproxy};
+use common::services::{
+    self, EchoProcess, TestPki, echo_server, microsocks, require, tinyproxy, tls_relay,
+};
 use volley::{ClientBuilder, Message, Proxy, ProxyError};
 
 /// Sends one message through `proxy` to `url` and checks the echo.
@@ -90,6 +92,89 @@ async fn http_connect_proxy_with_and_without_basic_auth() {
     assert!(stderr.contains("authentication failed"), "{stderr}");
     let (code, stderr) = cli(&[&ws_url, "--proxy", &bare, "--proxy-user", "alice:s3cret"]);
     assert_eq!(code, 0, "stderr: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_carries_ws_and_wss_inside_tls() {
+    if !require("tinyproxy") {
+        return;
+    }
+    let pki = TestPki::new();
+    let ws_url = echo_server(None, None).await;
+    let wss_url = echo_server(Some(pki.server.clone()), None).await;
+    // TLS to the proxy (the test CA's certificate), tinyproxy behind it.
+    let proxy = tinyproxy(Some(("carol", "pa55")), &[]);
+    let front = tls_relay(pki.server.clone(), proxy.addr).await;
+    let url = format!("https://carol:pa55@{front}");
+    round_trip(&ws_url, &url, &pki.ca_pem).await.unwrap();
+    // wss:// inside: TLS to the server inside TLS to the proxy.
+    round_trip(&wss_url, &url, &pki.ca_pem).await.unwrap();
+    // Without the CA the proxy's certificate is refused.
+    match ClientBuilder::new(ws_url.as_str())
+        .proxy(Proxy::parse(&url).unwrap())
+        .connect()
+        .await
+    {
+        Err(volley::Error::Proxy(ProxyError::Unreachable { source, .. })) => {
+            assert!(source.to_string().contains("certificate"), "{source}")
+        }
+        other => panic!(
+            "expected a refused proxy certificate, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_for_mutual_tls() {
+    let pki = TestPki::new();
+    let url = echo_server(Some(pki.server_mtls.clone()), None).await;
+    let (mut ws, _) = ClientBuilder::new(url.as_str())
+        .add_root_certificates_pem(pki.ca_pem.as_bytes())
+        .unwrap()
+        .client_certificate_pem(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ws.send("mutual").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("mutual"));
+    // Without the certificate the server ends the TLS session.
+    let refused = async {
+        let (mut ws, _) = ClientBuilder::new(url.as_str())
+            .add_root_certificates_pem(pki.ca_pem.as_bytes())?
+            .connect()
+            .await?;
+        ws.send("x").await?;
+        match ws.recv().await {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Err(volley::Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    };
+    assert!(refused.await.is_err());
+    // The CLI: --cert/--key/--cacert, and -k without the CA.
+    let dir = services::temp_dir("mtls");
+    let write = |name: &str, pem: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (ca, cert, key) = (
+        write("ca.pem", &pki.ca_pem),
+        write("client.pem", &pki.client_cert_pem),
+        write("client-key.pem", &pki.client_key_pem),
+    );
+    let (code, stderr) = cli(&[&url, "--cacert", &ca, "--cert", &cert, "--key", &key]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let (code, stderr) = cli(&[&url, "-k", "--cert", &cert, "--key", &key]);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let (code, stderr) = cli(&[&url, "--cert", &cert, "--key", &key]);
+    assert_eq!(code, 3, "an unknown CA must fail; stderr: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

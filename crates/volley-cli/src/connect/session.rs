@@ -99,8 +99,10 @@ pub(crate) async fn drive(
                             reason: e.to_string(),
                         });
                         attempt += 1;
-                        if !wait_backoff(&backoff, attempt, &mut input, &output, &recorder).await {
-                            return Ending::Interrupted;
+                        if let Some(end) =
+                            wait_backoff(&backoff, attempt, &mut input, &output, &recorder).await
+                        {
+                            return end.unwrap_or(ending);
                         }
                         continue;
                     }
@@ -142,22 +144,26 @@ pub(crate) async fn drive(
                 let Some(backoff) = reconnect else {
                     return ending;
                 };
-                if !wait_backoff(&backoff, attempt, &mut input, &output, &recorder).await {
-                    return Ending::Interrupted;
+                if let Some(end) =
+                    wait_backoff(&backoff, attempt, &mut input, &output, &recorder).await
+                {
+                    return end.unwrap_or(ending);
                 }
             }
         }
     }
 }
 
-/// Waits out the backoff; false when the input asked to stop meanwhile.
+/// Waits out the backoff. Some when the input asked to stop meanwhile: with
+/// the ending it asked for (`/close`: normal, Ctrl-C: interrupted), or None
+/// when the input ended (the session ends as the last connection did).
 async fn wait_backoff(
     backoff: &Backoff,
     attempt: u32,
     input: &mut mpsc::Receiver<Input>,
     output: &mpsc::UnboundedSender<Output>,
     recorder: &Recorder,
-) -> bool {
+) -> Option<Option<Ending>> {
     let delay = backoff.delay(attempt);
     recorder.write(Entry::event(
         "reconnecting",
@@ -176,9 +182,11 @@ async fn wait_backoff(
     tokio::pin!(sleep);
     loop {
         tokio::select! {
-            () = &mut sleep => return true,
+            () = &mut sleep => return None,
             next = input.recv() => match next {
-                None | Some(Input::Close(..)) | Some(Input::Interrupt) => return false,
+                None => return Some(None),
+                Some(Input::Close(..)) => return Some(Some(Ending::Normal)),
+                Some(Input::Interrupt) => return Some(Some(Ending::Interrupted)),
                 // Messages typed while disconnected are dropped, and said so.
                 Some(_) => {}
             },

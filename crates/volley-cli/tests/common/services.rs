@@ -200,10 +200,16 @@ impl Drop for EchoProcess {
     }
 }
 
-/// A test CA and a server certificate for 127.0.0.1 and localhost.
+/// A test CA, a server certificate for 127.0.0.1 and localhost, and a
+/// client certificate for mutual TLS.
 pub struct TestPki {
     pub ca_pem: String,
     pub server: Arc<rustls::ServerConfig>,
+    /// The same server certificate, and client certificates signed by the
+    /// CA required.
+    pub server_mtls: Arc<rustls::ServerConfig>,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
 }
 
 impl TestPki {
@@ -221,17 +227,39 @@ impl TestPki {
                 .unwrap();
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der().clone()], key_der)
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key_der.clone_key())
+            .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "volley test client");
+        let client_cert = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
         .unwrap();
+        let server_mtls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.der().clone()], key_der)
+            .unwrap();
         Self {
             ca_pem: ca.pem(),
             server: Arc::new(server),
+            server_mtls: Arc::new(server_mtls),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
         }
     }
 }
@@ -272,6 +300,31 @@ pub async fn echo_server(
         }
     });
     format!("{scheme}://127.0.0.1:{port}/")
+}
+
+/// A TLS front for `upstream` (an `https://` proxy made of a TLS
+/// terminator and a plain proxy behind it); its address.
+pub async fn tls_relay(config: Arc<rustls::ServerConfig>, upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let config = config.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
 }
 
 async fn echo<S>(
