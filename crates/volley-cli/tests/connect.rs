@@ -309,16 +309,11 @@ fn hub_config() -> String {
     )
 }
 
-fn publish(addr: &str, channel: &str, data: &str) {
+/// `volley publish`: the result it prints (`{"epoch","offset"}`).
+fn publish(addr: &str, channel: &str, data: &str) -> serde_json::Value {
+    let url = format!("http://{addr}");
     let out = Command::new(volley_bin())
-        .args([
-            "publish",
-            &format!("http://{addr}"),
-            channel,
-            data,
-            "--api-key",
-            HUB_KEY,
-        ])
+        .args(["publish", &url, channel, data, "--api-key", HUB_KEY])
         .output()
         .unwrap();
     assert!(
@@ -326,6 +321,48 @@ fn publish(addr: &str, channel: &str, data: &str) {
         "publish failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn subscribe_since_a_position_and_publish_errors() {
+    let hub = Hub::start(&hub_config());
+    let addr = hub.addr.clone();
+    let first = publish(&addr, "feed:b", "{\"n\":1}");
+    assert_eq!(first["offset"], 1, "{first}");
+    for n in 2..=4 {
+        publish(&addr, "feed:b", &format!("{{\"n\":{n}}}"));
+    }
+    let since = format!("{}:2", first["epoch"].as_str().unwrap());
+    let url = format!("ws://{addr}");
+    let mut child = spawn(&["subscribe", &url, "feed:b", "--since", &since]);
+    let lines = stdout_lines(&mut child);
+    for n in 3..=4 {
+        let v: serde_json::Value = serde_json::from_str(&next_line(&lines, "recovered")).unwrap();
+        assert_eq!(
+            (v["data"]["n"].as_u64(), v["offset"].as_u64()),
+            (Some(n), Some(n))
+        );
+    }
+    publish(&addr, "feed:b", "{\"n\":5}");
+    let v: serde_json::Value = serde_json::from_str(&next_line(&lines, "live")).unwrap();
+    assert_eq!(v["offset"], 5);
+    let _ = child.kill();
+    let _ = child.wait();
+    // A wrong API key: the hub's answer, exit 1.
+    let out = Command::new(volley_bin())
+        .args([
+            "publish",
+            &format!("http://{addr}"),
+            "feed:b",
+            "1",
+            "--api-key",
+            "wrong",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
 // The HTTP API client of `volley bench fanout` and the chaos test.
