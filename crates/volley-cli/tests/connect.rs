@@ -349,6 +349,30 @@ fn subscribe_since_a_position_and_publish_errors() {
     assert_eq!(v["offset"], 5);
     let _ = child.kill();
     let _ = child.wait();
+    // The hub refuses an upgrade without the volley.v1 subprotocol (400):
+    // exit 4; nothing listening: exit 3.
+    let refused = Command::new(volley_bin())
+        .args([
+            "connect",
+            &format!("ws://{addr}/connection/websocket"),
+            "--no-env-proxy",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("400"));
+    let port = common::services::free_port();
+    let nobody = Command::new(volley_bin())
+        .args([
+            "connect",
+            &format!("ws://127.0.0.1:{port}/"),
+            "--no-env-proxy",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(3));
     // A wrong API key: the hub's answer, exit 1.
     let out = Command::new(volley_bin())
         .args([

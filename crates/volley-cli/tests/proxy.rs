@@ -35,15 +35,36 @@ async fn round_trip(url: &str, proxy: &str, ca_pem: &str) -> Result<(), volley::
     Ok(())
 }
 
-/// `volley connect` in pipe mode with `args`: its exit code and stderr.
+/// `volley connect` in pipe mode with `args`, the proxy variables ignored:
+/// its exit code and stderr.
 fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(services::volley_bin())
+    let mut all = args.to_vec();
+    all.push("--no-env-proxy");
+    cli_env(&all, &[])
+}
+
+/// `volley connect` in pipe mode with `args` and only the proxy variables
+/// of `env`: its exit code and stderr.
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = Command::new(services::volley_bin());
+    command
         .arg("connect")
         .args(args)
-        .args(["--no-env-proxy", "--connect-timeout", "5s", "--linger", "0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .args(["--connect-timeout", "5s", "--linger", "0"])
+        .stdin(Stdio::null());
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -92,6 +113,26 @@ async fn http_connect_proxy_with_and_without_basic_auth() {
     assert!(stderr.contains("authentication failed"), "{stderr}");
     let (code, stderr) = cli(&[&ws_url, "--proxy", &bare, "--proxy-user", "alice:s3cret"]);
     assert_eq!(code, 0, "stderr: {stderr}");
+
+    // The environment, as curl reads it: http_proxy for ws://,
+    // HTTPS_PROXY for wss://, NO_PROXY bypasses.
+    let wrong = format!("http://alice:wrong@{}", guarded.addr);
+    let (code, stderr) = cli_env(&[&ws_url], &[("http_proxy", &wrong)]);
+    assert_eq!(code, 6, "http_proxy must be used; stderr: {stderr}");
+    let (code, stderr) = cli_env(&[&ws_url], &[("HTTP_PROXY", &wrong)]);
+    assert_eq!(
+        code, 0,
+        "HTTP_PROXY must be ignored, as curl does; stderr: {stderr}"
+    );
+    let (code, stderr) = cli_env(&[&wss_url], &[("HTTPS_PROXY", &wrong)]);
+    assert_eq!(code, 6, "HTTPS_PROXY must be used; stderr: {stderr}");
+    let (code, stderr) = cli_env(
+        &[&ws_url],
+        &[("ALL_PROXY", &wrong), ("NO_PROXY", "localhost,127.0.0.0/8")],
+    );
+    assert_eq!(code, 0, "NO_PROXY must bypass; stderr: {stderr}");
+    let (code, stderr) = cli_env(&[&ws_url, "--no-env-proxy"], &[("http_proxy", &wrong)]);
+    assert_eq!(code, 0, "--no-env-proxy; stderr: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
