@@ -70,7 +70,17 @@ impl Entry {
         }
     }
 
-    /// A close frame we sent.
+    /// A ping we sent.
+    pub(crate) fn ping(payload: &[u8]) -> Self {
+        Self {
+            dir: "out".into(),
+            opcode: Some("ping".into()),
+            base64: Some(base64::engine::general_purpose::STANDARD.encode(payload)),
+            ..Self::default()
+        }
+    }
+
+    /// A close frame (sent or received).
     pub(crate) fn close(dir: &str, code: u16, reason: &str) -> Self {
         Self {
             dir: dir.into(),

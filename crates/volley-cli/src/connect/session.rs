@@ -248,6 +248,7 @@ async fn run(
                         continue;
                     }
                     Some(Input::Ping(payload)) => {
+                        recorder.write(Entry::ping(&payload));
                         if let Err(e) = ws.ping(&payload).await {
                             return Run::Lost { code: None, reason: e.to_string() };
                         }
