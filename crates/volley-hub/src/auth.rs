@@ -1,9 +1,10 @@
-//! Connection and subscription tokens: JWTs signed with HS256, RS256 or ES256
-//! (docs/protocol.md §9).
+//! Connection and subscription tokens: JWTs (docs/protocol.md §9), checked
+//! with configured keys (selected by `kid` when the token names one) and the
+//! keys of a JWKS URL.
 
 use std::sync::Arc;
 
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -49,12 +50,23 @@ pub(crate) struct SubscribeClaims {
     pub info: Option<Arc<RawValue>>,
 }
 
-/// Verifies tokens with the configured keys. Only algorithms with a key of
-/// the matching type are accepted, so an HMAC token is never checked against
-/// an RSA key used as a secret, and `none` never is.
+/// A verification key: its algorithm and, when it has one, its `kid`.
+#[derive(Clone)]
+pub(crate) struct Key {
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Verifies tokens with the configured keys and those of the JWKS URL. Only
+/// a key's own algorithm is accepted, so an HMAC token is never checked
+/// against an RSA key used as a secret, and `none` never is. A token whose
+/// header names a `kid` is checked with that key only; one without a `kid`
+/// with each key of its algorithm.
 #[derive(Clone)]
 pub(crate) struct TokenVerifier {
-    keys: Vec<(Algorithm, DecodingKey)>,
+    keys: Vec<Key>,
+    jwks: Option<Arc<crate::jwks::Jwks>>,
     audience: Option<String>,
     issuer: Option<String>,
     leeway: u64,
@@ -62,46 +74,85 @@ pub(crate) struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let algs: Vec<_> = self.keys.iter().map(|(a, _)| *a).collect();
+        let algs: Vec<_> = self.keys.iter().map(|k| k.alg).collect();
         f.debug_struct("TokenVerifier")
             .field("algorithms", &algs)
+            .field("jwks", &self.jwks.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl TokenVerifier {
-    /// Loads the keys named in the configuration.
+    /// Loads the keys named in the configuration (the JWKS is fetched later,
+    /// by [`crate::jwks::Jwks::run`]).
     pub(crate) fn new(config: &AuthConfig) -> Result<Self, ConfigError> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.hmac_secret {
-            if secret.len() < 16 {
-                return Err(ConfigError::Key(
-                    "auth.hmac_secret: use at least 16 bytes (32 random bytes recommended)".into(),
-                ));
-            }
-            keys.push((
-                Algorithm::HS256,
-                DecodingKey::from_secret(secret.as_bytes()),
-            ));
+            keys.push(Key {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: hmac_key("auth.hmac_secret", secret)?,
+            });
         }
         if let Some(path) = &config.rsa_public_key {
-            let pem = read_key(path)?;
-            let key = DecodingKey::from_rsa_pem(&pem)
-                .map_err(|e| ConfigError::Key(format!("{}: {e}", path.display())))?;
-            keys.push((Algorithm::RS256, key));
+            keys.push(Key {
+                kid: None,
+                alg: Algorithm::RS256,
+                key: pem_key(path, Algorithm::RS256)?,
+            });
         }
         if let Some(path) = &config.ec_public_key {
-            let pem = read_key(path)?;
-            let key = DecodingKey::from_ec_pem(&pem)
-                .map_err(|e| ConfigError::Key(format!("{}: {e}", path.display())))?;
-            keys.push((Algorithm::ES256, key));
+            keys.push(Key {
+                kid: None,
+                alg: Algorithm::ES256,
+                key: pem_key(path, Algorithm::ES256)?,
+            });
         }
+        for k in &config.keys {
+            let alg: Algorithm = k.alg.parse().map_err(|_| {
+                ConfigError::Key(format!("auth.keys {:?}: unknown alg {:?}", k.kid, k.alg))
+            })?;
+            let key = match (alg.family(), &k.secret, &k.public_key) {
+                (AlgorithmFamily::Hmac, Some(secret), None) => {
+                    hmac_key(&format!("auth.keys {:?}: secret", k.kid), secret)?
+                }
+                (AlgorithmFamily::Hmac, _, _) => {
+                    return Err(ConfigError::Key(format!(
+                        "auth.keys {:?}: {} takes a secret (and no public_key)",
+                        k.kid, k.alg
+                    )));
+                }
+                (_, None, Some(path)) => pem_key(path, alg)?,
+                _ => {
+                    return Err(ConfigError::Key(format!(
+                        "auth.keys {:?}: {} takes a public_key file (and no secret)",
+                        k.kid, k.alg
+                    )));
+                }
+            };
+            keys.push(Key {
+                kid: Some(k.kid.clone()),
+                alg,
+                key,
+            });
+        }
+        let jwks = config
+            .jwks_url
+            .as_deref()
+            .map(|url| crate::jwks::Jwks::new(url, config).map(Arc::new))
+            .transpose()?;
         Ok(Self {
             keys,
+            jwks,
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
             leeway: config.leeway,
         })
+    }
+
+    /// The JWKS source, when `auth.jwks_url` is set.
+    pub(crate) fn jwks(&self) -> Option<&Arc<crate::jwks::Jwks>> {
+        self.jwks.as_ref()
     }
 
     /// Verifies a connection token.
@@ -129,12 +180,38 @@ impl TokenVerifier {
 
     fn verify<T: for<'de> Deserialize<'de>>(&self, token: &str) -> Result<T, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        let (alg, key) = self
+        let fetched = self.jwks.as_ref().map(|j| j.keys()).unwrap_or_default();
+        let kid = header.kid.as_deref();
+        let mut candidates = self
             .keys
             .iter()
-            .find(|(alg, _)| *alg == header.alg)
-            .ok_or(TokenError::Invalid)?;
-        let mut validation = Validation::new(*alg);
+            .chain(fetched.iter())
+            .filter(|k| k.alg == header.alg && (kid.is_none() || k.kid.as_deref() == kid))
+            .peekable();
+        if candidates.peek().is_none() {
+            if let (Some(kid), Some(jwks)) = (kid, &self.jwks) {
+                jwks.unknown_kid(kid);
+            }
+            return Err(TokenError::Invalid);
+        }
+        let mut outcome = Err(TokenError::Invalid);
+        for key in candidates {
+            match self.verify_with::<T>(token, key) {
+                Ok(claims) => return Ok(claims),
+                // The signature held: the token is this key's, and expired.
+                Err(TokenError::Expired) => outcome = Err(TokenError::Expired),
+                Err(TokenError::Invalid) => {}
+            }
+        }
+        outcome
+    }
+
+    fn verify_with<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+        key: &Key,
+    ) -> Result<T, TokenError> {
+        let mut validation = Validation::new(key.alg);
         validation.leeway = self.leeway;
         validation.required_spec_claims.clear();
         validation.validate_nbf = true;
@@ -148,13 +225,68 @@ impl TokenVerifier {
             validation.set_issuer(&[iss]);
             validation.required_spec_claims.insert("iss".into());
         }
-        jsonwebtoken::decode::<T>(token, key, &validation)
+        jsonwebtoken::decode::<T>(token, &key.key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })
     }
+}
+
+impl Key {
+    /// A key of a JWKS document, or `None` for one the hub cannot use (no
+    /// usable algorithm, a symmetric key, a key for encryption only).
+    pub(crate) fn from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Self> {
+        use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, PublicKeyUse};
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            return None;
+        }
+        let alg = match (jwk.common.key_algorithm, &jwk.algorithm) {
+            (_, AlgorithmParameters::OctetKey(_)) => return None,
+            (Some(alg), _) => Algorithm::try_from(alg).ok()?,
+            (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+                EllipticCurve::P256 => Algorithm::ES256,
+                EllipticCurve::P384 => Algorithm::ES384,
+                _ => return None,
+            },
+            (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+            (None, _) => return None,
+        };
+        let key = DecodingKey::from_jwk(jwk).ok()?;
+        Some(Self {
+            kid: jwk.common.key_id.clone(),
+            alg,
+            key,
+        })
+    }
+}
+
+fn hmac_key(name: &str, secret: &str) -> Result<DecodingKey, ConfigError> {
+    if secret.len() < 16 {
+        return Err(ConfigError::Key(format!(
+            "{name}: use at least 16 bytes (32 random bytes recommended)"
+        )));
+    }
+    DecodingKey::from_secret(secret.as_bytes())
+        .map_err(|e| ConfigError::Key(format!("{name}: {e}")))
+}
+
+fn pem_key(path: &std::path::Path, alg: Algorithm) -> Result<DecodingKey, ConfigError> {
+    let pem = read_key(path)?;
+    let key = match alg.family() {
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+        _ => {
+            return Err(ConfigError::Key(format!(
+                "{}: {alg:?} takes a secret",
+                path.display()
+            )));
+        }
+    };
+    key.map_err(|e| ConfigError::Key(format!("{}: {e}", path.display())))
 }
 
 fn read_key(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
@@ -166,12 +298,8 @@ fn read_key(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
 
 /// Signs an HS256 token (the demo's `/demo/token`, and tests).
 pub fn sign_hs256(secret: &str, claims: &serde_json::Value) -> Option<String> {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .ok()
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).ok()?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key).ok()
 }
 
 #[cfg(test)]
@@ -237,6 +365,51 @@ mod tests {
             v.subscribe(&t, "42", "$orders:7").unwrap_err(),
             TokenError::Invalid
         );
+    }
+
+    /// Several keys of one algorithm: a token's `kid` picks one; without a
+    /// `kid`, each key of its algorithm is tried.
+    #[test]
+    fn kid_selects_among_keys_of_one_algorithm() {
+        let old = "old secret of thirty-two bytes!!";
+        let new = "new secret of thirty-two bytes!!";
+        let key = |kid: &str, secret: &str| crate::config::KeyConfig {
+            kid: kid.into(),
+            alg: "HS256".into(),
+            secret: Some(secret.into()),
+            public_key: None,
+        };
+        let v = TokenVerifier::new(&AuthConfig {
+            keys: vec![key("2026-01", old), key("2026-02", new)],
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let sign = |kid: Option<&str>, secret: &str| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+            header.kid = kid.map(str::to_owned);
+            let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+            jsonwebtoken::encode(&header, &json!({"sub": "42"}), &key).unwrap()
+        };
+        assert!(v.connect(&sign(Some("2026-01"), old)).is_ok());
+        assert!(v.connect(&sign(Some("2026-02"), new)).is_ok());
+        assert!(v.connect(&sign(None, new)).is_ok());
+        assert_eq!(
+            v.connect(&sign(Some("2026-01"), new)).unwrap_err(),
+            TokenError::Invalid
+        );
+        assert_eq!(
+            v.connect(&sign(Some("2025-12"), new)).unwrap_err(),
+            TokenError::Invalid
+        );
+        // A key's algorithm is its own: an RS256 entry needs a public key.
+        let bad = TokenVerifier::new(&AuthConfig {
+            keys: vec![crate::config::KeyConfig {
+                alg: "RS256".into(),
+                ..key("r", old)
+            }],
+            ..AuthConfig::default()
+        });
+        assert!(matches!(bad, Err(ConfigError::Key(_))));
     }
 
     fn base64_url(s: &str) -> String {

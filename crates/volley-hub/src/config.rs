@@ -70,7 +70,7 @@ impl Default for HubConfig {
 }
 
 /// Keys for connection and subscription tokens (JWT).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret.
@@ -85,6 +85,59 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Allowed clock skew for `exp` and `nbf`, in seconds.
     pub leeway: u64,
+    /// Keys named by a `kid`, several per algorithm if need be (key
+    /// rotation): a token whose header has a `kid` is checked with that key
+    /// only.
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document (an identity provider's published keys), fetched at
+    /// start and every `jwks_refresh_s`, and sooner when a token names an
+    /// unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// Seconds between JWKS fetches.
+    pub jwks_refresh_s: u64,
+    /// The shortest time between two fetches asked for by tokens naming an
+    /// unknown `kid`, in milliseconds.
+    pub jwks_min_refetch_ms: u64,
+    /// Time for one JWKS fetch (connect, TLS, response), in milliseconds.
+    pub jwks_timeout_ms: u64,
+    /// The largest JWKS document, in bytes.
+    pub jwks_max_bytes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hmac_secret: None,
+            rsa_public_key: None,
+            ec_public_key: None,
+            audience: None,
+            issuer: None,
+            leeway: 0,
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_refresh_s: 300,
+            jwks_min_refetch_ms: 10_000,
+            jwks_timeout_ms: 5_000,
+            jwks_max_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// One verification key with its `kid` (`[[auth.keys]]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The key id tokens name in their header.
+    pub kid: String,
+    /// The algorithm: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384,
+    /// PS512, ES256, ES384 or EdDSA.
+    pub alg: String,
+    /// The shared secret (HS*).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The public key, a PEM file (RS*, PS*, ES*, EdDSA).
+    #[serde(default)]
+    pub public_key: Option<PathBuf>,
 }
 
 /// The default `listen(2)` backlog of `volley serve` and `volley echo`: a

@@ -52,10 +52,10 @@ pub(crate) async fn ticker(hub: Arc<Hub>) {
             unix_ms(),
             (price * 100.0).round() / 100.0
         );
-        if let Ok(data) = RawValue::from_string(json) {
-            if let Err(e) = hub.publish(TICKER_CHANNEL, data).await {
-                tracing::warn!("demo ticker: {e:?}");
-            }
+        if let Ok(data) = RawValue::from_string(json)
+            && let Err(e) = hub.publish(TICKER_CHANNEL, data).await
+        {
+            tracing::warn!("demo ticker: {e:?}");
         }
     }
 }

@@ -274,15 +274,15 @@ impl Hub {
     fn targets(&self, target: &Target) -> Vec<Arc<Outbox>> {
         let reg = self.registry();
         let mut keys = HashSet::new();
-        if let Some(user) = &target.user {
-            if let Some(k) = reg.users.get(user.as_str()) {
-                keys.extend(k.iter().copied());
-            }
+        if let Some(user) = &target.user
+            && let Some(k) = reg.users.get(user.as_str())
+        {
+            keys.extend(k.iter().copied());
         }
-        if let Some(client) = &target.client {
-            if let Some(k) = reg.clients.get(client.as_str()) {
-                keys.insert(*k);
-            }
+        if let Some(client) = &target.client
+            && let Some(k) = reg.clients.get(client.as_str())
+        {
+            keys.insert(*k);
         }
         keys.iter()
             .filter_map(|k| reg.connections.get(k).cloned())

@@ -29,6 +29,7 @@ mod demo;
 pub mod engine;
 mod http;
 mod hub;
+mod jwks;
 mod metrics;
 mod outbox;
 mod protocol;
@@ -39,7 +40,7 @@ mod sync;
 
 pub use auth::sign_hs256;
 pub use config::{
-    AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, HubConfig, Limits,
+    AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, HubConfig, KeyConfig, Limits,
     NamespaceOptions, TlsConfig,
 };
 pub use engine::{Engine, MemoryEngine, PublishResult};

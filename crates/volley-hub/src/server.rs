@@ -125,6 +125,9 @@ impl Server {
                 }
             });
         }
+        if let Some(jwks) = hub.verifier().jwks() {
+            background.spawn(jwks.clone().run());
+        }
         if demo {
             background.spawn(crate::demo::ticker(hub.clone()));
         }

@@ -223,10 +223,10 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if let Some(d) = &mut self.deadline {
-            if d.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Event::Deadline);
-            }
+        if let Some(d) = &mut self.deadline
+            && d.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Event::Deadline);
         }
         // While more replies wait than the queue limit, read no more
         // commands: a client that asks without reading is held back by TCP.

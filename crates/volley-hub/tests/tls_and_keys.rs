@@ -55,7 +55,7 @@ async fn rs256_and_es256_tokens_only_with_their_keys() {
     let public_pem = std::fs::read(key_path("rsa.pub.pem")).unwrap();
     let confused = sign(
         Algorithm::HS256,
-        &EncodingKey::from_secret(&public_pem),
+        &EncodingKey::from_secret(&public_pem).unwrap(),
         json!({"sub": "x"}),
     );
     let mut c = Client::open(&hub).await;

@@ -177,14 +177,14 @@ impl MemoryEngine {
         });
         let frame = text_frame(protocol::publication_push(channel, &publication));
         state.deliver(&frame, Some(at), None);
-        if let Some(stream) = &mut state.stream {
-            if offset.is_some() {
-                stream.retained.push_back(Retained {
-                    expires: now + options.history_ttl(),
-                    publication,
-                });
-                stream.trim(now, options.history_size);
-            }
+        if let Some(stream) = &mut state.stream
+            && offset.is_some()
+        {
+            stream.retained.push_back(Retained {
+                expires: now + options.history_ttl(),
+                publication,
+            });
+            stream.trim(now, options.history_size);
         }
         if state.is_idle(now) {
             shard.remove(channel);
