@@ -169,14 +169,38 @@ const PORTS_PER_SOURCE: usize = 20_000;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A load run that failed, against which server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum BenchRunError {
+    /// The run against `url` failed.
+    #[error("bench against {url}: {source}")]
+    Against {
+        /// The server's URL (`--url`).
+        url: String,
+        /// Why.
+        source: BoxError,
+    },
+}
+
 pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let against = |url: String| move |source| BenchRunError::Against { url, source }.into();
     let result = match args.mode {
-        Mode::Echo(a) => echo(a).await,
-        Mode::Latency(a) => latency(a).await,
-        Mode::Connect(a) => connect(a).await,
+        Mode::Echo(a) => {
+            let url = a.common.url.clone();
+            echo(a).await.map_err(against(url))
+        }
+        Mode::Latency(a) => {
+            let url = a.common.url.clone();
+            latency(a).await.map_err(against(url))
+        }
+        Mode::Connect(a) => {
+            let url = a.common.url.clone();
+            connect(a).await.map_err(against(url))
+        }
         Mode::Fanout(a) => fanout::run(a).await.map_err(BoxError::from),
     };
-    result.map_err(|e| e as Box<dyn std::error::Error>)
+    result.map_err(|e: BoxError| e as Box<dyn std::error::Error>)
 }
 
 fn client_config(compression: bool) -> Result<WebSocketConfig, BoxError> {

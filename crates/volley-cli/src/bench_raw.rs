@@ -25,16 +25,19 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead as _, AsyncReadExt as _, AsyncWrite as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
+use volley::proto::config::HeadLimits;
 use volley::proto::frame::{OpCode, encode_frame};
-use volley::proto::handshake::{accept_key, generate_key};
+use volley::proto::handshake::{ClientHandshake, ResponseError};
 
 /// What went wrong in a load run.
 #[derive(Debug)]
 pub(crate) enum BenchError {
     /// A socket operation failed.
     Io(&'static str, io::Error),
-    /// The server refused or garbled the opening handshake.
+    /// The server garbled the opening handshake.
     Handshake(String),
+    /// The server refused the opening handshake (with its explanation).
+    Response(ResponseError),
     /// The server sent bytes that are not the echo of what was sent.
     Mismatch(String),
     /// The server closed the connection in the middle of the run.
@@ -50,6 +53,7 @@ impl std::fmt::Display for BenchError {
         match self {
             Self::Io(what, e) => write!(f, "{what}: {e}"),
             Self::Handshake(why) => write!(f, "opening handshake: {why}"),
+            Self::Response(e) => write!(f, "opening handshake: {e}"),
             Self::Mismatch(why) => write!(f, "echo differs from what was sent: {why}"),
             Self::Closed => write!(f, "the server closed the connection during the run"),
             Self::Timeout(what) => write!(f, "timed out: {what}"),
@@ -381,13 +385,19 @@ impl Checker {
     }
 }
 
-/// The opening handshake request.
-fn request(target: &Target, key: &str) -> String {
-    format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.path, target.host
-    )
+/// Starts the opening handshake: the request to send, and what the response
+/// must match (the library's client handshake, without extensions).
+fn request(target: &Target) -> (ClientHandshake, Vec<u8>) {
+    let mut out = Vec::with_capacity(256);
+    let hs = ClientHandshake::start(
+        &mut out,
+        &target.host,
+        &target.path,
+        &[],
+        None,
+        &hyper::HeaderMap::new(),
+    );
+    (hs, out)
 }
 
 /// Where the response head ends in `buf`, if it is complete.
@@ -395,28 +405,34 @@ fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-/// Checks a 101 response and its `Sec-WebSocket-Accept`.
-fn check_response(head: &[u8], key: &str) -> Result<(), BenchError> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    if !status.starts_with("HTTP/1.1 101") {
-        return Err(BenchError::Handshake(format!("status {status:?}")));
-    }
-    let expected = accept_key(key.as_bytes());
-    let accept = lines.find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("sec-websocket-accept")
-            .then(|| value.trim().to_owned())
-    });
-    match accept {
-        Some(a) if a == expected => Ok(()),
-        other => Err(BenchError::Handshake(format!(
-            "Sec-WebSocket-Accept {other:?}, expected {expected}"
-        ))),
+/// Checks the response head `head[..end]`. A refusal (any status but 101)
+/// comes back with the start of its body: `head[end..]` and what
+/// `read_more` adds (it reads at most the given number of bytes; 0 at the
+/// end), so that the server's explanation is shown rather than taken for
+/// WebSocket data.
+fn check_response(
+    hs: &ClientHandshake,
+    head: &[u8],
+    end: usize,
+    mut read_more: impl FnMut(&mut Vec<u8>, usize) -> usize,
+) -> Result<(), BenchError> {
+    match hs.finish(&head[..end], &HeadLimits::default()) {
+        Ok(_) => Ok(()),
+        Err(refusal) => {
+            let mut body = head[end..].to_vec();
+            loop {
+                let missing = refusal.body_missing(body.len());
+                if missing == 0 || read_more(&mut body, missing) == 0 {
+                    break;
+                }
+            }
+            Err(BenchError::Response(refusal.with_body(&body)))
+        }
     }
 }
+
+/// How long the async engine waits for more of a refusal's body.
+const REFUSAL_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 16 << 10;
@@ -442,8 +458,8 @@ async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, Benc
     if target.raw_tcp {
         return Ok(tcp);
     }
-    let key = generate_key();
-    tcp.write_all(request(target, &key).as_bytes())
+    let (hs, request) = request(target);
+    tcp.write_all(&request)
         .await
         .map_err(io_err("send the request"))?;
     let mut head = Vec::with_capacity(256);
@@ -458,12 +474,35 @@ async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, Benc
         }
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = head_end(&head) {
+            // Whatever the server says after a refusal arrived already or
+            // comes within a second.
+            let mut rest = Vec::new();
+            if hs.finish(&head[..end], &HeadLimits::default()).is_err() {
+                let reading = async {
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(Ok(n @ 1..)) =
+                        tokio::time::timeout(REFUSAL_BODY_WAIT, tcp.read(&mut chunk)).await
+                    {
+                        rest.extend_from_slice(&chunk[..n]);
+                        if rest.len() >= volley::proto::handshake::MAX_REFUSAL_BODY {
+                            break;
+                        }
+                    }
+                };
+                reading.await;
+            }
+            let mut rest = &rest[..];
+            check_response(&hs, &head, end, |body, missing| {
+                let n = missing.min(rest.len());
+                body.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                n
+            })?;
             if end != head.len() {
                 return Err(BenchError::Handshake(
                     "data before the first message".into(),
                 ));
             }
-            check_response(&head, &key)?;
             return Ok(tcp);
         }
         if head.len() > MAX_HEAD {
@@ -780,8 +819,8 @@ pub(crate) fn run_latency(spec: &LatencySpec) -> Result<Vec<u64>, BenchError> {
     tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io_err("read timeout"))?;
     if !target.raw_tcp {
-        let key = generate_key();
-        tcp.write_all(request(target, &key).as_bytes())
+        let (hs, request) = request(target);
+        tcp.write_all(&request)
             .map_err(io_err("send the request"))?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -795,7 +834,17 @@ pub(crate) fn run_latency(spec: &LatencySpec) -> Result<Vec<u64>, BenchError> {
                 _ => head.push(byte[0]),
             }
         }
-        check_response(&head, &key)?;
+        let end = head.len();
+        check_response(&hs, &head, end, |body, missing| {
+            let mut chunk = vec![0u8; missing];
+            match tcp.read(&mut chunk) {
+                Ok(n) => {
+                    body.extend_from_slice(&chunk[..n]);
+                    n
+                }
+                Err(_) => 0,
+            }
+        })?;
     }
     let frames = Frames::new(spec.size, false, 64, 7);
     let mut checker = if target.raw_tcp {

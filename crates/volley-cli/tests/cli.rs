@@ -143,3 +143,41 @@ fn echo_on_a_busy_port_names_the_address() {
     let said = echo.drain_stderr().join("\n");
     assert!(said.contains(&format!("cannot listen on {addr}")), "{said}");
 }
+
+#[test]
+fn bench_names_the_url_and_shows_the_refusal() {
+    let mut serve = Volley::start(&["serve", "--listen", "127.0.0.1:0"], &[]);
+    let addr = serve.listening();
+    // The hub refuses a handshake without the volley.v1 subprotocol with 400
+    // and a body that says so; both raw-engine paths must show it.
+    let url = format!("ws://{addr}/connection/websocket");
+    for mode in [
+        &["latency", "-d", "0.2", "--warmup", "0"][..],
+        &["echo", "-c", "1", "-d", "0.2", "--warmup", "0"][..],
+    ] {
+        let mut args = vec!["bench", mode[0], "--url", &url];
+        args.extend_from_slice(&mode[1..]);
+        let mut bench = Volley::start(&args, &[]);
+        let status = bench
+            .exit_within(Duration::from_secs(30))
+            .expect("bench exited");
+        assert!(!status.success());
+        let said = bench.drain_stderr().join("\n");
+        assert!(
+            said.contains(&format!("bench against {url}: ")),
+            "{mode:?}: {said}"
+        );
+        assert!(
+            said.contains("server answered 400 Bad Request"),
+            "{mode:?}: {said}"
+        );
+        assert!(
+            said.contains("offer the WebSocket subprotocol volley.v1"),
+            "{mode:?}: {said}"
+        );
+        assert!(
+            !said.contains("data before the first message"),
+            "{mode:?}: {said}"
+        );
+    }
+}

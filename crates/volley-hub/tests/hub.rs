@@ -591,9 +591,16 @@ async fn handshake_checks_origin_subprotocol_and_limits() {
         ),
         403
     );
-    assert_eq!(
-        status(ClientBuilder::new(hub.url()).connect().await.map(|_| ())),
-        400
+    // Without the subprotocol: 400, and the client's error carries the
+    // hub's explanation.
+    let refused = ClientBuilder::new(hub.url()).connect().await.map(|_| ());
+    let said = refused.as_ref().err().map(ToString::to_string);
+    assert_eq!(status(refused), 400);
+    let said = said.unwrap_or_default();
+    assert!(
+        said.contains("400 Bad Request")
+            && said.contains("offer the WebSocket subprotocol volley.v1"),
+        "{said}"
     );
     let a = with_origin("https://app.example").connect().await.unwrap();
     let b = Client::anonymous(&hub).await; // no Origin: not a browser

@@ -13,7 +13,9 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use volley_proto::handshake::{ClientHandshake, HeadScanner, RequestError};
+use volley_proto::handshake::{
+    ClientHandshake, HeadScanner, RequestError, ResponseError, is_tls_record,
+};
 use volley_proto::{Connection, Role};
 
 use crate::config::WebSocketConfig;
@@ -309,7 +311,13 @@ impl ClientBuilder {
         let connecting = async {
             let tunnel = match &proxy {
                 None => {
-                    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+                    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+                        .await
+                        .map_err(|source| Error::Connect {
+                            host: target.host.clone(),
+                            port: target.port,
+                            source,
+                        })?;
                     tcp.set_nodelay(true)?;
                     Tunnel::Tcp(tcp)
                 }
@@ -341,11 +349,18 @@ impl ClientBuilder {
         let connector = tokio_rustls::TlsConnector::from(self.tls_client_config()?);
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
+        let failed = |source| Error::TlsHandshake {
+            host: target.host.clone(),
+            port: target.port,
+            source,
+        };
         Ok(match tunnel {
-            Tunnel::Tcp(tcp) => MaybeTlsStream::Tls(Box::new(connector.connect(name, tcp).await?)),
-            Tunnel::Tls(tls) => {
-                MaybeTlsStream::TlsInTls(Box::new(connector.connect(name, *tls).await?))
-            }
+            Tunnel::Tcp(tcp) => MaybeTlsStream::Tls(Box::new(
+                connector.connect(name, tcp).await.map_err(failed)?,
+            )),
+            Tunnel::Tls(tls) => MaybeTlsStream::TlsInTls(Box::new(
+                connector.connect(name, *tls).await.map_err(failed)?,
+            )),
         })
     }
 
@@ -374,6 +389,7 @@ impl ClientBuilder {
     {
         let limits = self.config.protocol().head_limits();
         let deflate = self.config.protocol().deflate().cloned();
+        let deadline = tokio::time::Instant::now() + self.config.handshake_timeout();
         let work = async {
             let mut request = Vec::with_capacity(512);
             let hs = ClientHandshake::start(
@@ -389,15 +405,49 @@ impl ClientBuilder {
             let mut buf = Vec::with_capacity(1024);
             let mut scanner = HeadScanner::new();
             let end = loop {
+                if is_tls_record(&buf) {
+                    return Err(ResponseError::TlsAnswer.into());
+                }
                 if let Some(end) = scanner.scan(&buf, &limits).map_err(RequestError::from)? {
                     break end;
                 }
                 buf.reserve(4096);
                 if stream.read_buf(&mut buf).await? == 0 {
-                    return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    return Err(if is_tls_record(&buf) {
+                        ResponseError::TlsAnswer
+                    } else {
+                        ResponseError::Closed
+                    }
+                    .into());
                 }
             };
-            let mut response = hs.finish(&buf[..end], &limits)?;
+            let response = match hs.finish(&buf[..end], &limits) {
+                Ok(response) => response,
+                Err(refusal) => {
+                    // Keep the body, bounded: it says why (e.g. the hub's
+                    // "offer the WebSocket subprotocol volley.v1"). Read
+                    // until the deadline at most; the outer timeout polls
+                    // this future first, so what arrived is kept.
+                    let mut body = buf.split_off(end);
+                    let reading = async {
+                        loop {
+                            let missing = refusal.body_missing(body.len());
+                            if missing == 0 {
+                                break;
+                            }
+                            body.reserve(missing);
+                            let mut limited = (&mut stream).take(missing as u64);
+                            match limited.read_buf(&mut body).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(_) => {}
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout_at(deadline, reading).await;
+                    return Err(refusal.with_body(&body).into());
+                }
+            };
+            let mut response = response;
             response
                 .response
                 .extensions_mut()
@@ -410,7 +460,7 @@ impl ClientBuilder {
             let ws = WebSocket::from_parts(stream, conn, self.config.clone(), &buf[end..]);
             Ok((ws, response.response))
         };
-        tokio::time::timeout(self.config.handshake_timeout(), work)
+        tokio::time::timeout_at(deadline, work)
             .await
             .map_err(|_| Error::HandshakeTimeout)?
     }

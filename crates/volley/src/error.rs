@@ -60,6 +60,29 @@ pub enum Error {
     /// The proxy did not open a tunnel to the target.
     #[error(transparent)]
     Proxy(#[from] ProxyError),
+    /// The TCP connection to the server could not be opened.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect {
+        /// The host of the URL.
+        host: String,
+        /// The port.
+        port: u16,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS handshake with the server failed (for `wss://`).
+    #[error(
+        "TLS handshake with {host}:{port} failed: {source}{}",
+        tls_hint(source)
+    )]
+    TlsHandshake {
+        /// The host of the URL.
+        host: String,
+        /// The port.
+        port: u16,
+        /// Why (rustls's error, as an I/O error).
+        source: io::Error,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
@@ -67,6 +90,18 @@ pub enum Error {
     /// closed with 1011.
     #[error("no pong within the keepalive timeout")]
     KeepaliveTimeout,
+}
+
+/// What a failed TLS handshake most likely means: rustls reports bytes that
+/// are not TLS (a plain HTTP server's answer) as corrupt data, and a server
+/// that closes at once as an early end of file.
+fn tls_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            " (does the server speak TLS? use ws:// for a plain server)"
+        }
+        _ => "",
+    }
 }
 
 /// Shorthand for results of this crate.

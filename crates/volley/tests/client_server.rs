@@ -304,20 +304,33 @@ async fn hyper_upgrade() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"));
 }
 
-#[tokio::test]
-async fn wss_with_rustls() {
+/// A TLS acceptor with a fresh self-signed certificate for `localhost`, and
+/// that certificate.
+fn tls_acceptor() -> (
+    tokio_rustls::TlsAcceptor,
+    rustls::pki_types::CertificateDer<'static>,
+) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_der = cert.cert.der().clone();
     let key_der =
         rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key_der)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+        cert_der,
+    )
+}
+
+#[tokio::test]
+async fn wss_with_rustls() {
+    let (acceptor, cert_der) = tls_acceptor();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -399,4 +412,95 @@ async fn recv_ends_with_none_after_the_server_closes_first() {
         assert!(ws.recv().await.is_none());
     }
     assert!(ws.send("late").await.is_err());
+}
+
+/// Accepts one connection, reads the request head, writes `answer` and
+/// keeps the connection open until the client goes.
+async fn answering(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = tcp.read(&mut buf).await;
+        let _ = tcp.write_all(answer).await;
+        // Keep-alive: the body's end comes from Content-Length, not a close.
+        let _ = tcp.read(&mut buf).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_refused_handshake_keeps_the_servers_explanation() {
+    let addr = answering(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 41\r\n\r\n\
+          offer the WebSocket subprotocol volley.v1",
+    )
+    .await;
+    let e = ClientBuilder::new(format!("ws://{addr}/"))
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "handshake failed: server answered 400 Bad Request instead of 101 Switching \
+         Protocols: offer the WebSocket subprotocol volley.v1"
+    );
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_server_says_it_may_not_speak_tls() {
+    let addr = answering(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+    let e = ClientBuilder::new(format!("wss://localhost:{}/", addr.port()))
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "TLS handshake with localhost:{} failed",
+            addr.port()
+        )),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("(does the server speak TLS? use ws:// for a plain server)"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn ws_to_a_tls_server_says_to_use_wss() {
+    let (acceptor, _) = tls_acceptor();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = acceptor.accept(tcp).await;
+    });
+    let e = ClientBuilder::new(format!("ws://{addr}/"))
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "handshake failed: the server answered with TLS, not HTTP: use wss:// for this server"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_tcp_connect_names_the_address() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let e = ClientBuilder::new(format!("ws://{addr}/"))
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("cannot connect to 127.0.0.1:{}: ", addr.port())),
+        "{e}"
+    );
 }

@@ -144,6 +144,14 @@ impl Volley {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                // Everything it wrote to stderr, up to the pipe's end.
+                let until = Instant::now() + Duration::from_secs(10);
+                while let Ok(line) = self
+                    .stderr
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                {
+                    self.stderr_seen.push(line);
+                }
                 return Some(status);
             }
             // Bounded polling of the exit status: std has no wait with a

@@ -1,6 +1,7 @@
 //! Client side of the opening handshake: build the request, validate the
 //! server's response.
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::{MalformedHeader, accept_key, generate_key, header_has_token, parse_extensions};
@@ -34,13 +35,21 @@ pub enum ResponseError {
     /// The head is not valid HTTP.
     #[error("malformed HTTP response: {0}")]
     Malformed(String),
-    /// The server answered with a status other than 101.
-    #[error("server answered {status} instead of 101 Switching Protocols")]
+    /// The server answered with a status other than 101. The body, which
+    /// usually says why, is kept up to [`MAX_REFUSAL_BODY`] bytes when the
+    /// caller reads it ([`ResponseError::body_missing`], [`ResponseError::with_body`]).
+    #[error(
+        "server answered {status} instead of 101 Switching Protocols{}",
+        RefusalBody(body)
+    )]
     Status {
         /// The status.
         status: StatusCode,
         /// The response head.
         response: Box<Response<()>>,
+        /// The start of the response body (at most [`MAX_REFUSAL_BODY`] bytes;
+        /// empty until the caller attaches it).
+        body: Bytes,
     },
     /// `Upgrade: websocket` missing.
     #[error("missing Upgrade: websocket in the response")]
@@ -63,6 +72,90 @@ pub enum ResponseError {
     /// The permessage-deflate response does not fit the offer.
     #[error("permessage-deflate negotiation failed: {0}")]
     Negotiation(#[from] NegotiationError),
+    /// The server answered with a TLS record, not HTTP: it expects TLS.
+    #[error("the server answered with TLS, not HTTP: use wss:// for this server")]
+    TlsAnswer,
+    /// The connection ended before a complete response head.
+    #[error("the server closed the connection before answering the opening handshake")]
+    Closed,
+}
+
+/// Whether `bytes` (the start of what a server sent) is a TLS record rather
+/// than HTTP: a content type from 20 to 23 (change cipher spec, alert,
+/// handshake, application data) followed by protocol version 3.x.
+pub fn is_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [20..=23, 3, 0..=4, ..])
+}
+
+/// The most of a refused handshake's response body kept in
+/// [`ResponseError::Status`]: enough for the server's explanation, bounded so
+/// that a refusal costs little.
+pub const MAX_REFUSAL_BODY: usize = 1024;
+
+/// A refusal's body as shown in the error: `: ` and the text, trimmed, with
+/// control characters as spaces; nothing when empty.
+struct RefusalBody<'a>(&'a Bytes);
+
+impl std::fmt::Display for RefusalBody<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = String::from_utf8_lossy(self.0);
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        f.write_str(": ")?;
+        for c in text.chars() {
+            let c = if c.is_control() { ' ' } else { c };
+            std::fmt::Write::write_char(f, c)?;
+        }
+        if self.0.len() >= MAX_REFUSAL_BODY {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError {
+    /// For a refusal ([`ResponseError::Status`]) whose body has `have` bytes
+    /// so far: how many more to read before attaching it. `Content-Length`
+    /// bounds it; a chunked body is not de-chunked (what has arrived is
+    /// kept); without either, the body ends when the connection closes. Never
+    /// more than [`MAX_REFUSAL_BODY`] in all; 0 for other errors.
+    pub fn body_missing(&self, have: usize) -> usize {
+        let Self::Status { response, .. } = self else {
+            return 0;
+        };
+        let headers = response.headers();
+        if headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .any(|v| header_has_token(v.as_bytes(), "chunked"))
+        {
+            return 0;
+        }
+        let want = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(MAX_REFUSAL_BODY, |len| len.min(MAX_REFUSAL_BODY));
+        want.saturating_sub(have)
+    }
+
+    /// Attaches the start of the response body (at most
+    /// [`MAX_REFUSAL_BODY`] bytes) to a refusal; other errors are returned
+    /// unchanged.
+    pub fn with_body(self, body: &[u8]) -> Self {
+        match self {
+            Self::Status {
+                status, response, ..
+            } => Self::Status {
+                status,
+                response,
+                body: Bytes::copy_from_slice(&body[..body.len().min(MAX_REFUSAL_BODY)]),
+            },
+            other => other,
+        }
+    }
 }
 
 impl ClientHandshake {
@@ -143,6 +236,7 @@ impl ClientHandshake {
             return Err(ResponseError::Status {
                 status,
                 response: Box::new(response),
+                body: Bytes::new(),
             });
         }
         let h = response.headers();
@@ -281,5 +375,61 @@ mod tests {
             ),
             Err(ResponseError::UnexpectedExtension(_))
         ));
+    }
+
+    fn refusal(extra: &str) -> ResponseError {
+        let (hs, _) = start(&[], false);
+        let head = format!("HTTP/1.1 400 Bad Request\r\n{extra}\r\n");
+        hs.finish(head.as_bytes(), &HeadLimits::default())
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_refusal_keeps_a_bounded_body_and_shows_it() {
+        let e = refusal("Content-Length: 44\r\n");
+        assert_eq!(e.body_missing(0), 44);
+        assert_eq!(e.body_missing(10), 34);
+        let e = e.with_body(b"offer the WebSocket subprotocol volley.v1\r\n");
+        assert_eq!(e.body_missing(44), 0);
+        assert_eq!(
+            e.to_string(),
+            "server answered 400 Bad Request instead of 101 Switching Protocols: \
+             offer the WebSocket subprotocol volley.v1"
+        );
+        // Without Content-Length the body ends with the connection, bounded.
+        let e = refusal("");
+        assert_eq!(e.body_missing(0), MAX_REFUSAL_BODY);
+        let e = e.with_body(&[b'x'; 5000]);
+        let ResponseError::Status { body, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(body.len(), MAX_REFUSAL_BODY);
+        assert!(e.to_string().ends_with("x…"));
+        // Large declared bodies are cut; chunked ones keep what arrived.
+        assert_eq!(
+            refusal("Content-Length: 99999\r\n").body_missing(0),
+            MAX_REFUSAL_BODY
+        );
+        assert_eq!(refusal("Transfer-Encoding: chunked\r\n").body_missing(0), 0);
+        // No body: the message is the status alone; control bytes are spaces.
+        assert_eq!(
+            refusal("").to_string(),
+            "server answered 400 Bad Request instead of 101 Switching Protocols"
+        );
+        assert!(
+            refusal("")
+                .with_body(b"a\x1b[31mb")
+                .to_string()
+                .ends_with(": a [31mb")
+        );
+        assert_eq!(ResponseError::BadAccept.body_missing(0), 0);
+    }
+
+    #[test]
+    fn tls_records_are_told_from_http() {
+        assert!(is_tls_record(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]));
+        assert!(is_tls_record(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(!is_tls_record(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(!is_tls_record(&[0x15]));
     }
 }

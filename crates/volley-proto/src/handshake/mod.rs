@@ -9,7 +9,7 @@
 mod client;
 mod server;
 
-pub use client::{ClientHandshake, ClientResponse, ResponseError};
+pub use client::{ClientHandshake, ClientResponse, MAX_REFUSAL_BODY, ResponseError, is_tls_record};
 pub use server::{
     Accept, Rejection, RequestError, ServerAccepted, ServerRequest, accept_response, append_header,
     reject_response,
