@@ -457,8 +457,9 @@ async def check_disconnect():
     require(r.get("disconnected") == 1, "disconnect result %r, want disconnected 1" % r)
     d = await S.conn.push("disconnect")
     require(d.get("code") == 4000 and d.get("reconnect") is True, "disconnect push %r, want code 4000 reconnect true" % d)
+    require(d.get("reason") == "test", "disconnect push reason %r, want the API's reason 'test'" % d.get("reason"))
     code, reason = await S.conn.wait_closed()
-    require(code == 4000, "close code %s %r, want 4000" % (code, reason))
+    require(code == 4000 and reason == "test", "close code %s %r, want 4000 'test'" % (code, reason))
     after = [e for e in S.conn.events[S.conn.events.index(("push", "disconnect")) + 1:] if e[0] in ("push", "reply")]
     require(not after, "messages after the disconnect push: %r" % after)
     await S.conn.close()
@@ -629,6 +630,24 @@ async def check_broadcast_and_user_disconnect():
         for c in conns:
             await c.close()
     return "broadcast: per-channel results with 107 for a bad one; disconnect by user -> 2 connections closed 4000"
+
+
+async def check_api_unsubscribe():
+    user = "py-unsub-%s" % secrets.token_hex(3)
+    ch = "room:py-unsub-%s" % secrets.token_hex(3)
+    c = await Conn.open()
+    try:
+        await c.connect(hs256_token(ARGS.token_secret, {"sub": user}))
+        await c.ok("subscribe", {"channel": ch})
+        r = await api("unsubscribe", {"user": user, "channel": ch})
+        require(r.get("unsubscribed") == 1, "unsubscribe result %r, want unsubscribed 1" % r)
+        p = await c.push("unsubscribe", ch)
+        require(p.get("code") == 2500 and p.get("resubscribe") is False, "unsubscribe push %r, want 2500, resubscribe false" % p)
+        await c.err("unsubscribe", {"channel": ch}, 111)
+        await c.ok("subscribe", {"channel": ch})
+    finally:
+        await c.close()
+    return "HTTP unsubscribe -> unsubscribe push 2500; the connection may subscribe again"
 
 
 async def check_handshake_rejections():
@@ -1071,6 +1090,7 @@ CHECKS = [
     ("bad and expired tokens", check_bad_token),
     ("protocol violations -> 4500", check_protocol_violations),
     ("HTTP disconnect without reconnect -> 4501", check_disconnect_forever),
+    ("HTTP unsubscribe -> unsubscribe push 2500 (§7.4)", check_api_unsubscribe),
     ("health and metrics", check_health_metrics),
     ("HTTP broadcast; disconnect by user", check_broadcast_and_user_disconnect),
     ("handshake rejections", check_handshake_rejections),
