@@ -152,6 +152,10 @@ fn interactive_mode_in_a_pseudo_terminal() {
         .unwrap();
     session.send_line("/binary 68 69").unwrap();
     session.expect("< [binary 2 B] aGk=").unwrap();
+    session.send_line("/ping are you there").unwrap();
+    session
+        .expect(expectrl::Regex(r"< pong \(\d+\.\d ms\)"))
+        .unwrap();
     session.send_line("/help").unwrap();
     session.expect("/close [CODE [REASON]]").unwrap();
     session.send_line("/close 4000 done here").unwrap();

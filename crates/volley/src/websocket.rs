@@ -65,6 +65,8 @@ pub struct WebSocket<S> {
     peer_close: Option<CloseFrame>,
     pending_error: Option<Error>,
     finish: Finish,
+    /// Pong frames received (wrapping).
+    pongs: u32,
     write_wakers: Option<Arc<WriteWakers>>,
 }
 
@@ -126,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             peer_close: None,
             pending_error: None,
             finish: Finish::Running,
+            pongs: 0,
             write_wakers: None,
         };
         if !leftover.is_empty() {
@@ -306,6 +309,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.conn.rtt()
     }
 
+    /// How many Pong frames have arrived so far (wrapping). Pongs are
+    /// handled inside [`recv`](Self::recv) and never returned; a tool that
+    /// shows them (`volley connect -v`) compares this count between reads.
+    pub fn pongs_received(&self) -> u32 {
+        self.pongs
+    }
+
     /// The transport.
     pub fn get_ref(&self) -> &S {
         &self.io
@@ -420,7 +430,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match event {
                 Event::Message(m) => return Some(m),
                 Event::Ping(_) => {}
-                Event::Pong(_) => self.conn.measure_rtt(std::time::Instant::now()),
+                Event::Pong(_) => {
+                    self.pongs = self.pongs.wrapping_add(1);
+                    self.conn.measure_rtt(std::time::Instant::now());
+                }
                 Event::Close(frame) => self.peer_close = frame,
                 Event::Failed(e) => {
                     if self.pending_error.is_none() {

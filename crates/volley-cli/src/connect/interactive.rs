@@ -13,7 +13,7 @@ use super::{Shared, timestamp};
 /// The slash commands, for `/help`.
 pub(crate) const COMMANDS_HELP: &str = "\
 Commands:
-  /ping [TEXT]          send a ping
+  /ping [TEXT]          send a ping (the pong shows its round trip)
   /close [CODE [REASON]] close (default 1000) and exit
   /binary HEX           send a binary message (e.g. /binary 68690a)
   /text TEXT            send TEXT as is (for a line starting with /)

@@ -40,8 +40,8 @@ pub(crate) struct ConnectArgs {
     #[arg(long)]
     pub(crate) show_headers: bool,
     /// Verbose: every message sent and received (with its size for binary
-    /// ones), pings sent, connects and close codes, on stderr (pipe mode) or
-    /// above the prompt. Example: -v
+    /// ones), pings and pongs (with the round trip), connects and close
+    /// codes, on stderr (pipe mode) or above the prompt. Example: -v
     #[arg(short = 'v', long)]
     pub(crate) verbose: bool,
     /// Pipe mode sends each line as a text message (the default).
@@ -182,6 +182,12 @@ impl Shared {
             Output::Sent(m) if self.verbose => self.describe('>', m),
             Output::Sent(_) => return None,
             Output::PingSent => format!("{} > ping", timestamp()),
+            Output::Pong { rtt: Some(rtt) } => format!(
+                "{} < pong ({:.1} ms)",
+                timestamp(),
+                rtt.as_secs_f64() * 1000.0
+            ),
+            Output::Pong { rtt: None } => format!("{} < pong", timestamp()),
             Output::Received(m) => self.describe('<', m),
             Output::Ended {
                 code: Some(code),
@@ -206,7 +212,7 @@ impl Shared {
     fn report(&self, event: Output) {
         let shown = match &event {
             Output::Connected { .. } => self.verbose || self.show_headers,
-            Output::Sent(_) | Output::PingSent => self.verbose,
+            Output::Sent(_) | Output::PingSent | Output::Pong { .. } => self.verbose,
             Output::Ended { code, .. } => self.verbose || self.reconnect || *code != Some(1000),
             Output::Reconnecting { .. } => true,
             Output::Received(_) => true,

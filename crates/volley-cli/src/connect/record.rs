@@ -80,6 +80,15 @@ impl Entry {
         }
     }
 
+    /// A pong received.
+    pub(crate) fn pong() -> Self {
+        Self {
+            dir: "in".into(),
+            opcode: Some("pong".into()),
+            ..Self::default()
+        }
+    }
+
     /// A close frame (sent or received).
     pub(crate) fn close(dir: &str, code: u16, reason: &str) -> Self {
         Self {

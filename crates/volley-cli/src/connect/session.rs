@@ -40,6 +40,11 @@ pub(crate) enum Output {
     Sent(Message),
     /// A ping was sent (for `-v` and `/ping`).
     PingSent,
+    /// A pong arrived: the round trip since our `/ping`, or the keepalive's.
+    Pong {
+        /// The round-trip time, when known.
+        rtt: Option<Duration>,
+    },
     /// The connection ended: the peer's close code (None: no close frame)
     /// and reason, or the error.
     Ended {
@@ -211,6 +216,14 @@ async fn run(
     // Set once the input has ended: close when the server has been quiet
     // for `linger`.
     let mut quiet_until: Option<tokio::time::Instant> = None;
+    // Pongs are handled inside recv and never returned: their count is
+    // looked at 10 times a second while a /ping waits for its pong or
+    // keepalive pings are on.
+    let keepalive = ws.config().keepalive().is_some();
+    let mut pongs = ws.pongs_received();
+    let mut ping_sent: Option<std::time::Instant> = None;
+    let mut pong_check = tokio::time::interval(Duration::from_millis(100));
+    pong_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(deadline) = quiet_until {
             if tokio::time::Instant::now() >= deadline {
@@ -219,6 +232,15 @@ async fn run(
         }
         tokio::select! {
             () = sleep_until(quiet_until) => continue,
+            _ = pong_check.tick(), if keepalive || ping_sent.is_some() => {
+                let now = ws.pongs_received();
+                if now != pongs {
+                    pongs = now;
+                    let rtt = ping_sent.take().map(|t| t.elapsed()).or_else(|| ws.rtt());
+                    recorder.write(Entry::pong());
+                    let _ = output.send(Output::Pong { rtt });
+                }
+            },
             received = ws.recv() => match received {
                 Some(Ok(message)) => {
                     recorder.write(Entry::message("in", &message));
@@ -252,6 +274,7 @@ async fn run(
                         if let Err(e) = ws.ping(&payload).await {
                             return Run::Lost { code: None, reason: e.to_string() };
                         }
+                        ping_sent = Some(std::time::Instant::now());
                         let _ = output.send(Output::PingSent);
                         continue;
                     }
