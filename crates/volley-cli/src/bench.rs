@@ -18,6 +18,9 @@ mod raw;
 #[path = "fanout.rs"]
 mod fanout;
 
+#[path = "bench_publish.rs"]
+mod publish;
+
 /// Arguments of `volley bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -36,6 +39,9 @@ enum Mode {
     /// Fan-out of `volley serve`: N subscribers on one channel, events
     /// published through the HTTP API at rising rates.
     Fanout(fanout::FanoutArgs),
+    /// Publications per second through the HTTP API (`broadcast` to many
+    /// channels), over one or several nodes.
+    Publish(publish::PublishArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +205,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error
             connect(a).await.map_err(against(url))
         }
         Mode::Fanout(a) => fanout::run(a).await.map_err(BoxError::from),
+        Mode::Publish(a) => publish::run(a).await.map_err(BoxError::from),
     };
     result.map_err(|e: BoxError| e as Box<dyn std::error::Error>)
 }
