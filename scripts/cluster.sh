@@ -257,7 +257,11 @@ case "$cmd" in
         echo "  HTTP API:  $CLUSTER_URL/api/<method>  (Authorization: apikey $API_KEY)"
         echo "  logs:      $DIR"
         echo "Ctrl-C stops everything."
-        while true; do sleep 3600; done
+        # `wait` (unlike a foreground sleep) returns at once on a trapped signal.
+        while true; do
+            sleep 3600 &
+            wait $! || true
+        done
         ;;
     start)
         [ $# -eq 2 ] || die "usage: $0 start DIR"
