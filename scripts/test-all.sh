@@ -185,6 +185,7 @@ step "cargo test" 3600 cargo test --workspace
 step "features: core alone" 900 cargo build -p volley-proto
 step "features: volley none" 900 cargo build -p volley --no-default-features
 step "features: volley all" 1800 cargo test -p volley --all-features
+step "clippy: volley all" 1800 cargo clippy -p volley --all-features --all-targets -- -D warnings
 step sdk 900 clients/js/test.sh
 
 if step_ok build; then

@@ -59,8 +59,14 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let request = validate(&parts.method, &parts.uri, parts.version, &parts.headers)
-            .map_err(IntoResponse::into_response)?;
+        let request = validate(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            &parts.extensions,
+        )
+        .map_err(IntoResponse::into_response)?;
         let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
             // Served by something that cannot hand over the connection
             // (axum::serve can; a plain HTTP/2 stream cannot).

@@ -89,10 +89,10 @@ impl SentRequest {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
-    url: String,
-    headers: HeaderMap,
-    protocols: Vec<String>,
-    config: WebSocketConfig,
+    pub(crate) url: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) protocols: Vec<String>,
+    pub(crate) config: WebSocketConfig,
     connect_timeout: Duration,
     #[cfg(feature = "rustls")]
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -302,9 +302,20 @@ impl ClientBuilder {
     /// [`Error::ConnectTimeout`].
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
         let target = Target::parse(&self.url)?;
+        let stream = self.transport(&target, &[]).await?;
+        self.handshake(stream, &target).await
+    }
+
+    /// TCP (through the proxy, if any), then TLS for `wss://` offering the
+    /// `alpn` protocols (none when empty), within the connect timeout.
+    pub(crate) async fn transport(
+        &self,
+        target: &Target,
+        alpn: &[&[u8]],
+    ) -> Result<MaybeTlsStream> {
         let proxy = match (&self.proxy, self.proxy_from_env) {
             (Some(p), _) => Some(p.clone()),
-            (None, true) => Proxy::from_env(&target),
+            (None, true) => Proxy::from_env(target),
             (None, false) => None,
         };
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
@@ -321,7 +332,7 @@ impl ClientBuilder {
                     tcp.set_nodelay(true)?;
                     Tunnel::Tcp(tcp)
                 }
-                Some(proxy) => tokio::time::timeout_at(deadline, proxy.tunnel(&target, &self))
+                Some(proxy) => tokio::time::timeout_at(deadline, proxy.tunnel(target, self))
                     .await
                     .map_err(|_| ProxyError::Timeout {
                         proxy: proxy.to_string(),
@@ -334,19 +345,29 @@ impl ClientBuilder {
                     Tunnel::Tls(tls) => MaybeTlsStream::Tls(tls),
                 });
             }
-            self.start_tls(&target, tunnel).await
+            self.start_tls(target, tunnel, alpn).await
         };
-        let stream = tokio::time::timeout_at(deadline, connecting)
+        tokio::time::timeout_at(deadline, connecting)
             .await
-            .map_err(|_| Error::ConnectTimeout)??;
-        self.handshake(stream, &target).await
+            .map_err(|_| Error::ConnectTimeout)?
     }
 
     /// TLS to the target, over TCP or inside the TLS session with an
     /// `https://` proxy.
     #[cfg(feature = "rustls")]
-    async fn start_tls(&self, target: &Target, tunnel: Tunnel) -> Result<MaybeTlsStream> {
-        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config()?);
+    async fn start_tls(
+        &self,
+        target: &Target,
+        tunnel: Tunnel,
+        alpn: &[&[u8]],
+    ) -> Result<MaybeTlsStream> {
+        let mut config = self.tls_client_config()?;
+        if !alpn.is_empty() {
+            let mut with_alpn = (*config).clone();
+            with_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            config = Arc::new(with_alpn);
+        }
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = rustls::pki_types::ServerName::try_from(target.host.clone())
             .map_err(|e| Error::Url(format!("{}: {e}", target.host)))?;
         let failed = |source| Error::TlsHandshake {
@@ -365,7 +386,12 @@ impl ClientBuilder {
     }
 
     #[cfg(not(feature = "rustls"))]
-    async fn start_tls(&self, _target: &Target, _tunnel: Tunnel) -> Result<MaybeTlsStream> {
+    async fn start_tls(
+        &self,
+        _target: &Target,
+        _tunnel: Tunnel,
+        _alpn: &[&[u8]],
+    ) -> Result<MaybeTlsStream> {
         Err(Error::TlsUnavailable)
     }
 

@@ -90,6 +90,21 @@ pub enum Error {
     /// closed with 1011.
     #[error("no pong within the keepalive timeout")]
     KeepaliveTimeout,
+    /// The HTTP/2 connection failed, or refused a stream.
+    #[cfg(feature = "http2")]
+    #[error("HTTP/2: {0}")]
+    Http2(#[source] hyper::Error),
+    /// The TLS server did not pick `h2` by ALPN, so WebSocket over HTTP/2
+    /// cannot be used on this connection.
+    #[error("the server did not negotiate HTTP/2 (ALPN h2)")]
+    NoHttp2,
+    /// The HTTP/2 server did not announce `SETTINGS_ENABLE_CONNECT_PROTOCOL`
+    /// (RFC 8441) within the handshake timeout, so it cannot carry WebSockets.
+    #[error("the HTTP/2 server does not enable extended CONNECT (RFC 8441)")]
+    ExtendedConnectDisabled,
+    /// The HTTP/2 connection closed.
+    #[error("the HTTP/2 connection is closed")]
+    Http2Closed,
 }
 
 /// What a failed TLS handshake most likely means: rustls reports bytes that

@@ -26,16 +26,21 @@
 //!   subprotocol, reject), [`upgrade`] for hyper and axum.
 //! - Clients: [`connect`] and [`ClientBuilder`] (headers, subprotocols, TLS
 //!   roots and client certificates, timeouts, HTTP and SOCKS5 [`Proxy`]s).
+//! - WebSocket over HTTP/2 (RFC 8441, feature `http2`): [`upgrade`] answers
+//!   extended CONNECT requests on a hyper HTTP/2 connection, and `h2::Client`
+//!   opens many WebSockets over one HTTP/2 connection.
 //! - [`WebSocket`] is a `Stream` and a `Sink`, with `recv`/`send`, and
 //!   [`split`](WebSocket::split)s into halves for separate tasks.
 //!
-//! Cargo features (all but `axum` on by default):
+//! Cargo features (all but `axum` and `http2` on by default):
 //!
 //! - `rustls`: `wss://` in [`ClientBuilder`] (rustls, ring, webpki-roots).
 //! - `hyper`: `upgrade`, upgrading a hyper 1 request.
 //! - `axum`: `axum::WebSocketUpgrade`, an extractor like axum's own
 //!   (implies `hyper`).
 //! - `deflate`: permessage-deflate (RFC 7692) in the core.
+//! - `http2` (off by default): WebSocket over HTTP/2 (RFC 8441), the `h2`
+//!   module (implies `hyper`).
 //!
 //! With `--no-default-features` a plain `ws://` client or server builds on
 //! tokio and the core alone.
@@ -47,6 +52,8 @@ pub mod axum;
 mod client;
 mod config;
 mod error;
+#[cfg(feature = "http2")]
+pub mod h2;
 mod server;
 mod split;
 mod stream;

@@ -25,6 +25,11 @@ pub type Upgrading =
 /// yields the [`WebSocket`] once hyper has switched protocols. Spawn that
 /// future; return the response from your service.
 ///
+/// With the `http2` feature, an HTTP/2 extended CONNECT (RFC 8441, on a
+/// hyper HTTP/2 connection built with `enable_connect_protocol()`) is
+/// accepted the same way: the response is then a `200`, and the WebSocket
+/// is the request's HTTP/2 stream.
+///
 /// On a bad request, returns the response to send instead (400, 426, or the
 /// callback's rejection).
 pub fn upgrade<B, F>(
@@ -40,6 +45,7 @@ where
         request.uri(),
         request.version(),
         request.headers(),
+        request.extensions(),
     )?;
     let accepted = negotiate(&validated, &config, callback).map_err(|r| rejection_response(&r))?;
     let (response, conn) = accepted.into_parts();
@@ -50,12 +56,15 @@ where
     ))
 }
 
-/// Validates a request head that hyper (or axum) parsed.
+/// Validates a request head that hyper (or axum) parsed: an HTTP/1.1
+/// upgrade, or over HTTP/2 an extended CONNECT (whose `:protocol` hyper
+/// keeps in the `extensions`).
 pub(crate) fn validate(
     method: &http::Method,
     uri: &http::Uri,
     version: http::Version,
     headers: &http::HeaderMap,
+    extensions: &http::Extensions,
 ) -> Result<ServerRequest, Response<String>> {
     let mut head = Request::builder()
         .method(method.clone())
@@ -67,7 +76,24 @@ pub(crate) fn validate(
     let head = head.body(()).map_err(|e| {
         rejection_response(&Rejection::new(StatusCode::BAD_REQUEST).body(e.to_string()))
     })?;
-    ServerRequest::validate(head).map_err(|e| rejection_response(&e.rejection()))
+    if version == http::Version::HTTP_2 {
+        ServerRequest::validate_extended_connect(head, extended_connect_protocol(extensions))
+    } else {
+        ServerRequest::validate(head)
+    }
+    .map_err(|e| rejection_response(&e.rejection()))
+}
+
+/// The `:protocol` pseudo-header of an HTTP/2 extended CONNECT.
+#[cfg(feature = "http2")]
+fn extended_connect_protocol(extensions: &http::Extensions) -> Option<&str> {
+    extensions.get::<hyper::ext::Protocol>().map(|p| p.as_str())
+}
+
+/// Without HTTP/2 support no `:protocol` can arrive.
+#[cfg(not(feature = "http2"))]
+fn extended_connect_protocol(_extensions: &http::Extensions) -> Option<&str> {
+    None
 }
 
 /// The [`WebSocket`] once hyper has switched protocols.

@@ -1,5 +1,9 @@
 //! Client side of the opening handshake: build the request, validate the
-//! server's response.
+//! server's response. Over HTTP/1.1 ([`ClientHandshake::start`],
+//! [`finish`](ClientHandshake::finish)) or as an HTTP/2 extended CONNECT of
+//! RFC 8441 ([`ClientHandshake::extended_connect`],
+//! [`finish_extended_connect`](ClientHandshake::finish_extended_connect)),
+//! whose request and response an HTTP/2 stack carries.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -199,9 +203,54 @@ impl ClientHandshake {
         }
     }
 
-    /// The `Sec-WebSocket-Key` sent.
+    /// Starts a handshake over HTTP/2 (RFC 8441): adds
+    /// `Sec-WebSocket-Version`, the offered subprotocols and
+    /// permessage-deflate to `headers`, the headers of the extended CONNECT
+    /// request (whose `:protocol = websocket` the HTTP/2 stack sends).
+    pub fn extended_connect(
+        headers: &mut HeaderMap,
+        protocols: &[String],
+        deflate: Option<&DeflateConfig>,
+    ) -> Self {
+        headers.insert(
+            http::header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        if !protocols.is_empty() {
+            if let Ok(v) = HeaderValue::try_from(protocols.join(", ")) {
+                headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+        }
+        if let Some(v) = deflate.and_then(|d| HeaderValue::try_from(d.client_offer()).ok()) {
+            headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
+        }
+        Self {
+            key: String::new(),
+            protocols: protocols.to_vec(),
+            deflate: deflate.cloned(),
+        }
+    }
+
+    /// The `Sec-WebSocket-Key` sent (empty over HTTP/2, which has none).
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Validates the response to an extended CONNECT: a 2xx (servers send
+    /// 200) with a subprotocol and extensions that fit the offer.
+    pub fn finish_extended_connect(
+        &self,
+        response: Response<()>,
+    ) -> Result<ClientResponse, ResponseError> {
+        let status = response.status();
+        if !status.is_success() {
+            return Err(ResponseError::Status {
+                status,
+                response: Box::new(response),
+                body: Bytes::new(),
+            });
+        }
+        self.negotiated(response)
     }
 
     /// Parses and validates a complete response head.
@@ -259,6 +308,12 @@ impl ClientHandshake {
             Some(v) if v.as_bytes().trim_ascii() == expected.as_bytes() => {}
             _ => return Err(ResponseError::BadAccept),
         }
+        self.negotiated(response)
+    }
+
+    /// The subprotocol and permessage-deflate of an accepting response.
+    fn negotiated(&self, response: Response<()>) -> Result<ClientResponse, ResponseError> {
+        let h = response.headers();
         let protocol = match h.get(http::header::SEC_WEBSOCKET_PROTOCOL) {
             None => None,
             Some(v) => {
@@ -324,7 +379,7 @@ mod tests {
     fn request_is_accepted_by_our_server_side() {
         let (hs, req) = start(&["chat"], true);
         let parsed = ServerRequest::parse(&req, &HeadLimits::default()).unwrap();
-        assert_eq!(parsed.key, hs.key());
+        assert_eq!(parsed.key.as_deref(), Some(hs.key()));
         assert_eq!(parsed.path(), "/ws");
         assert_eq!(parsed.protocols, ["chat"]);
         assert_eq!(parsed.extensions[0].name, "permessage-deflate");
@@ -431,5 +486,41 @@ mod tests {
         assert!(is_tls_record(&[0x16, 0x03, 0x01, 0x02, 0x00]));
         assert!(!is_tls_record(b"HTTP/1.1 400 Bad Request\r\n"));
         assert!(!is_tls_record(&[0x15]));
+    }
+
+    #[test]
+    fn extended_connect_offers_and_validates_the_200() {
+        let mut headers = HeaderMap::new();
+        let cfg = DeflateConfig::default();
+        let hs = ClientHandshake::extended_connect(&mut headers, &["chat".into()], Some(&cfg));
+        assert_eq!(headers["sec-websocket-version"], "13");
+        assert_eq!(headers["sec-websocket-protocol"], "chat");
+        assert!(!headers.contains_key("sec-websocket-key"));
+        let ok = Response::builder()
+            .status(200)
+            .header("sec-websocket-protocol", "chat")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .body(())
+            .unwrap();
+        let ok = hs.finish_extended_connect(ok).unwrap();
+        assert_eq!(ok.protocol.as_deref(), Some("chat"));
+        assert!(ok.deflate.is_some());
+        let refused = Response::builder().status(403).body(()).unwrap();
+        assert!(matches!(
+            hs.finish_extended_connect(refused),
+            Err(ResponseError::Status {
+                status: StatusCode::FORBIDDEN,
+                ..
+            })
+        ));
+        let other = Response::builder()
+            .status(200)
+            .header("sec-websocket-protocol", "other")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            hs.finish_extended_connect(other),
+            Err(ResponseError::UnexpectedProtocol(_))
+        ));
     }
 }

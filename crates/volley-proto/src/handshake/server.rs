@@ -3,6 +3,11 @@
 //! response with a configured [`Connection`] (or a rejection). Both of the
 //! `volley` crate's server paths (its own accept loop and the hyper upgrade)
 //! call [`ServerRequest::accept`].
+//!
+//! The same request arrives over HTTP/2 as an extended CONNECT (RFC 8441):
+//! [`ServerRequest::validate_extended_connect`] checks it, and the response
+//! of [`ServerAccepted::into_parts`] is then a `200` without the HTTP/1.1
+//! upgrade headers.
 
 use std::fmt::Write as _;
 
@@ -22,8 +27,8 @@ use crate::deflate::DeflateParams;
 pub struct ServerRequest {
     /// Method, target, version and headers, as received.
     pub request: Request<()>,
-    /// `Sec-WebSocket-Key`.
-    pub key: String,
+    /// `Sec-WebSocket-Key`; `None` over HTTP/2 (RFC 8441 has no key).
+    pub key: Option<String>,
     /// Subprotocols offered by the client, in its order of preference.
     pub protocols: Vec<String>,
     /// Extensions offered by the client, in order.
@@ -71,6 +76,17 @@ pub enum RequestError {
     /// A malformed protocol or extension list.
     #[error(transparent)]
     MalformedHeader(#[from] MalformedHeader),
+    /// An HTTP/2 request that is not an extended CONNECT with
+    /// `:protocol = websocket` (RFC 8441).
+    #[error(
+        "not an extended CONNECT with :protocol websocket (got {method} with :protocol {protocol:?})"
+    )]
+    NotExtendedConnect {
+        /// The request's method.
+        method: String,
+        /// Its `:protocol` pseudo-header, if any.
+        protocol: Option<String>,
+    },
 }
 
 impl RequestError {
@@ -171,14 +187,7 @@ impl ServerRequest {
         {
             return Err(RequestError::MissingConnectionUpgrade);
         }
-        let version = h
-            .get(http::header::SEC_WEBSOCKET_VERSION)
-            .ok_or(RequestError::MissingVersion)?;
-        if version.as_bytes().trim_ascii() != b"13" {
-            return Err(RequestError::UnsupportedVersion(
-                String::from_utf8_lossy(version.as_bytes()).into_owned(),
-            ));
-        }
+        check_version(h)?;
         let mut keys = h.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
         let key = match (keys.next(), keys.next()) {
             (Some(k), None) => k
@@ -192,19 +201,38 @@ impl ServerRequest {
             Ok(nonce) if nonce.len() == 16 => {}
             _ => return Err(RequestError::InvalidKey),
         }
-        let protocols = parse_protocols(&header_strs(
-            h,
-            http::header::SEC_WEBSOCKET_PROTOCOL,
-            "Sec-WebSocket-Protocol",
-        )?)?;
-        let extensions = parse_extensions(&header_strs(
-            h,
-            http::header::SEC_WEBSOCKET_EXTENSIONS,
-            "Sec-WebSocket-Extensions",
-        )?)?;
+        let (protocols, extensions) = offers(h)?;
         Ok(Self {
             request,
-            key,
+            key: Some(key),
+            protocols,
+            extensions,
+        })
+    }
+
+    /// Validates a WebSocket request made over HTTP/2 (RFC 8441): a CONNECT
+    /// whose `:protocol` pseudo-header (`protocol`, which the HTTP/2 stack
+    /// parsed) is `websocket`, with `Sec-WebSocket-Version: 13` and the same
+    /// subprotocol and extension headers as over HTTP/1.1, but no key and no
+    /// `Upgrade`/`Connection` headers.
+    pub fn validate_extended_connect(
+        request: Request<()>,
+        protocol: Option<&str>,
+    ) -> Result<Self, RequestError> {
+        if request.method() != Method::CONNECT
+            || !protocol.is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+        {
+            return Err(RequestError::NotExtendedConnect {
+                method: request.method().to_string(),
+                protocol: protocol.map(str::to_owned),
+            });
+        }
+        let h = request.headers();
+        check_version(h)?;
+        let (protocols, extensions) = offers(h)?;
+        Ok(Self {
+            request,
+            key: None,
             protocols,
             extensions,
         })
@@ -293,7 +321,7 @@ impl Accept {
 /// the protocol core configured with what was negotiated.
 #[derive(Debug)]
 pub struct ServerAccepted {
-    key: String,
+    key: Option<String>,
     protocol: Option<String>,
     deflate: Option<DeflateParams>,
     headers: HeaderMap,
@@ -336,12 +364,14 @@ impl ServerAccepted {
         self.deflate.as_ref()
     }
 
-    /// Appends the `101 Switching Protocols` response head to `out`.
+    /// Appends the `101 Switching Protocols` response head to `out` (for an
+    /// HTTP/1.1 request; an HTTP/2 one is answered by its HTTP/2 stack with
+    /// [`into_parts`](Self::into_parts)).
     pub fn write_response(&self, out: &mut Vec<u8>) {
         let extensions = self.deflate.map(|d| d.response_header());
         accept_response(
             out,
-            &self.key,
+            self.key.as_deref().unwrap_or_default(),
             self.protocol.as_deref(),
             extensions.as_deref(),
             &self.headers,
@@ -349,22 +379,24 @@ impl ServerAccepted {
     }
 
     /// The response as an [`http::Response`] (for an HTTP stack that writes
-    /// it, such as hyper), and the connection.
+    /// it, such as hyper), and the connection: `101 Switching Protocols`
+    /// over HTTP/1.1, `200` over HTTP/2 (RFC 8441).
     pub fn into_parts(self) -> (Response<()>, Connection) {
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();
-        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("Upgrade"),
-        );
+        if self.key.is_some() {
+            h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("Upgrade"),
+            );
+        }
         // The accept key is base64, a protocol the client offered is a token
         // and the extension header is ours: all valid header values.
         let values = [
             (
                 http::header::SEC_WEBSOCKET_ACCEPT,
-                Some(accept_key(self.key.as_bytes())),
+                self.key.as_deref().map(|k| accept_key(k.as_bytes())),
             ),
             (http::header::SEC_WEBSOCKET_PROTOCOL, self.protocol),
             (
@@ -378,6 +410,11 @@ impl ServerAccepted {
             }
         }
         h.extend(self.headers);
+        *response.status_mut() = if self.key.is_some() {
+            StatusCode::SWITCHING_PROTOCOLS
+        } else {
+            StatusCode::OK
+        };
         (response, self.connection)
     }
 
@@ -385,6 +422,34 @@ impl ServerAccepted {
     pub fn into_connection(self) -> Connection {
         self.connection
     }
+}
+
+/// Checks `Sec-WebSocket-Version: 13`.
+fn check_version(h: &HeaderMap) -> Result<(), RequestError> {
+    let version = h
+        .get(http::header::SEC_WEBSOCKET_VERSION)
+        .ok_or(RequestError::MissingVersion)?;
+    if version.as_bytes().trim_ascii() != b"13" {
+        return Err(RequestError::UnsupportedVersion(
+            String::from_utf8_lossy(version.as_bytes()).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The subprotocols and extensions a request offers.
+fn offers(h: &HeaderMap) -> Result<(Vec<String>, Vec<Extension>), RequestError> {
+    let protocols = parse_protocols(&header_strs(
+        h,
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        "Sec-WebSocket-Protocol",
+    )?)?;
+    let extensions = parse_extensions(&header_strs(
+        h,
+        http::header::SEC_WEBSOCKET_EXTENSIONS,
+        "Sec-WebSocket-Extensions",
+    )?)?;
+    Ok((protocols, extensions))
 }
 
 fn header_strs<'a>(
@@ -519,7 +584,13 @@ mod tests {
         assert_eq!(r.protocols, ["chat", "superchat"]);
         assert_eq!(r.cookie("session"), Some("xyz"));
         let mut out = Vec::new();
-        accept_response(&mut out, &r.key, Some("chat"), None, &HeaderMap::new());
+        accept_response(
+            &mut out,
+            r.key.as_deref().unwrap(),
+            Some("chat"),
+            None,
+            &HeaderMap::new(),
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
@@ -670,5 +741,70 @@ mod tests {
         );
         let (response, _) = accepted.into_parts();
         assert_eq!(response.headers()["set-cookie"], "a=1");
+    }
+
+    fn extended_connect(headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder()
+            .method(Method::CONNECT)
+            .uri("https://server.example.com/chat?room=1")
+            .version(http::Version::HTTP_2);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn extended_connect_negotiates_like_an_upgrade_and_answers_200() {
+        let request = extended_connect(&[
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "chat, superchat"),
+            ("sec-websocket-extensions", "permessage-deflate"),
+        ]);
+        let r = ServerRequest::validate_extended_connect(request, Some("websocket")).unwrap();
+        assert_eq!(r.key, None);
+        assert_eq!(r.path(), "/chat");
+        assert_eq!(r.protocols, ["chat", "superchat"]);
+        let accepted = r
+            .accept(Accept::new().protocol("chat"), &deflate_config())
+            .unwrap();
+        let (response, conn) = accepted.into_parts();
+        assert_eq!(response.status(), StatusCode::OK);
+        let h = response.headers();
+        assert_eq!(h["sec-websocket-protocol"], "chat");
+        assert!(h.contains_key("sec-websocket-extensions"));
+        for absent in ["upgrade", "connection", "sec-websocket-accept"] {
+            assert!(!h.contains_key(absent), "{absent} in an HTTP/2 response");
+        }
+        assert!(conn.is_compressed());
+    }
+
+    #[test]
+    fn extended_connect_needs_connect_websocket_and_version_13() {
+        let ok = [("sec-websocket-version", "13")];
+        let err = |req, proto| ServerRequest::validate_extended_connect(req, proto).unwrap_err();
+        assert!(matches!(
+            err(extended_connect(&ok), None),
+            RequestError::NotExtendedConnect { .. }
+        ));
+        assert!(matches!(
+            err(extended_connect(&ok), Some("webtransport")),
+            RequestError::NotExtendedConnect { .. }
+        ));
+        let mut get = extended_connect(&ok);
+        *get.method_mut() = Method::GET;
+        assert_eq!(
+            err(get, Some("websocket")).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            err(extended_connect(&[]), Some("websocket")),
+            RequestError::MissingVersion
+        );
+        let v8 = extended_connect(&[("sec-websocket-version", "8")]);
+        assert_eq!(
+            err(v8, Some("websocket")).status(),
+            StatusCode::UPGRADE_REQUIRED
+        );
     }
 }
