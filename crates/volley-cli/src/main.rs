@@ -17,10 +17,11 @@ mod testee;
 #[derive(Debug, Parser)]
 #[command(name = "volley", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (e.g. `info`, `volley=debug`); overrides RUST_LOG.
+    /// Log filter; overrides RUST_LOG. Example: --log volley=debug
     #[arg(long, global = true, env = "VOLLEY_LOG", default_value = "info")]
     log: String,
     /// Log format on stderr: `human` or `json` (one object per line).
+    /// Example: --log-format json
     #[arg(
         long,
         global = true,
