@@ -143,11 +143,21 @@ async function demoHub() {
     return `offsets seen ${seen.join(',')}`;
   });
 
+  await step('API unsubscribe: 2500 reported, the subscription stays unsubscribed', async () => {
+    const gone = next(chat, 'unsubscribed');
+    const r = await hub.api('unsubscribe', { user: client.user, channel: 'chat:lobby' });
+    if (r.unsubscribed !== 1) throw new Error(`unsubscribed ${JSON.stringify(r)}`);
+    const e = await gone;
+    if (e.code !== 2500) throw new Error(`code ${e.code}`);
+    if (chat.state !== 'unsubscribed') throw new Error(`state ${chat.state}`);
+    return `${e.code} ${e.reason}`;
+  });
+
   await step('API disconnect (reconnect: false): 4501 reported, no reconnect', async () => {
     const stopped = next(client, 'disconnected', (e) => !e.reconnect);
     await hub.api('disconnect', { client: client.client, reconnect: false, reason: 'banned' });
     const e = await stopped;
-    if (e.code !== 4501) throw new Error(`code ${e.code}`);
+    if (e.code !== 4501 || e.reason !== 'banned') throw new Error(`code ${e.code}, reason ${e.reason}`);
     const sockets = events.filter((x) => x.name === 'connected').length;
     await new Promise((res) => setTimeout(res, 1500)); // would be a reconnect within the backoff
     if (client.state !== 'disconnected') throw new Error(`state ${client.state}`);
