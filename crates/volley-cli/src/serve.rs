@@ -69,6 +69,14 @@ pub(crate) struct ServeArgs {
     /// The TLS private key (PEM).
     #[arg(long, requires = "tls_cert", env = "VOLLEY_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// The engine: `memory` (one process) or `redis` (many nodes; see docs/cluster.md)
+    /// [default: memory, or `engine` in the file].
+    #[arg(long, env = "VOLLEY_ENGINE", value_parser = ["memory", "redis"])]
+    engine: Option<String>,
+    /// A Redis URL of the redis engine (repeatable: one per shard); `redis://host:port`,
+    /// `rediss://`, or `redis+sentinel://host:port[,host:port]/master_name`.
+    #[arg(long = "redis-url", env = "VOLLEY_REDIS_URL")]
+    redis_url: Vec<String>,
     /// Runtime threads; 1 runs everything on one thread [default: the CPUs
     /// this process may run on].
     #[arg(long)]
@@ -119,6 +127,15 @@ fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
     if !args.trusted_proxy.is_empty() {
         config.trusted_proxies = args.trusted_proxy;
     }
+    match args.engine.as_deref() {
+        Some("redis") => config.engine = volley_hub::EngineKind::Redis,
+        Some(_) => config.engine = volley_hub::EngineKind::Memory,
+        None => {}
+    }
+    if !args.redis_url.is_empty() {
+        config.redis_url = volley_hub::RedisUrls(args.redis_url);
+    }
+    config.validate().map_err(|e| e.to_string())?;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsConfig { cert, key });
     }
@@ -177,6 +194,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         None => {}
     }
     println!("  metrics:   {http}://{addr}/metrics");
+    if config.engine == volley_hub::EngineKind::Redis {
+        println!("  engine:    redis, {}", config.redis_url.0.join(", "));
+    }
     let hub = server.hub().clone();
     let drain = config.drain.clone();
     let mut signals = Signals::new();

@@ -57,7 +57,7 @@ pub(crate) async fn publish(
         at: Instant::now(),
     };
     let result = hub
-        .engine()
+        .broker()
         .publish(channel, options, publication)
         .await
         .map_err(|e| {
@@ -79,7 +79,7 @@ pub(crate) async fn presence(
     if !options.presence {
         return Err(ErrorCode::NotAvailable);
     }
-    let clients = hub.engine().presence(channel).await.map_err(|e| {
+    let clients = hub.presence_store().presence(channel).await.map_err(|e| {
         tracing::warn!("presence of {channel}: {e}");
         ErrorCode::Internal
     })?;
@@ -114,8 +114,9 @@ pub(crate) async fn history(hub: &Hub, p: &HistoryParams) -> Result<HistoryResul
         limit: p.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
         since: p.since.clone(),
         reverse: p.reverse,
+        create: false,
     };
-    hub.engine()
+    hub.broker()
         .history(&p.channel, options, query)
         .await
         .map_err(|e| match e {
@@ -128,8 +129,8 @@ pub(crate) async fn history(hub: &Hub, p: &HistoryParams) -> Result<HistoryResul
 }
 
 /// The channels with subscribers or history.
-pub(crate) async fn channels(hub: &Hub) -> Result<Vec<crate::engine::ChannelSummary>, ErrorCode> {
-    hub.engine().channels().await.map_err(|e| {
+pub(crate) async fn channels(hub: &Hub) -> Result<Vec<crate::hub::ChannelSummary>, ErrorCode> {
+    hub.channels().await.map_err(|e| {
         tracing::warn!("channels: {e}");
         ErrorCode::Internal
     })

@@ -47,6 +47,86 @@ pub struct HubConfig {
     /// connections, and `X-Forwarded-For`. A PROXY header from any other peer
     /// closes the connection; their `X-Forwarded-For` is ignored.
     pub trusted_proxies: Vec<IpNet>,
+    /// The engine: `memory` (one process, the default) or `redis` (many
+    /// nodes, docs/cluster.md).
+    pub engine: EngineKind,
+    /// The Redis shards of the `redis` engine: one URL or a list
+    /// (`redis://host:port/db`, `rediss://`, or
+    /// `redis+sentinel://host:port,host:port/master_name`).
+    pub redis_url: RedisUrls,
+    /// Tuning of the `redis` engine.
+    pub redis: RedisOptions,
+}
+
+/// Which engine runs the hub.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// One process, in memory.
+    #[default]
+    Memory,
+    /// Many nodes on Redis.
+    Redis,
+}
+
+/// One Redis URL or a list of them (one per shard).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(from = "OneOrMany")]
+pub struct RedisUrls(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for RedisUrls {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => Self(vec![s]),
+            OneOrMany::Many(v) => Self(v),
+        }
+    }
+}
+
+/// Tuning of the Redis engine (docs/cluster.md, docs/limits.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisOptions {
+    /// Prefix of every key and pub/sub channel, so that several hubs can
+    /// share a Redis.
+    pub prefix: String,
+    /// Time for one Redis command (then error 100).
+    pub command_timeout_ms: u64,
+    /// Time to open a connection to Redis.
+    pub connect_timeout_ms: u64,
+    /// A node's presence entries expire this long after its last refresh
+    /// (it refreshes them every third of it): a killed node's users leave
+    /// presence within this time.
+    pub presence_ttl_ms: u64,
+    /// Interval of the node's announcement (`info`); a node is gone from the
+    /// list three intervals after its last one.
+    pub node_heartbeat_ms: u64,
+    /// Durable publish: wait until this many replicas have the publication
+    /// (Redis `WAIT`) before acknowledging it; 0 acknowledges at once.
+    pub durable_replicas: u32,
+    /// How long the durable publish waits for the replicas (then error 100).
+    pub durable_timeout_ms: u64,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "volley".into(),
+            command_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+            presence_ttl_ms: 30_000,
+            node_heartbeat_ms: 2_000,
+            durable_replicas: 0,
+            durable_timeout_ms: 1_000,
+        }
+    }
 }
 
 impl Default for HubConfig {
@@ -65,6 +145,9 @@ impl Default for HubConfig {
             default_namespace: NamespaceOptions::default(),
             namespaces: BTreeMap::new(),
             trusted_proxies: Vec::new(),
+            engine: EngineKind::default(),
+            redis_url: RedisUrls::default(),
+            redis: RedisOptions::default(),
         }
     }
 }
@@ -402,6 +485,23 @@ impl HubConfig {
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));
+            }
+        }
+        if self.engine == EngineKind::Redis && self.redis_url.0.is_empty() {
+            return Err(ConfigError::Key(
+                "engine = \"redis\" needs redis_url (one URL or a list)".into(),
+            ));
+        }
+        let r = &self.redis;
+        for (value, name) in [
+            (r.command_timeout_ms, "redis.command_timeout_ms"),
+            (r.connect_timeout_ms, "redis.connect_timeout_ms"),
+            (r.presence_ttl_ms, "redis.presence_ttl_ms"),
+            (r.node_heartbeat_ms, "redis.node_heartbeat_ms"),
+            (r.durable_timeout_ms, "redis.durable_timeout_ms"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Key(format!("{name} must be greater than 0")));
             }
         }
         if l.max_request_head_bytes < MIN_REQUEST_HEAD_BYTES {

@@ -309,7 +309,13 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
                 user: p.user,
                 client: p.client,
             };
-            let n = hub.disconnect(&target, p.reconnect, p.reason.as_deref());
+            let n = hub
+                .disconnect(&target, p.reconnect, p.reason.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!("disconnect: {e}");
+                    ErrorCode::Internal
+                })?;
             Ok(ok(&json!({ "disconnected": n })))
         }
         "unsubscribe" => {
@@ -335,7 +341,11 @@ async fn call(hub: &Hub, method: &str, body: &[u8]) -> Result<Response, ErrorCod
                 user: Some(p.user),
                 client: None,
             };
-            Ok(ok(&json!({ "delivered": hub.send(&target, &p.data) })))
+            let n = hub.send(&target, &p.data).await.map_err(|e| {
+                tracing::warn!("send: {e}");
+                ErrorCode::Internal
+            })?;
+            Ok(ok(&json!({ "delivered": n })))
         }
         "channels" => {
             let channels = commands::channels(hub).await?;
@@ -369,6 +379,8 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
 async fn ready(State(hub): State<Arc<Hub>>) -> Response {
     if hub.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else if !hub.is_ready() {
+        (StatusCode::SERVICE_UNAVAILABLE, "engine unavailable\n").into_response()
     } else {
         "ready\n".into_response()
     }
@@ -402,7 +414,7 @@ async fn admin_stats(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Respons
     }
     let info = hub.info().await;
     let rates = hub.metrics().rates();
-    let channels = hub.engine().channels().await.unwrap_or_default();
+    let channels = hub.channels().await.unwrap_or_default();
     let channels: Vec<_> = channels
         .into_iter()
         .map(|c| {
@@ -423,6 +435,8 @@ async fn admin_stats(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Respons
         "bytes_in_per_s": rates.bytes_in_per_s,
         "bytes_out_per_s": rates.bytes_out_per_s,
         "channels": channels,
+        "node": info.node,
+        "nodes": info.nodes,
     }))
 }
 

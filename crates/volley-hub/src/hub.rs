@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -16,15 +16,22 @@ use volley::{Message, PreparedFrame, WebSocketConfig};
 use crate::auth::TokenVerifier;
 use crate::channel;
 use crate::config::{ConfigError, HubConfig, NamespaceOptions};
-use crate::engine::{Engine, MemoryEngine, PublishResult};
+use crate::engine::{
+    Broker, BrokerEvents, Control, Engine, EngineError, JoinLeave, NodeInfo, PresenceStore,
+    PublishResult,
+};
+use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::outbox::{Directive, Outbox};
 use crate::protocol::{self, DisconnectCode, ErrorCode};
+use crate::protocol::{ClientInfo, Publication};
 
 /// The hub's shared state.
 pub struct Hub {
     config: HubConfig,
-    engine: Arc<dyn Engine>,
+    engine: Engine,
+    fanout: Fanout,
+    node_id: String,
     verifier: TokenVerifier,
     metrics: Metrics,
     ws_config: WebSocketConfig,
@@ -91,22 +98,38 @@ pub struct Info {
     pub num_channels: usize,
     /// Active subscriptions.
     pub num_subscriptions: i64,
+    /// This node's id.
+    pub node: String,
+    /// Every live node (this one included) with its connections; with the
+    /// memory engine, this node alone.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// A channel with subscribers or retained history, across the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelSummary {
+    /// The channel.
+    pub channel: String,
+    /// Subscribed connections on every live node.
+    pub num_clients: usize,
+    /// The stream's top, when the broker lists it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 /// The server's version string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Hub {
-    /// A hub with the memory engine.
+    /// A hub with the engine the configuration names (the memory engine by
+    /// default).
     pub fn new(config: HubConfig) -> Result<Arc<Self>, ConfigError> {
-        Self::with_engine(config, Arc::new(MemoryEngine::new()))
+        let engine = Engine::from_config(&config).map_err(|e| ConfigError::Key(e.to_string()))?;
+        Self::with_engine(config, engine)
     }
 
     /// A hub with the given engine.
-    pub(crate) fn with_engine(
-        config: HubConfig,
-        engine: Arc<dyn Engine>,
-    ) -> Result<Arc<Self>, ConfigError> {
+    pub fn with_engine(config: HubConfig, engine: Engine) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
         let verifier = TokenVerifier::new(&config.auth)?;
         let l = &config.limits;
@@ -124,9 +147,11 @@ impl Hub {
             )
             .build()
             .map_err(|e| ConfigError::Key(format!("limits: {e}")))?;
-        Ok(Arc::new(Self {
+        let hub = Arc::new(Self {
             config,
             engine,
+            fanout: Fanout::new(),
+            node_id: crate::engine::memory::new_epoch(),
             verifier,
             metrics: Metrics::new(),
             ws_config,
@@ -135,7 +160,11 @@ impl Hub {
             draining: AtomicBool::new(false),
             started: Instant::now(),
             idle: tokio::sync::Notify::new(),
-        }))
+        });
+        hub.engine.broker.run(Arc::new(NodeEvents {
+            hub: Arc::downgrade(&hub),
+        }));
+        Ok(hub)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -148,8 +177,33 @@ impl Hub {
     }
 
     /// The engine.
-    pub(crate) fn engine(&self) -> &dyn Engine {
-        &*self.engine
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine's broker.
+    pub(crate) fn broker(&self) -> &dyn Broker {
+        &*self.engine.broker
+    }
+
+    /// The engine's presence store.
+    pub(crate) fn presence_store(&self) -> &dyn PresenceStore {
+        &*self.engine.presence
+    }
+
+    /// This node's subscribers.
+    pub(crate) fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// This node's id (random, new at each start).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Whether the node can serve: not draining, and its engine reachable.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.broker().is_ready()
     }
 
     /// The token verifier.
@@ -292,7 +346,103 @@ impl Hub {
     /// Disconnects the targeted connections: a `disconnect` push and a close
     /// with 4000 (`reconnect`) or 4501, with `reason` or the code's name.
     /// Returns how many.
-    pub fn disconnect(&self, target: &Target, reconnect: bool, reason: Option<&str>) -> usize {
+    pub async fn disconnect(
+        &self,
+        target: &Target,
+        reconnect: bool,
+        reason: Option<&str>,
+    ) -> Result<usize, EngineError> {
+        let n = self.disconnect_local(target, reconnect, reason);
+        self.broker()
+            .publish_control(&Control::Disconnect {
+                user: target.user.clone(),
+                client: target.client.clone(),
+                reconnect,
+                reason: reason.map(str::to_owned),
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// Sends a `message` push to every connection of the target, on every
+    /// node; returns how many were on this node.
+    pub async fn send(&self, target: &Target, data: &RawValue) -> Result<usize, EngineError> {
+        let n = self.send_local(target, data);
+        if let Some(user) = &target.user {
+            self.broker()
+                .publish_control(&Control::Send {
+                    user: user.clone(),
+                    data: data.to_owned(),
+                })
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Unsubscribes every connection of `user`, on every node, from
+    /// `channel` (the HTTP API's `unsubscribe`); returns how many were on
+    /// this node.
+    pub async fn unsubscribe_user(
+        &self,
+        user: &str,
+        channel: &str,
+        code: u16,
+        reason: &str,
+    ) -> Result<usize, ErrorCode> {
+        let n = self
+            .unsubscribe_user_local(user, channel, code, reason)
+            .await?;
+        self.broker()
+            .publish_control(&Control::Unsubscribe {
+                user: user.to_owned(),
+                channel: channel.to_owned(),
+                code,
+                reason: reason.to_owned(),
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!("unsubscribe {user} from {channel}: {e}");
+                ErrorCode::Internal
+            })?;
+        Ok(n)
+    }
+
+    /// A control message from another node.
+    async fn apply_control(self: Arc<Self>, control: Control) {
+        match control {
+            Control::Disconnect {
+                user,
+                client,
+                reconnect,
+                reason,
+            } => {
+                self.disconnect_local(&Target { user, client }, reconnect, reason.as_deref());
+            }
+            Control::Send { user, data } => {
+                let target = Target {
+                    user: Some(user),
+                    client: None,
+                };
+                self.send_local(&target, &data);
+            }
+            Control::Unsubscribe {
+                user,
+                channel,
+                code,
+                reason,
+            } => {
+                if let Err(e) = self
+                    .unsubscribe_user_local(&user, &channel, code, &reason)
+                    .await
+                {
+                    tracing::warn!("unsubscribe {user} from {channel}: {e:?}");
+                }
+            }
+        }
+    }
+
+    /// Disconnects the targeted connections of this node; returns how many.
+    fn disconnect_local(&self, target: &Target, reconnect: bool, reason: Option<&str>) -> usize {
         let code = if reconnect {
             DisconnectCode::Reconnect
         } else {
@@ -312,7 +462,7 @@ impl Hub {
     /// with recovery), after which nothing of the channel reaches it. Returns
     /// how many connections were subscribed. This is the node-local half of
     /// the HTTP API's `unsubscribe`; a cluster routes it to every node.
-    pub async fn unsubscribe_user(
+    async fn unsubscribe_user_local(
         &self,
         user: &str,
         channel: &str,
@@ -332,14 +482,10 @@ impl Hub {
         let frame = text_frame(protocol::unsubscribe_push(channel, code, reason));
         let mut n = 0;
         for (key, outbox) in outboxes {
-            let existed = self
-                .engine
-                .unsubscribe(channel, options, key)
-                .await
-                .map_err(|e| {
-                    tracing::warn!("unsubscribe {user} from {channel}: {e}");
-                    ErrorCode::Internal
-                })?;
+            let existed = self.unsubscribe(channel, options, key).await.map_err(|e| {
+                tracing::warn!("unsubscribe {user} from {channel}: {e}");
+                ErrorCode::Internal
+            })?;
             if existed {
                 outbox.unsubscribed(channel, frame.clone());
                 self.metrics.subscriptions.dec();
@@ -349,8 +495,8 @@ impl Hub {
         Ok(n)
     }
 
-    /// Sends a `message` push to every connection of the target.
-    pub fn send(&self, target: &Target, data: &RawValue) -> usize {
+    /// Sends a `message` push to this node's connections of the target.
+    fn send_local(&self, target: &Target, data: &RawValue) -> usize {
         let frame = text_frame(protocol::message_push(data));
         self.targets(target)
             .iter()
@@ -360,18 +506,113 @@ impl Hub {
 
     /// Node statistics.
     pub async fn info(&self) -> Info {
+        let nodes = self.nodes().await;
+        let num_channels = self.channels().await.map(|c| c.len()).unwrap_or(0);
+        let this = &nodes[0];
+        Info {
+            version: VERSION,
+            uptime_ms: this.uptime_ms,
+            num_connections: this.num_connections,
+            num_users: this.num_users,
+            num_channels,
+            num_subscriptions: this.num_subscriptions,
+            node: self.node_id.clone(),
+            nodes,
+        }
+    }
+
+    /// This node, as it announces itself.
+    pub fn node_info(&self) -> NodeInfo {
         let (num_connections, num_users) = {
             let reg = self.registry();
             (reg.connections.len(), reg.users.len())
         };
-        let num_channels = self.engine.channels().await.map(|c| c.len()).unwrap_or(0);
-        Info {
-            version: VERSION,
-            uptime_ms: self.started.elapsed().as_millis() as u64,
+        NodeInfo {
+            id: self.node_id.clone(),
+            name: self.config.listen.to_string(),
             num_connections,
             num_users,
-            num_channels,
             num_subscriptions: self.metrics.subscriptions.get(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            channels: self.fanout.counts(),
+        }
+    }
+
+    /// Every live node: this one, fresh, and the others as last announced.
+    pub async fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = vec![self.node_info()];
+        match self.broker().nodes().await {
+            Ok(others) => nodes.extend(others.into_iter().filter(|n| n.id != self.node_id)),
+            Err(e) => tracing::debug!("listing nodes: {e}"),
+        }
+        nodes
+    }
+
+    /// Channels with subscribers on any live node, or with a stream the
+    /// broker lists.
+    pub async fn channels(&self) -> Result<Vec<ChannelSummary>, EngineError> {
+        let mut all: HashMap<String, ChannelSummary> = HashMap::new();
+        for node in self.nodes().await {
+            for (channel, n) in node.channels {
+                all.entry(channel.clone())
+                    .or_insert_with(|| ChannelSummary {
+                        channel,
+                        num_clients: 0,
+                        offset: None,
+                    })
+                    .num_clients += n;
+            }
+        }
+        for stream in self.broker().streams().await? {
+            all.entry(stream.channel.clone())
+                .or_insert_with(|| ChannelSummary {
+                    channel: stream.channel,
+                    num_clients: 0,
+                    offset: None,
+                })
+                .offset = Some(stream.offset);
+        }
+        let mut out: Vec<_> = all.into_values().collect();
+        out.sort_by(|a, b| a.channel.cmp(&b.channel));
+        Ok(out)
+    }
+
+    /// Periodic work: the engine's housekeeping, this node's announcement,
+    /// and the refresh of its presence entries when they expire. Runs until
+    /// the hub is dropped.
+    pub(crate) async fn background(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_maintain = Instant::now();
+        let mut last_presence = Instant::now();
+        let announce_every = Duration::from_millis(self.config.redis.node_heartbeat_ms);
+        let mut last_announce: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            if last_maintain.elapsed() >= Duration::from_secs(5) {
+                last_maintain = Instant::now();
+                self.broker().maintain();
+            }
+            if last_announce.is_none_or(|at| at.elapsed() >= announce_every) {
+                last_announce = Some(Instant::now());
+                if let Err(e) = self.broker().announce(&self.node_info()).await {
+                    tracing::debug!("announcing the node: {e}");
+                }
+            }
+            if let Some(every) = self.presence_store().refresh_interval()
+                && last_presence.elapsed() >= every
+            {
+                last_presence = Instant::now();
+                let entries = self.fanout.presence_entries(|channel| {
+                    self.namespace_of(channel).is_ok_and(|o| o.presence)
+                });
+                for (channel, info) in entries {
+                    if let Err(e) = self.presence_store().add(&channel, &info).await {
+                        tracing::debug!("refreshing presence in {channel}: {e}");
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -417,6 +658,46 @@ impl Hub {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.registry().connections.len()
+    }
+}
+
+/// The broker's events, delivered to the hub.
+struct NodeEvents {
+    hub: Weak<Hub>,
+}
+
+impl BrokerEvents for NodeEvents {
+    fn publication(
+        &self,
+        channel: &str,
+        epoch: Option<Arc<str>>,
+        publication: Arc<Publication>,
+        at: Instant,
+    ) {
+        if let Some(hub) = self.hub.upgrade() {
+            let action = hub.fanout.publication(channel, epoch, publication, at);
+            hub.act(channel, action);
+        }
+    }
+
+    fn join_leave(&self, channel: &str, kind: JoinLeave, info: ClientInfo) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.fanout.presence_push(channel, kind.as_str(), &info);
+        }
+    }
+
+    fn control(&self, control: Control) {
+        if let Some(hub) = self.hub.upgrade() {
+            tokio::spawn(hub.apply_control(control));
+        }
+    }
+
+    fn resync(&self, channels: Vec<String>) {
+        if let Some(hub) = self.hub.upgrade() {
+            for (channel, epoch, top) in hub.fanout.positions(&channels) {
+                hub.act(&channel, crate::fanout::Action::Fill(epoch, top));
+            }
+        }
     }
 }
 

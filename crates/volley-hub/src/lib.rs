@@ -27,6 +27,7 @@ mod commands;
 mod config;
 mod demo;
 pub mod engine;
+mod fanout;
 mod http;
 mod hub;
 mod jwks;
@@ -36,14 +37,15 @@ mod protocol;
 mod proxy_protocol;
 mod server;
 mod session;
+mod subscribe;
 mod sync;
 
 pub use auth::sign_hs256;
 pub use config::{
-    AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, HubConfig, KeyConfig, Limits,
-    NamespaceOptions, TlsConfig,
+    AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, EngineKind, HubConfig, KeyConfig,
+    Limits, NamespaceOptions, RedisOptions, RedisUrls, TlsConfig,
 };
-pub use engine::{Engine, MemoryEngine, PublishResult};
+pub use engine::{Broker, Engine, PresenceStore, PublishResult};
 pub use hub::{Hub, Info, Target, VERSION};
 pub use metrics::Metrics;
 pub use outbox::Outbox;

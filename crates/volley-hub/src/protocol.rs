@@ -132,6 +132,9 @@ pub enum DisconnectCode {
     SlowConsumer,
     /// 4003: no `connect` in time.
     ConnectTimeout,
+    /// 4005: the node can no longer guarantee delivery in order (a gap in a
+    /// channel's stream that history cannot fill, or a lost stream).
+    InsufficientState,
     /// 4006: too many connections of the user (after error 106).
     ConnectionLimit,
     /// 4007: kept sending after 110.
@@ -154,6 +157,7 @@ impl DisconnectCode {
             Self::Shutdown => 4001,
             Self::SlowConsumer => 4002,
             Self::ConnectTimeout => 4003,
+            Self::InsufficientState => 4005,
             Self::ConnectionLimit => 4006,
             Self::RateLimited => 4007,
             Self::TokenExpired => 4400,
@@ -170,6 +174,7 @@ impl DisconnectCode {
             Self::Shutdown => "shutdown",
             Self::SlowConsumer => "slow consumer",
             Self::ConnectTimeout => "connect timeout",
+            Self::InsufficientState => "insufficient state",
             Self::ConnectionLimit => "connection limit",
             Self::RateLimited => "rate limited",
             Self::TokenExpired => "token expired",
@@ -280,7 +285,7 @@ pub(crate) fn params<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
 }
 
 /// Describes one connection in a channel (§4.1).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientInfo {
     /// The client id.
     pub client: Arc<str>,
@@ -295,7 +300,7 @@ pub struct ClientInfo {
 }
 
 /// One publication as stored and replayed (§4.2).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Publication {
     /// Its offset; absent in channels without history.
     #[serde(skip_serializing_if = "Option::is_none")]

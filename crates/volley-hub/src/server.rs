@@ -115,16 +115,7 @@ impl Server {
         } = self;
         let app = router(hub.clone(), demo.then(crate::demo::routes));
         let mut background = tokio::task::JoinSet::new();
-        {
-            let hub = hub.clone();
-            background.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tick.tick().await;
-                    hub.engine().maintain();
-                }
-            });
-        }
+        background.spawn(hub.clone().background());
         if let Some(jwks) = hub.verifier().jwks() {
             background.spawn(jwks.clone().run());
         }

@@ -22,12 +22,12 @@ use volley::{CloseCode, Message, WebSocket};
 use crate::auth::ConnectClaims;
 use crate::channel;
 use crate::commands::{self, HistoryParams};
-use crate::engine::{SubscribeRequest, Subscriber};
 use crate::hub::{Hub, VERSION, new_client_id, text_frame};
 use crate::outbox::{Directive, Outbox, Queued};
 use crate::protocol::{
     self, ClientInfo, Command, DisconnectCode, ErrorCode, Parsed, StreamPosition,
 };
+use crate::subscribe::{SubscribeRequest, Subscriber};
 
 /// Bytes moved from the outbox to the socket per write, at most.
 const WRITE_BUDGET: usize = 64 * 1024;
@@ -348,11 +348,7 @@ impl Connection {
         let subscriptions = std::mem::take(&mut self.subscriptions);
         for channel in subscriptions.keys() {
             if let Ok(options) = self.hub.namespace_of(channel) {
-                let _ = self
-                    .hub
-                    .engine()
-                    .unsubscribe(channel, options, self.key)
-                    .await;
+                let _ = self.hub.unsubscribe(channel, options, self.key).await;
             }
             self.hub.metrics().subscriptions.dec();
         }
@@ -635,19 +631,18 @@ impl Connection {
             presence: p.presence,
         };
         let id = command.id;
-        hub.engine()
-            .subscribe(
-                &p.channel,
-                options,
-                subscriber,
-                request,
-                Box::new(move |outcome| text_frame(protocol::reply(id, outcome))),
-            )
-            .await
-            .map_err(|e| {
-                tracing::warn!("subscribe {}: {e}", p.channel);
-                ErrorCode::Internal
-            })?;
+        hub.subscribe(
+            &p.channel,
+            options,
+            subscriber,
+            request,
+            Box::new(move |outcome| text_frame(protocol::reply(id, outcome))),
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!("subscribe {}: {e}", p.channel);
+            ErrorCode::Internal
+        })?;
         self.subscriptions.insert(p.channel.into(), chan_info);
         hub.metrics().subscriptions.inc();
         Ok(())
@@ -661,8 +656,7 @@ impl Connection {
         let hub = self.hub.clone();
         let options = hub.namespace_of(&channel)?;
         hub.metrics().subscriptions.dec();
-        hub.engine()
-            .unsubscribe(&channel, options, self.key)
+        hub.unsubscribe(&channel, options, self.key)
             .await
             .map_err(|_| ErrorCode::Internal)?;
         self.reply(command.id, &serde_json::json!({}));

@@ -1,39 +1,43 @@
-//! The in-memory engine: one process, nothing to start. Channels live in
+//! The in-memory engine: one process, nothing to start. Streams live in
 //! shards, each behind its own lock; a publication's offset, retention and
-//! delivery happen under its channel's shard lock, so every subscriber sees
-//! the stream in the same order, and a subscribe (recovery read, reply, start
-//! of delivery) cannot interleave with a publish.
+//! hand-off to the hub happen under its channel's shard lock, so the hub
+//! receives every channel's publications in offset order.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use volley::{Message, PreparedFrame};
-
 use super::{
-    ChannelSummary, Engine, EngineFuture, HistoryError, HistoryQuery, HistoryResult,
-    NewPublication, PublishResult, ReplyEncoder, SubscribeOutcome, SubscribeRequest, Subscriber,
+    Broker, BrokerEvents, Control, EngineFuture, HistoryError, HistoryQuery, HistoryResult,
+    JoinLeave, NewPublication, NodeInfo, PresenceStore, PublishResult, StreamSummary,
 };
 use crate::config::NamespaceOptions;
-use crate::protocol::{self, ClientInfo, Publication};
+use crate::protocol::{ClientInfo, Publication};
 use crate::sync::lock;
 
 const SHARDS: usize = 32;
 
-/// The in-memory engine.
-#[derive(Debug)]
-pub struct MemoryEngine {
+/// The in-memory broker.
+pub struct MemoryBroker {
     shards: Box<[Mutex<Shard>]>,
+    events: OnceLock<Arc<dyn BrokerEvents>>,
 }
 
-type Shard = HashMap<Box<str>, ChannelState>;
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBroker").finish_non_exhaustive()
+    }
+}
 
+/// One shard: the streams, and the channels this node is subscribed to
+/// (whose streams are kept while they have subscribers).
 #[derive(Debug, Default)]
-struct ChannelState {
-    stream: Option<Stream>,
-    subscribers: HashMap<u64, Subscriber>,
+struct Shard {
+    streams: HashMap<Box<str>, Stream>,
+    subscribed: std::collections::HashSet<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,10 @@ impl Stream {
         }
     }
 
+    fn expired(&self, now: Instant) -> bool {
+        self.keep_until <= now
+    }
+
     /// The oldest retained offset; `top + 1` when nothing is retained.
     fn oldest(&self) -> u64 {
         self.retained
@@ -96,50 +104,18 @@ impl Stream {
     }
 }
 
-impl ChannelState {
-    /// No subscribers and no stream worth keeping.
-    fn is_idle(&self, now: Instant) -> bool {
-        self.subscribers.is_empty() && self.stream.as_ref().is_none_or(|s| s.keep_until <= now)
-    }
-
-    /// The channel's live stream: `None` when it has none or it expired.
-    fn live_stream(&mut self, now: Instant) -> Option<&mut Stream> {
-        if self.is_idle(now) {
-            self.stream = None;
-        }
-        self.stream.as_mut()
-    }
-
-    /// The channel's stream, created (new epoch) when there is none.
-    fn stream(&mut self, now: Instant, options: &NamespaceOptions) -> &mut Stream {
-        if self.is_idle(now) {
-            self.stream = None;
-        }
-        let stream = self.stream.get_or_insert_with(|| Stream::new(now, options));
-        stream.trim(now, options.history_size);
-        stream
-    }
-
-    fn deliver(&self, frame: &PreparedFrame, at: Option<Instant>, except: Option<u64>) {
-        for (key, sub) in &self.subscribers {
-            if Some(*key) != except {
-                sub.outbox.push(frame, at);
-            }
-        }
-    }
-}
-
-impl Default for MemoryEngine {
+impl Default for MemoryBroker {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl MemoryEngine {
-    /// An empty engine.
+impl MemoryBroker {
+    /// An empty broker.
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            events: OnceLock::new(),
         }
     }
 
@@ -149,116 +125,76 @@ impl MemoryEngine {
         lock(&self.shards[(h.finish() as usize) % SHARDS])
     }
 
+    /// The channel's live stream, trimmed; `None` when it has none or it
+    /// expired (it is then dropped).
+    fn live<'s>(
+        shard: &'s mut Shard,
+        channel: &str,
+        now: Instant,
+        options: &NamespaceOptions,
+    ) -> Option<&'s mut Stream> {
+        let kept = shard.subscribed.contains(channel);
+        if !kept && shard.streams.get(channel).is_some_and(|s| s.expired(now)) {
+            shard.streams.remove(channel);
+        }
+        let stream = shard.streams.get_mut(channel)?;
+        stream.trim(now, options.history_size);
+        Some(stream)
+    }
+
+    /// The channel's stream, created (new epoch) when there is none.
+    fn stream<'s>(
+        shard: &'s mut Shard,
+        channel: &str,
+        now: Instant,
+        options: &NamespaceOptions,
+    ) -> &'s mut Stream {
+        // Drops an expired stream first.
+        let _ = Self::live(shard, channel, now, options);
+        shard
+            .streams
+            .entry(channel.into())
+            .or_insert_with(|| Stream::new(now, options))
+    }
+
     fn publish_now(
         &self,
         channel: &str,
         options: &NamespaceOptions,
         publication: NewPublication,
     ) -> PublishResult {
-        let mut shard = self.shard(channel);
-        let state = shard.entry(channel.into()).or_default();
-        let mut result = PublishResult::default();
         let now = Instant::now();
-        let offset = if options.has_history() {
-            let stream = state.stream(now, options);
-            stream.published(now, options);
-            stream.top += 1;
-            result.epoch = Some(stream.epoch.clone());
-            result.offset = Some(stream.top);
-            Some(stream.top)
-        } else {
-            None
-        };
+        let mut shard = self.shard(channel);
+        let mut result = PublishResult::default();
         let at = publication.at;
-        let publication = Arc::new(Publication {
-            offset,
+        let mut publication = Publication {
+            offset: None,
             data: publication.data,
             info: publication.info,
-        });
-        let frame = text_frame(protocol::publication_push(channel, &publication));
-        state.deliver(&frame, Some(at), None);
-        if let Some(stream) = &mut state.stream
-            && offset.is_some()
-        {
-            stream.retained.push_back(Retained {
-                expires: now + options.history_ttl(),
-                publication,
-            });
-            stream.trim(now, options.history_size);
+        };
+        let events = self.events.get();
+        if !options.has_history() {
+            if let Some(events) = events {
+                events.publication(channel, None, Arc::new(publication), at);
+            }
+            return result;
         }
-        if state.is_idle(now) {
-            shard.remove(channel);
+        let stream = Self::stream(&mut shard, channel, now, options);
+        stream.published(now, options);
+        stream.top += 1;
+        publication.offset = Some(stream.top);
+        let publication = Arc::new(publication);
+        result.epoch = Some(stream.epoch.clone());
+        result.offset = Some(stream.top);
+        stream.retained.push_back(Retained {
+            expires: now + options.history_ttl(),
+            publication: publication.clone(),
+        });
+        stream.trim(now, options.history_size);
+        if let Some(events) = events {
+            events.publication(channel, Some(stream.epoch.clone()), publication, at);
         }
         result
-    }
-
-    fn subscribe_now(
-        &self,
-        channel: &str,
-        options: &NamespaceOptions,
-        subscriber: Subscriber,
-        request: SubscribeRequest,
-        reply: ReplyEncoder,
-    ) {
-        let now = Instant::now();
-        let mut shard = self.shard(channel);
-        let state = shard.entry(channel.into()).or_default();
-        let mut outcome = SubscribeOutcome {
-            recoverable: false,
-            epoch: None,
-            offset: None,
-            recovered: false,
-            publications: Vec::new(),
-            join_leave: options.join_leave,
-            presence: None,
-        };
-        if options.has_history() {
-            let stream = state.stream(now, options);
-            outcome.recoverable = true;
-            outcome.epoch = Some(stream.epoch.clone());
-            outcome.offset = Some(stream.top);
-            if let Some(pos) = &request.recover {
-                let ok = *pos.epoch == *stream.epoch
-                    && pos.offset <= stream.top
-                    && pos.offset + 1 >= stream.oldest();
-                if ok {
-                    outcome.recovered = true;
-                    outcome.publications =
-                        stream.range(pos.offset + 1, stream.top).cloned().collect();
-                }
-            }
-        }
-        let key = subscriber.key;
-        let info = subscriber.info.clone();
-        let outbox = subscriber.outbox.clone();
-        state.subscribers.insert(key, subscriber);
-        if request.presence && options.presence {
-            outcome.presence = Some(state.subscribers.values().map(|s| s.info.clone()).collect());
-        }
-        outbox.reply(reply(&outcome));
-        if options.join_leave {
-            let frame = text_frame(protocol::presence_push("join", channel, &info));
-            state.deliver(&frame, None, None);
-        }
-    }
-
-    fn unsubscribe_now(&self, channel: &str, options: &NamespaceOptions, key: u64) -> bool {
-        let now = Instant::now();
-        let mut shard = self.shard(channel);
-        let Some(state) = shard.get_mut(channel) else {
-            return false;
-        };
-        let Some(sub) = state.subscribers.remove(&key) else {
-            return false;
-        };
-        if options.join_leave && !state.subscribers.is_empty() {
-            let frame = text_frame(protocol::presence_push("leave", channel, &sub.info));
-            state.deliver(&frame, None, None);
-        }
-        if state.is_idle(now) {
-            shard.remove(channel);
-        }
-        true
     }
 
     fn history_now(
@@ -269,50 +205,31 @@ impl MemoryEngine {
     ) -> Result<HistoryResult, HistoryError> {
         let now = Instant::now();
         let mut shard = self.shard(channel);
-        // Reading history neither creates nor prolongs a stream: a channel
-        // without one answers with an epoch of its own and nothing in it.
-        let Some(stream) = shard.get_mut(channel).and_then(|s| s.live_stream(now)) else {
-            if shard.get(channel).is_some_and(|s| s.is_idle(now)) {
-                shard.remove(channel);
+        let stream = if query.create {
+            Self::stream(&mut shard, channel, now, options)
+        } else {
+            // Reading history neither creates nor prolongs a stream: a
+            // channel without one answers with an epoch of its own and
+            // nothing in it.
+            match Self::live(&mut shard, channel, now, options) {
+                Some(stream) => stream,
+                None => {
+                    return match query.since {
+                        Some(_) => Err(HistoryError::Unrecoverable),
+                        None => Ok(HistoryResult {
+                            epoch: new_epoch().into(),
+                            offset: 0,
+                            publications: Vec::new(),
+                        }),
+                    };
+                }
             }
-            return match query.since {
-                Some(_) => Err(HistoryError::Unrecoverable),
-                None => Ok(HistoryResult {
-                    epoch: new_epoch().into(),
-                    offset: 0,
-                    publications: Vec::new(),
-                }),
-            };
         };
-        stream.trim(now, options.history_size);
-        let limit = query.limit.unwrap_or(usize::MAX);
         let top = stream.top;
-        let publications: Vec<_> = match (&query.since, query.reverse) {
-            (None, false) => stream.range(0, top).take(limit).cloned().collect(),
-            (None, true) => stream.range(0, top).rev().take(limit).cloned().collect(),
-            (Some(since), false) => {
-                if *since.epoch != *stream.epoch
-                    || since.offset > top
-                    || stream.oldest() > since.offset + 1
-                {
-                    return Err(HistoryError::Unrecoverable);
-                }
-                stream
-                    .range(since.offset + 1, top)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            }
-            (Some(since), true) => {
-                if *since.epoch != *stream.epoch || since.offset > top + 1 {
-                    return Err(HistoryError::Unrecoverable);
-                }
-                match since.offset.checked_sub(1) {
-                    Some(to) => stream.range(0, to).rev().take(limit).cloned().collect(),
-                    None => Vec::new(),
-                }
-            }
-        };
+        let publications =
+            super::select(&stream.epoch, top, stream.oldest(), &query, |from, to| {
+                stream.range(from, to)
+            })?;
         Ok(HistoryResult {
             epoch: stream.epoch.clone(),
             offset: top,
@@ -321,57 +238,58 @@ impl MemoryEngine {
     }
 }
 
-fn text_frame(json: String) -> PreparedFrame {
-    PreparedFrame::new(&Message::text(json))
-}
-
 /// A new epoch: 8 random URL-safe characters.
-fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     use base64::Engine as _;
     let bytes: [u8; 6] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-impl Engine for MemoryEngine {
+fn ready<'a, T: Send + 'a>(value: T) -> EngineFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
+impl Broker for MemoryBroker {
+    fn run(&self, events: Arc<dyn BrokerEvents>) {
+        let _ = self.events.set(events);
+    }
+
     fn publish<'a>(
         &'a self,
         channel: &'a str,
         options: &'a NamespaceOptions,
         publication: NewPublication,
     ) -> EngineFuture<'a, PublishResult> {
-        let result = self.publish_now(channel, options, publication);
-        Box::pin(std::future::ready(Ok(result)))
+        ready(self.publish_now(channel, options, publication))
     }
 
-    fn subscribe<'a>(
+    fn publish_join_leave<'a>(
         &'a self,
         channel: &'a str,
-        options: &'a NamespaceOptions,
-        subscriber: Subscriber,
-        request: SubscribeRequest,
-        reply: ReplyEncoder,
+        kind: JoinLeave,
+        info: &'a ClientInfo,
     ) -> EngineFuture<'a, ()> {
-        self.subscribe_now(channel, options, subscriber, request, reply);
-        Box::pin(std::future::ready(Ok(())))
+        if let Some(events) = self.events.get() {
+            // Under the channel's lock: in order with its publications.
+            let _shard = self.shard(channel);
+            events.join_leave(channel, kind, info.clone());
+        }
+        ready(())
     }
 
-    fn unsubscribe<'a>(
-        &'a self,
-        channel: &'a str,
-        options: &'a NamespaceOptions,
-        key: u64,
-    ) -> EngineFuture<'a, bool> {
-        let existed = self.unsubscribe_now(channel, options, key);
-        Box::pin(std::future::ready(Ok(existed)))
+    fn publish_control<'a>(&'a self, _control: &'a Control) -> EngineFuture<'a, ()> {
+        // No other node.
+        ready(())
     }
 
-    fn presence<'a>(&'a self, channel: &'a str) -> EngineFuture<'a, Vec<ClientInfo>> {
-        let shard = self.shard(channel);
-        let list = shard
-            .get(channel)
-            .map(|s| s.subscribers.values().map(|s| s.info.clone()).collect())
-            .unwrap_or_default();
-        Box::pin(std::future::ready(Ok(list)))
+    fn subscribe(&self, channel: &str) -> EngineFuture<'static, ()> {
+        self.shard(channel).subscribed.insert(channel.into());
+        ready(())
+    }
+
+    fn unsubscribe(&self, channel: &str) -> EngineFuture<'static, ()> {
+        self.shard(channel).subscribed.remove(channel);
+        ready(())
     }
 
     fn history<'a>(
@@ -379,42 +297,110 @@ impl Engine for MemoryEngine {
         channel: &'a str,
         options: &'a NamespaceOptions,
         query: HistoryQuery,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<HistoryResult, HistoryError>> + Send + 'a>,
-    > {
-        let result = self.history_now(channel, options, query);
-        Box::pin(std::future::ready(result))
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<HistoryResult, HistoryError>> + Send + 'a>>
+    {
+        Box::pin(std::future::ready(
+            self.history_now(channel, options, query),
+        ))
     }
 
-    fn channels(&self) -> EngineFuture<'_, Vec<ChannelSummary>> {
+    fn reset_stream<'a>(&'a self, channel: &'a str, epoch: &'a str) -> EngineFuture<'a, ()> {
+        let mut shard = self.shard(channel);
+        if shard
+            .streams
+            .get(channel)
+            .is_some_and(|s| &*s.epoch == epoch)
+        {
+            shard.streams.remove(channel);
+        }
+        ready(())
+    }
+
+    fn streams(&self) -> EngineFuture<'_, Vec<StreamSummary>> {
         let now = Instant::now();
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            for (name, state) in shard.iter().filter(|(_, s)| !s.is_idle(now)) {
-                out.push(ChannelSummary {
+            for (name, stream) in shard.streams.iter() {
+                if stream.expired(now) && !shard.subscribed.contains(name) {
+                    continue;
+                }
+                out.push(StreamSummary {
                     channel: name.to_string(),
-                    num_clients: state.subscribers.len(),
-                    offset: state.stream.as_ref().map(|s| s.top),
+                    offset: stream.top,
                 });
             }
         }
-        out.sort_by(|a, b| a.channel.cmp(&b.channel));
-        Box::pin(std::future::ready(Ok(out)))
+        ready(out)
+    }
+
+    fn announce<'a>(&'a self, _node: &'a NodeInfo) -> EngineFuture<'a, ()> {
+        ready(())
+    }
+
+    fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
+        ready(Vec::new())
     }
 
     fn maintain(&self) {
         let now = Instant::now();
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            shard.retain(|_, state| {
-                if let Some(stream) = &mut state.stream {
-                    while stream.retained.front().is_some_and(|r| r.expires <= now) {
-                        stream.retained.pop_front();
-                    }
+            let Shard {
+                streams,
+                subscribed,
+            } = &mut *shard;
+            streams.retain(|name, stream| {
+                while stream.retained.front().is_some_and(|r| r.expires <= now) {
+                    stream.retained.pop_front();
                 }
-                !state.is_idle(now)
+                subscribed.contains(name) || !stream.expired(now)
             });
         }
+    }
+}
+
+/// The entries of one channel, by client id.
+type Entries = HashMap<Arc<str>, ClientInfo>;
+
+/// The in-memory presence store: exact, nothing expires.
+#[derive(Debug, Default)]
+pub struct MemoryPresence {
+    channels: Mutex<HashMap<Box<str>, Entries>>,
+}
+
+impl MemoryPresence {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl PresenceStore for MemoryPresence {
+    fn add<'a>(&'a self, channel: &'a str, info: &'a ClientInfo) -> EngineFuture<'a, ()> {
+        lock(&self.channels)
+            .entry(channel.into())
+            .or_default()
+            .insert(info.client.clone(), info.clone());
+        ready(())
+    }
+
+    fn remove<'a>(&'a self, channel: &'a str, client: &'a str) -> EngineFuture<'a, ()> {
+        let mut channels = lock(&self.channels);
+        if let Some(entries) = channels.get_mut(channel) {
+            entries.remove(client);
+            if entries.is_empty() {
+                channels.remove(channel);
+            }
+        }
+        ready(())
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> EngineFuture<'a, Vec<ClientInfo>> {
+        let list = lock(&self.channels)
+            .get(channel)
+            .map(|e| e.values().cloned().collect())
+            .unwrap_or_default();
+        ready(list)
     }
 }

@@ -16,6 +16,7 @@ use volley::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
 use volley_hub::{DrainReport, Hub, HubConfig, NamespaceOptions, Server};
 
 pub mod haproxy;
+pub mod redis;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef0123";
 pub const API_KEY: &str = "test-api-key";

@@ -1,0 +1,470 @@
+//! This node's subscribers, and delivery to them.
+//!
+//! The broker hands the hub each channel's publications in the order it
+//! received them; this module encodes each one once and queues the same frame
+//! to every local subscriber. For channels with history it also keeps the
+//! highest position delivered, and checks every publication against it:
+//!
+//! - the next offset is delivered;
+//! - an offset already delivered is a duplicate (a history read and the
+//!   broker's live delivery overlap) and is dropped, unless the live
+//!   delivery itself went back, which means the stream lost its last
+//!   publications (a Redis failover): the stream is then treated as lost;
+//! - an offset past the next one is a hole: it is filled from history, in
+//!   order, while later publications wait; when history cannot fill it, the
+//!   channel's subscribers are disconnected with 4005 (insufficient state)
+//!   so that they reconnect and recover, with `recovered: false` if need be;
+//! - another epoch means the stream was lost (expiry, a Redis restart
+//!   without persistence): 4005 as well.
+//!
+//! A new subscriber is registered first and collects what arrives while its
+//! recovery is read; its reply is queued, then what it collected past the
+//! recovered position, so the reply comes before any of its pushes and no
+//! publication falls between them.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use volley::PreparedFrame;
+
+use crate::hub::text_frame;
+use crate::outbox::{Directive, Outbox};
+use crate::protocol::{self, ClientInfo, DisconnectCode, Publication};
+use crate::sync::lock;
+
+const SHARDS: usize = 32;
+
+/// A frame collected by a subscriber whose subscribe is under way: its
+/// publication's offset, the frame, the publication's time.
+type Collected = (Option<u64>, PreparedFrame, Option<Instant>);
+
+/// A publication waiting for a hole before it to be filled: its epoch, the
+/// publication, its time.
+type Waiting = (Arc<str>, Arc<Publication>, Instant);
+
+/// One shard of the channel map.
+type Channels = HashMap<Box<str>, Channel>;
+
+/// One subscription of one connection on this node.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) info: ClientInfo,
+    /// While the subscribe is under way: frames that arrived meanwhile, with
+    /// their offsets.
+    pending: Option<Vec<Collected>>,
+}
+
+/// Where a channel's node-level broker subscription stands.
+pub(crate) type Ready = tokio::sync::watch::Receiver<Option<bool>>;
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    pub(crate) subscribers: HashMap<u64, Local>,
+    pub(crate) ready: Ready,
+    /// The highest position delivered (or read), for channels with history.
+    position: Option<(Arc<str>, u64)>,
+    /// The highest offset received live from the broker in `position`'s
+    /// epoch: live delivery is in order, so going back means the stream went
+    /// back.
+    live_top: u64,
+    /// An epoch found lost: its publications are dropped.
+    lost_epoch: Option<Arc<str>>,
+    /// A hole is being filled; publications that arrive meanwhile wait here.
+    filling: Option<Vec<Waiting>>,
+}
+
+/// What the caller must do after a channel's state changed (outside the
+/// lock).
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Nothing.
+    None,
+    /// Read history after this position and call [`Fanout::filled`].
+    Fill(Arc<str>, u64),
+    /// The stream in this epoch went back: end it in the broker.
+    Reset(Arc<str>),
+}
+
+impl Channel {
+    fn new(ready: Ready) -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            ready,
+            position: None,
+            live_top: 0,
+            lost_epoch: None,
+            filling: None,
+        }
+    }
+
+    fn deliver_frame(&mut self, offset: Option<u64>, frame: &PreparedFrame, at: Option<Instant>) {
+        for local in self.subscribers.values_mut() {
+            match &mut local.pending {
+                Some(pending) => pending.push((offset, frame.clone(), at)),
+                None => {
+                    local.outbox.push(frame, at);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, channel: &str, publication: &Publication, at: Instant) {
+        let frame = text_frame(protocol::publication_push(channel, publication));
+        self.deliver_frame(publication.offset, &frame, Some(at));
+    }
+
+    /// Every subscriber (or every active one) must reconnect and recover.
+    fn insufficient_state(&mut self, active_only: bool) {
+        for local in self.subscribers.values() {
+            if active_only && local.pending.is_some() {
+                continue;
+            }
+            local.outbox.disconnect(Directive::Disconnect(
+                DisconnectCode::InsufficientState,
+                None,
+                None,
+            ));
+        }
+        self.position = None;
+        self.live_top = 0;
+        self.filling = None;
+    }
+
+    /// A publication of a channel with history, from live delivery (`live`)
+    /// or from a history read filling a hole.
+    fn offer(
+        &mut self,
+        channel: &str,
+        epoch: Arc<str>,
+        publication: Arc<Publication>,
+        at: Instant,
+        live: bool,
+    ) -> Action {
+        let Some(offset) = publication.offset else {
+            self.deliver(channel, &publication, at);
+            return Action::None;
+        };
+        if self.lost_epoch.as_ref() == Some(&epoch) {
+            return Action::None;
+        }
+        let Some((current, top)) = self.position.clone() else {
+            if let Some(buffer) = &mut self.filling {
+                buffer.push((epoch, publication, at));
+                return Action::None;
+            }
+            self.position = Some((epoch, offset));
+            if live {
+                self.live_top = offset;
+            }
+            self.deliver(channel, &publication, at);
+            return Action::None;
+        };
+        if current != epoch {
+            tracing::info!("{channel}: the stream's epoch changed, subscribers must recover");
+            self.insufficient_state(false);
+            return Action::None;
+        }
+        if live {
+            if offset <= self.live_top {
+                tracing::warn!(
+                    "{channel}: the stream went back from offset {} to {offset} in epoch {epoch}: \
+                     treating it as lost",
+                    self.live_top
+                );
+                self.lost_epoch = Some(epoch.clone());
+                self.insufficient_state(false);
+                return Action::Reset(epoch);
+            }
+            self.live_top = offset;
+            if let Some(buffer) = &mut self.filling {
+                buffer.push((epoch, publication, at));
+                return Action::None;
+            }
+        }
+        if offset <= top {
+            return Action::None;
+        }
+        if offset == top + 1 {
+            self.position = Some((epoch, offset));
+            self.deliver(channel, &publication, at);
+            return Action::None;
+        }
+        // A hole after `top`.
+        if !live {
+            // History itself has a hole: nothing can fill it.
+            self.insufficient_state(false);
+            return Action::None;
+        }
+        self.filling = Some(vec![(epoch, publication, at)]);
+        Action::Fill(current, top)
+    }
+
+    /// A history read's top in `epoch`: a top below what was delivered in
+    /// the same epoch means the stream went back.
+    pub(crate) fn check_top(&mut self, epoch: &Arc<str>, top: u64) -> Action {
+        match &self.position {
+            Some((current, delivered)) if current == epoch && top < *delivered => {
+                tracing::warn!(
+                    "stream went back from offset {delivered} to {top} in epoch {epoch}: \
+                     treating it as lost"
+                );
+                self.lost_epoch = Some(epoch.clone());
+                self.insufficient_state(false);
+                Action::Reset(epoch.clone())
+            }
+            Some((current, _)) if current == epoch => Action::None,
+            Some(_) => {
+                // A new epoch: those who hold positions in the old one must
+                // recover.
+                self.insufficient_state(true);
+                self.position = Some((epoch.clone(), top));
+                Action::None
+            }
+            None => {
+                if self.lost_epoch.as_ref() != Some(epoch) {
+                    self.position = Some((epoch.clone(), top));
+                }
+                Action::None
+            }
+        }
+    }
+}
+
+/// This node's subscribers, by channel.
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    shards: Box<[Mutex<Channels>]>,
+}
+
+impl Fanout {
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    pub(crate) fn shard(&self, channel: &str) -> MutexGuard<'_, Channels> {
+        let mut h = DefaultHasher::new();
+        channel.hash(&mut h);
+        lock(&self.shards[(h.finish() as usize) % SHARDS])
+    }
+
+    /// Registers a subscriber that collects what arrives until
+    /// [`Fanout::activate`]. `subscribe_node` starts the node's broker
+    /// subscription when this is the channel's first subscriber on the node
+    /// (called under the lock, so that it is ordered with unsubscribes).
+    pub(crate) fn add_pending(
+        &self,
+        channel: &str,
+        key: u64,
+        outbox: Arc<Outbox>,
+        info: ClientInfo,
+        subscribe_node: impl FnOnce() -> Ready,
+    ) -> Ready {
+        let mut shard = self.shard(channel);
+        let state = shard
+            .entry(channel.into())
+            .or_insert_with(|| Channel::new(subscribe_node()));
+        state.subscribers.insert(
+            key,
+            Local {
+                outbox,
+                info,
+                pending: Some(Vec::new()),
+            },
+        );
+        state.ready.clone()
+    }
+
+    /// Runs `f` on the channel's state, if the node has one.
+    pub(crate) fn with<T>(&self, channel: &str, f: impl FnOnce(&mut Channel) -> T) -> Option<T> {
+        self.shard(channel).get_mut(channel).map(f)
+    }
+
+    /// Queues the reply (made by `reply` from the recovered top, when the
+    /// channel keeps history), then what the subscriber collected past it.
+    /// Returns `false` when the subscriber is gone.
+    pub(crate) fn activate(
+        &self,
+        channel: &str,
+        key: u64,
+        recovered_top: Option<u64>,
+        reply: PreparedFrame,
+    ) -> bool {
+        let mut shard = self.shard(channel);
+        let Some(local) = shard
+            .get_mut(channel)
+            .and_then(|s| s.subscribers.get_mut(&key))
+        else {
+            return false;
+        };
+        local.outbox.reply(reply);
+        for (offset, frame, at) in local.pending.take().unwrap_or_default() {
+            let newer = match (offset, recovered_top) {
+                (Some(offset), Some(top)) => offset > top,
+                _ => true,
+            };
+            if newer {
+                local.outbox.push(&frame, at);
+            }
+        }
+        true
+    }
+
+    /// Removes a subscriber; returns it, and whether the channel has no
+    /// subscriber left on this node (its state is then dropped, and the
+    /// caller calls `unsubscribe_node` under the lock).
+    pub(crate) fn remove(
+        &self,
+        channel: &str,
+        key: u64,
+        unsubscribe_node: impl FnOnce(),
+    ) -> Option<Local> {
+        let mut shard = self.shard(channel);
+        let state = shard.get_mut(channel)?;
+        let local = state.subscribers.remove(&key)?;
+        if state.subscribers.is_empty() {
+            shard.remove(channel);
+            unsubscribe_node();
+        }
+        Some(local)
+    }
+
+    /// A publication from the broker.
+    pub(crate) fn publication(
+        &self,
+        channel: &str,
+        epoch: Option<Arc<str>>,
+        publication: Arc<Publication>,
+        at: Instant,
+    ) -> Action {
+        let mut shard = self.shard(channel);
+        let Some(state) = shard.get_mut(channel) else {
+            return Action::None;
+        };
+        match epoch {
+            Some(epoch) => state.offer(channel, epoch, publication, at, true),
+            None => {
+                state.deliver(channel, &publication, at);
+                Action::None
+            }
+        }
+    }
+
+    /// A join or leave from the broker.
+    pub(crate) fn presence_push(&self, channel: &str, kind: &'static str, info: &ClientInfo) {
+        let mut shard = self.shard(channel);
+        if let Some(state) = shard.get_mut(channel) {
+            let frame = text_frame(protocol::presence_push(kind, channel, info));
+            state.deliver_frame(None, &frame, None);
+        }
+    }
+
+    /// The history read of a fill started by [`Action::Fill`] from `from`.
+    pub(crate) fn filled(
+        &self,
+        channel: &str,
+        from: (Arc<str>, u64),
+        read: Option<(Arc<str>, u64, Vec<Arc<Publication>>)>,
+    ) -> Action {
+        let mut shard = self.shard(channel);
+        let Some(state) = shard.get_mut(channel) else {
+            return Action::None;
+        };
+        let buffered = state.filling.take().unwrap_or_default();
+        let Some((epoch, top, publications)) = read else {
+            state.insufficient_state(false);
+            return Action::None;
+        };
+        if epoch != from.0 {
+            state.insufficient_state(false);
+            return Action::None;
+        }
+        if let Action::Reset(e) = state.check_top(&epoch, top) {
+            return Action::Reset(e);
+        }
+        let now = Instant::now();
+        for publication in publications {
+            if let Action::Reset(e) = state.offer(channel, epoch.clone(), publication, now, false) {
+                return Action::Reset(e);
+            }
+            if state.position.is_none() {
+                // Signalled: nothing more to deliver.
+                return Action::None;
+            }
+        }
+        let mut buffered = buffered.into_iter();
+        while let Some((epoch, publication, at)) = buffered.next() {
+            // Already counted as live when they arrived.
+            match state.offer(channel, epoch, publication, at, false) {
+                Action::None => {}
+                other => return other,
+            }
+            if state.position.is_none() {
+                return Action::None;
+            }
+            if let Some((e, top)) = &state.position
+                && let Some(next) = buffered.as_slice().first()
+                && next.1.offset.is_some_and(|o| o > top + 1)
+                && *e == next.0
+            {
+                // Still a hole: fill again.
+                let (e, top) = (e.clone(), *top);
+                state.filling = Some(buffered.collect());
+                return Action::Fill(e, top);
+            }
+        }
+        Action::None
+    }
+
+    /// The positions to check after a broker reconnect.
+    pub(crate) fn positions(&self, channels: &[String]) -> Vec<(String, Arc<str>, u64)> {
+        let mut out = Vec::new();
+        for channel in channels {
+            let mut shard = self.shard(channel);
+            if let Some(state) = shard.get_mut(channel.as_str()) {
+                if state.filling.is_some() {
+                    continue;
+                }
+                if let Some((epoch, top)) = state.position.clone() {
+                    state.filling = Some(Vec::new());
+                    out.push((channel.clone(), epoch, top));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every channel with subscribers on this node, and how many.
+    pub(crate) fn counts(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, state) in lock(shard).iter() {
+                out.push((name.to_string(), state.subscribers.len()));
+            }
+        }
+        out
+    }
+
+    /// The presence entries of this node's subscribers in these channels.
+    pub(crate) fn presence_entries(
+        &self,
+        wants: impl Fn(&str) -> bool,
+    ) -> Vec<(String, ClientInfo)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, state) in lock(shard).iter() {
+                if wants(name) {
+                    for local in state.subscribers.values() {
+                        out.push((name.to_string(), local.info.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
