@@ -186,6 +186,9 @@ step "features: core alone" 900 cargo build -p volley-proto
 step "features: volley none" 900 cargo build -p volley --no-default-features
 step "features: volley all" 1800 cargo test -p volley --all-features
 step "clippy: volley all" 1800 cargo clippy -p volley --all-features --all-targets -- -D warnings
+# WebSocket over HTTP/2 against yawc (a crate of its own, outside the workspace).
+step "h2 interop" 1800 env CARGO_TARGET_DIR=target/h2-interop \
+    cargo test --manifest-path tests/h2-interop/Cargo.toml
 step sdk 900 clients/js/test.sh
 
 if step_ok build; then
