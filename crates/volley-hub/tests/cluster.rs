@@ -4,6 +4,8 @@
 //! whole cluster, and Redis restarts, outages and a stream that went back
 //! are detected and signalled.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -26,6 +28,17 @@ async fn nodes(redis: &[&RedisServer], n: usize) -> Vec<TestHub> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(TestHub::start(node_config(redis)).await);
+    }
+    // As a load balancer would: use a node once it is ready (its pub/sub
+    // connections are up, so it receives control messages).
+    for hub in &out {
+        eventually("the node is ready", || async {
+            common::http(hub.addr, "GET", "/health/ready", &[], "")
+                .await
+                .0
+                == 200
+        })
+        .await;
     }
     out
 }
