@@ -84,23 +84,37 @@ function render(stats) {
   if (rates.length > RATE_POINTS) rates.splice(0, rates.length - RATE_POINTS);
   drawRates();
 
+  // Every live node of the cluster (this one first; the memory engine has one).
+  const nodes = Array.isArray(stats.nodes) ? stats.nodes : [];
+  $("nodes").replaceChildren(...nodes.map((n) => {
+    const here = n.id === stats.node ? " (this node)" : "";
+    return tableRow([`${n.name ?? "?"}${here}`, fmt(n.num_connections), fmt(n.num_subscriptions),
+      typeof n.uptime_ms === "number" ? formatDuration(n.uptime_ms) : "–"]);
+  }));
+  $("node-count").textContent = `(${nodes.length})`;
+
   const channels = Array.isArray(stats.channels) ? stats.channels.slice() : [];
   channels.sort((a, b) => (b.subscribers ?? 0) - (a.subscribers ?? 0) || String(a.channel).localeCompare(String(b.channel)));
   const rows = channels.map((c) => {
-    const row = document.createElement("tr");
+    const row = tableRow([String(c.channel), fmt(c.subscribers), fmt(c.offset)]);
     row.dataset.channel = String(c.channel);
-    const cells = [String(c.channel), fmt(c.subscribers), fmt(c.offset)];
-    cells.forEach((text, i) => {
-      const cell = document.createElement(i === 0 ? "th" : "td");
-      if (i === 0) cell.scope = "row";
-      else cell.className = "num";
-      cell.textContent = text;
-      row.append(cell);
-    });
     return row;
   });
   $("channels").replaceChildren(...rows);
   $("channel-count").textContent = `(${channels.length})`;
+}
+
+/** A table row: the first cell a row header, the others numbers. */
+function tableRow(cells) {
+  const row = document.createElement("tr");
+  cells.forEach((text, i) => {
+    const cell = document.createElement(i === 0 ? "th" : "td");
+    if (i === 0) cell.scope = "row";
+    else cell.className = "num";
+    cell.textContent = text;
+    row.append(cell);
+  });
+  return row;
 }
 
 function fmt(value) {

@@ -598,6 +598,13 @@ impl Hub {
                 if let Err(e) = self.broker().announce(&self.node_info()).await {
                     tracing::debug!("announcing the node: {e}");
                 }
+                let nodes = self.nodes().await;
+                let connections: usize = nodes.iter().map(|n| n.num_connections).sum();
+                self.metrics.cluster_nodes.set(nodes.len() as i64);
+                self.metrics.cluster_connections.set(connections as i64);
+                self.metrics
+                    .engine_ready
+                    .set(i64::from(self.broker().is_ready()));
             }
             if let Some(every) = self.presence_store().refresh_interval()
                 && last_presence.elapsed() >= every

@@ -53,6 +53,16 @@ pub struct Metrics {
     pub disconnects: Family<DisconnectLabels, Counter>,
     /// Handshakes refused, by reason.
     pub handshakes_rejected: Family<RejectLabels, Counter>,
+    /// Live nodes of the cluster (this one included; 1 with the memory
+    /// engine), as of the last announcement.
+    pub cluster_nodes: Gauge,
+    /// Open connections on every live node.
+    pub cluster_connections: Gauge,
+    /// 1 while the engine is reachable (every Redis shard), else 0.
+    pub engine_ready: Gauge,
+    /// Holes found in a channel's stream by this node (filled from history,
+    /// or signalled to the subscribers with 4005).
+    pub stream_holes: Counter,
     rates: Mutex<RateWindow>,
 }
 
@@ -97,6 +107,30 @@ impl Metrics {
         let slow_consumer_disconnects = Counter::default();
         let disconnects = Family::<DisconnectLabels, Counter>::default();
         let handshakes_rejected = Family::<RejectLabels, Counter>::default();
+        let cluster_nodes = Gauge::default();
+        let cluster_connections = Gauge::default();
+        let engine_ready = Gauge::default();
+        let stream_holes = Counter::default();
+        registry.register(
+            "cluster_nodes",
+            "Live nodes of the cluster, this one included",
+            cluster_nodes.clone(),
+        );
+        registry.register(
+            "cluster_connections",
+            "Open WebSocket connections on every live node",
+            cluster_connections.clone(),
+        );
+        registry.register(
+            "engine_ready",
+            "1 while the engine (every Redis shard) is reachable",
+            engine_ready.clone(),
+        );
+        registry.register(
+            "stream_holes",
+            "Holes found in channel streams (filled from history or signalled with 4005)",
+            stream_holes.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -165,6 +199,10 @@ impl Metrics {
             slow_consumer_disconnects,
             disconnects,
             handshakes_rejected,
+            cluster_nodes,
+            cluster_connections,
+            engine_ready,
+            stream_holes,
             rates: Mutex::new(RateWindow {
                 at: Instant::now(),
                 counts: [0; 4],

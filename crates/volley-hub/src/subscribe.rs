@@ -260,6 +260,7 @@ impl Hub {
         match action {
             Action::None => {}
             Action::Fill(epoch, top) => {
+                self.metrics().stream_holes.inc();
                 let hub = self.clone();
                 let channel = channel.to_owned();
                 tokio::spawn(async move { hub.fill(channel, epoch, top).await });

@@ -214,6 +214,26 @@ async fn the_api_of_any_node_reaches_users_on_every_node() {
         nodes.len() == 2 && nodes.iter().any(|n| n["num_connections"] == 1)
     })
     .await;
+    // /metrics and the admin stats show the node and the cluster.
+    eventually("the cluster in /metrics", || async {
+        let (_, m) = common::http(hubs[0].addr, "GET", "/metrics", &[], "").await;
+        let m = m.as_str().unwrap_or_default().to_string();
+        m.contains("volley_cluster_nodes 2")
+            && m.contains("volley_cluster_connections 1")
+            && m.contains("volley_engine_ready 1")
+    })
+    .await;
+    let (status, stats) = common::http(
+        hubs[1].addr,
+        "GET",
+        "/admin/api/stats",
+        &[("Authorization", "Bearer admin")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["nodes"].as_array().map(Vec::len), Some(2), "{stats}");
+    assert_eq!(stats["nodes"][0]["id"], stats["node"], "{stats}");
     // channels counts the other node's subscriber (from its announcement).
     eventually("feed:i in channels", || async {
         let (_, channels) = hubs[0].api("channels", json!({})).await;
