@@ -405,3 +405,122 @@ async fn channels_spread_over_two_shards_and_still_cross_nodes() {
     assert!(keys(&r1).contains("volley.s.feed"), "{}", keys(&r1));
     assert!(keys(&r2).contains("volley.s.feed"), "{}", keys(&r2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_publish_waits_for_a_replica_and_fails_without_one() {
+    let Some(master) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let port = master.port.to_string();
+    let Some(mut replica) =
+        RedisServer::start_with(Persistence::None, &["--replicaof", "127.0.0.1", &port])
+    else {
+        return;
+    };
+    let mut c = node_config(&[&master]);
+    c.redis.durable_replicas = 1;
+    c.redis.durable_timeout_ms = 300;
+    let hub = TestHub::start(c).await;
+    // Once the replica is in sync, a publish is acknowledged after it.
+    eventually("a publish the replica confirms", || async {
+        hub.api("publish", json!({"channel": "feed:d", "data": 1}))
+            .await
+            .0
+            == 200
+    })
+    .await;
+    let key = "volley.s.feed:d";
+    assert!(
+        replica.command(&["HGET", key, "o"]).contains('1'),
+        "replicated"
+    );
+    replica.kill();
+    let (status, body) = hub
+        .api("publish", json!({"channel": "feed:d", "data": 2}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (500, &json!(100)),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_behind_sentinel_keeps_working_after_a_failover() {
+    use common::redis::Sentinel;
+    let Some(master) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let port = master.port.to_string();
+    let Some(replica) =
+        RedisServer::start_with(Persistence::None, &["--replicaof", "127.0.0.1", &port])
+    else {
+        return;
+    };
+    let Some(sentinel) = Sentinel::start("shard0", master.port) else {
+        return;
+    };
+    let mut c = common::config();
+    c.engine = EngineKind::Redis;
+    c.redis_url = volley_hub::RedisUrls(vec![format!(
+        "redis+sentinel://127.0.0.1:{}/shard0",
+        sentinel.port
+    )]);
+    let hub = TestHub::start(c).await;
+    let mut sub = Client::anonymous(&hub).await;
+    sub.subscribe(json!({"channel": "plain:s"})).await;
+    hub.publish("plain:s", json!(1)).await;
+    assert_eq!(next_publication(&mut sub).await["data"], 1);
+    // The replica must know it is one before Sentinel can promote it.
+    eventually("the replica in sync", || async {
+        replica
+            .command(&["INFO", "replication"])
+            .contains("master_link_status:up")
+    })
+    .await;
+    let r = sentinel.command(&["SENTINEL", "FAILOVER", "shard0"]);
+    assert!(r.starts_with("+OK"), "{r}");
+    eventually("the replica promoted", || async {
+        replica.command(&["ROLE"]).contains("master")
+    })
+    .await;
+    // The node asks the Sentinel again after its connection fails (a write
+    // to the demoted master is READONLY) and publishes to the new master.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, r) = hub
+            .api("publish", json!({"channel": "plain:s", "data": 2}))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(master);
+    // A subscriber is served again through the new master once the node's
+    // pub/sub reconnects there (until then, subscribe answers 100).
+    let mut again = Client::anonymous(&hub).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = again.subscribe(json!({"channel": "plain:t"})).await;
+        if r["result"].is_object() {
+            break;
+        }
+        assert_eq!(error_code(&r), Some(100), "{r}");
+        assert!(Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = hub
+            .api("publish", json!({"channel": "plain:t", "data": 3}))
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(next_publication(&mut again).await["data"], 3);
+}

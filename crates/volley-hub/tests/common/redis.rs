@@ -165,18 +165,9 @@ impl RedisServer {
         }
     }
 
-    /// Runs one command with redis-cli semantics over RESP; the raw reply.
+    /// Runs one command over RESP; the raw reply.
     pub fn command(&self, args: &[&str]) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).unwrap();
-        let mut buf = [0u8; 65536];
-        let n = s.read(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        command(self.port, args)
     }
 }
 
@@ -207,4 +198,95 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .subsec_nanos() as u64;
     t ^ (NEXT.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// A `redis-sentinel` watching one master, on a free port, stopped by PID.
+pub struct Sentinel {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sentinel {
+    /// Starts a Sentinel that monitors `master_port` as `name` (quorum 1,
+    /// down after 1 s); `None` when there is no redis-sentinel.
+    pub fn start(name: &str, master_port: u16) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "volley-sentinel-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\nlogfile {}\n\
+                     sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n",
+                    dir.display(),
+                    dir.join("sentinel.log").display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new("redis-sentinel")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if ping(port) {
+                    return Some(Self {
+                        port,
+                        dir,
+                        child: Some(child),
+                    });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-sentinel did not start (log in {})", dir.display());
+    }
+
+    /// Runs one command on the Sentinel; the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        command(self.port, args)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs one command over RESP on `port`; the raw reply.
+fn command(port: u16, args: &[&str]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = [0u8; 65536];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
