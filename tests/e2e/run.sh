@@ -7,7 +7,11 @@
 #             through the HTTP API and recovers every message published while
 #             it was away (none twice), the ticker chart moves, the admin page
 #             shows the stats. Screenshots go to the folder it prints
-#             (E2E_SCREENSHOTS, default target/e2e-screenshots).
+#             (E2E_SCREENSHOTS, default target/e2e-screenshots);
+#   cluster.mjs two pages on two nodes of scripts/cluster.sh (3 nodes on the
+#             Redis engine, HAProxy) chat and see each other in presence;
+#             page B's node is killed and B resumes on another node with
+#             nothing lost.
 # Each prints one line per check and "N passed, M failed"; the last line is
 # the sum. Exit status 1 if any check failed.
 #
@@ -26,7 +30,7 @@ cd "$HERE"
 total_passed=0
 total_failed=0
 rc=0
-for script in node.mjs demo.mjs; do
+for script in node.mjs demo.mjs cluster.mjs; do
     echo "== tests/e2e/$script"
     out="$(mktemp)"
     node "$script" "$@" | tee "$out" || rc=1
