@@ -524,3 +524,80 @@ async fn a_shard_behind_sentinel_keeps_working_after_a_failover() {
     }
     assert_eq!(next_publication(&mut again).await["data"], 3);
 }
+
+/// What a missed pub/sub message looks like to a node: the stream has a
+/// publication the node never received live. `retained` says whether history
+/// still holds it.
+fn miss_one(redis: &RedisServer, channel: &str, retained: bool) {
+    let offset = redis.command(&["HINCRBY", &format!("volley.s.{channel}"), "o", "1"]);
+    let offset = offset.trim().trim_start_matches(':').to_string();
+    if retained {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let entry = format!("{offset} {now} {{\"data\":\"missed\"}}");
+        redis.command(&["RPUSH", &format!("volley.h.{channel}"), &entry]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_publication_is_filled_from_history_in_order() {
+    let Some(redis) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let hubs = nodes(&[&redis], 1).await;
+    let mut c = Client::anonymous(&hubs[0]).await;
+    c.subscribe(json!({"channel": "feed:g"})).await;
+    hubs[0].publish("feed:g", json!(1)).await;
+    miss_one(&redis, "feed:g", true);
+    hubs[0].publish("feed:g", json!(3)).await;
+    let got: Vec<_> = [
+        next_publication(&mut c).await,
+        next_publication(&mut c).await,
+        next_publication(&mut c).await,
+    ]
+    .iter()
+    .map(|p| (p["offset"].as_u64().unwrap(), p["data"].clone()))
+    .collect();
+    assert_eq!(
+        got,
+        vec![(1, json!(1)), (2, json!("missed")), (3, json!(3))],
+        "the hole at 2 is filled before 3"
+    );
+    let (_, metrics) = common::http(hubs[0].addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("volley_stream_holes_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_history_cannot_fill_tells_subscribers_to_recover() {
+    let Some(redis) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let hubs = nodes(&[&redis], 1).await;
+    let mut c = Client::anonymous(&hubs[0]).await;
+    let r = c.subscribe(json!({"channel": "feed:h"})).await;
+    let epoch = r["result"]["epoch"].as_str().unwrap().to_string();
+    hubs[0].publish("feed:h", json!(1)).await;
+    assert_eq!(next_publication(&mut c).await["offset"], 1);
+    miss_one(&redis, "feed:h", false);
+    hubs[0].publish("feed:h", json!(3)).await;
+    let (pushes, code) = c.until_closed().await;
+    assert_eq!(code, Some(4005), "{pushes:?}");
+    assert!(
+        !pushes.iter().any(|p| p["offset"] == 3),
+        "3 was delivered over the hole: {pushes:?}"
+    );
+    // Recovery from 1 cannot be exact either (2 is not in history).
+    let mut again = Client::anonymous(&hubs[0]).await;
+    let r = again
+        .subscribe(json!({"channel": "feed:h", "recover": true, "epoch": epoch, "offset": 1}))
+        .await;
+    assert_eq!(r["result"]["recovered"], false, "{r}");
+}

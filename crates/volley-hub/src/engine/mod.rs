@@ -109,7 +109,19 @@ where
             if *since.epoch != *epoch || since.offset > top || oldest > since.offset + 1 {
                 return Err(HistoryError::Unrecoverable);
             }
-            range(since.offset + 1, top).take(limit).cloned().collect()
+            let out: Vec<Arc<Publication>> =
+                range(since.offset + 1, top).take(limit).cloned().collect();
+            // Exactly what follows `since`: no offset missing in between,
+            // and up to the top unless the limit stopped it.
+            let contiguous = out
+                .iter()
+                .zip(since.offset + 1..)
+                .all(|(p, o)| p.offset == Some(o));
+            let end = since.offset + out.len() as u64;
+            if !contiguous || (out.len() < limit && end != top) {
+                return Err(HistoryError::Unrecoverable);
+            }
+            out
         }
         (Some(since), true) => {
             if *since.epoch != *epoch || since.offset > top + 1 {
