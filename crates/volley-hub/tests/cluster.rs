@@ -196,6 +196,24 @@ async fn the_api_of_any_node_reaches_users_on_every_node() {
     assert_eq!(status, 200, "{r}");
     let m = carl.push().await;
     assert_eq!(m, json!({"push": "message", "data": {"hi": 1}}));
+    // unsubscribe reaches carl's subscription on the other node.
+    carl.subscribe(json!({"channel": "feed:u"})).await;
+    let (status, r) = hubs[0]
+        .api("unsubscribe", json!({"user": "carl", "channel": "feed:u"}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    let u = carl.push().await;
+    assert_eq!(
+        (&u["push"], &u["channel"], &u["code"]),
+        (&json!("unsubscribe"), &json!("feed:u"), &json!(2500)),
+        "{u}"
+    );
+    hubs[0].publish("feed:u", json!("after")).await;
+    let r = carl.call("ping", json!({})).await;
+    assert!(
+        r["result"].is_object(),
+        "no publication after the unsubscribe: {r}"
+    );
     let (status, r) = hubs[0]
         .api("disconnect", json!({"user": "carl", "reconnect": false}))
         .await;
