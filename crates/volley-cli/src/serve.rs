@@ -69,6 +69,10 @@ pub(crate) struct ServeArgs {
     /// The TLS private key (PEM).
     #[arg(long, requires = "tls_cert", env = "VOLLEY_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Without TLS, also accept HTTP/2 with prior knowledge (h2c): WebSockets by
+    /// extended CONNECT (RFC 8441) from a proxy or CDN speaking HTTP/2 to the origin.
+    #[arg(long, env = "VOLLEY_H2C")]
+    h2c: bool,
     /// The engine: `memory` (one process) or `redis` (many nodes; see docs/cluster.md)
     /// [default: memory, or `engine` in the file].
     #[arg(long, env = "VOLLEY_ENGINE", value_parser = ["memory", "redis"])]
@@ -138,6 +142,9 @@ fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
     config.validate().map_err(|e| e.to_string())?;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(TlsConfig { cert, key });
+    }
+    if args.h2c {
+        config.h2c = true;
     }
     let mut generated = Generated::default();
     if config.demo {

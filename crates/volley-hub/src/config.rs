@@ -36,8 +36,13 @@ pub struct HubConfig {
     pub limits: Limits,
     /// Graceful drain on SIGTERM/SIGINT.
     pub drain: DrainConfig,
-    /// TLS: serve `https://` and `wss://`.
+    /// TLS: serve `https://` and `wss://`, over HTTP/1.1 or HTTP/2 (ALPN
+    /// `h2`, WebSocket by extended CONNECT, RFC 8441).
     pub tls: Option<TlsConfig>,
+    /// Without TLS, also accept HTTP/2 with prior knowledge (h2c), so
+    /// WebSockets can arrive by extended CONNECT from a proxy or CDN that
+    /// speaks HTTP/2 to the origin. Off by default.
+    pub h2c: bool,
     /// Options of channels without a `namespace:` prefix.
     pub default_namespace: NamespaceOptions,
     /// Options per namespace; a channel in an unlisted namespace gets error 102.
@@ -142,6 +147,7 @@ impl Default for HubConfig {
             limits: Limits::default(),
             drain: DrainConfig::default(),
             tls: None,
+            h2c: false,
             default_namespace: NamespaceOptions::default(),
             namespaces: BTreeMap::new(),
             trusted_proxies: Vec::new(),

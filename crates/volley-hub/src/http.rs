@@ -20,6 +20,7 @@ use volley::{Accept, Rejection};
 use crate::assets;
 use crate::commands;
 use crate::hub::{Admission, Hub, Target};
+use crate::metrics::TransportLabels;
 use crate::protocol::{self, ErrorCode, PATH, SUBPROTOCOL};
 use crate::session;
 
@@ -35,7 +36,8 @@ pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
         Some(extra) => extra,
         None => Router::new().route("/", get(index)),
     };
-    base.route(PATH, get(websocket))
+    // GET: an HTTP/1.1 upgrade; CONNECT: HTTP/2 extended CONNECT (RFC 8441).
+    base.route(PATH, get(websocket).connect(websocket))
         .route("/api/{method}", post(api))
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
@@ -106,10 +108,25 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
             return response;
         }
     };
+    let transport = TransportLabels {
+        transport: match request.version() {
+            axum::http::Version::HTTP_2 => "websocket-h2",
+            _ => "websocket-h1",
+        },
+    };
     let task_hub = hub.clone();
     tokio::spawn(async move {
         match upgrading.await {
-            Ok(ws) => session::run(task_hub, ws, key, outbox, ip).await,
+            Ok(ws) => {
+                let open = task_hub
+                    .metrics()
+                    .connections_by_transport
+                    .get_or_create(&transport)
+                    .clone();
+                open.inc();
+                session::run(task_hub, ws, key, outbox, ip).await;
+                open.dec();
+            }
             Err(e) => {
                 tracing::debug!("upgrade failed: {e}");
                 task_hub.leave(key, ip, None);

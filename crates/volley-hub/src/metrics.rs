@@ -20,6 +20,14 @@ pub struct RejectLabels {
 }
 
 /// Why the hub closed a connection.
+/// How a connection reaches the hub.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// `websocket-h1` (HTTP/1.1 upgrade) or `websocket-h2` (HTTP/2 extended
+    /// CONNECT, RFC 8441).
+    pub transport: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisconnectLabels {
     /// The close code.
@@ -63,6 +71,8 @@ pub struct Metrics {
     /// Holes found in a channel's stream by this node (filled from history,
     /// or signalled to the subscribers with 4005).
     pub stream_holes: Counter,
+    /// Open connections, by transport.
+    pub connections_by_transport: Family<TransportLabels, Gauge>,
     rates: Mutex<RateWindow>,
 }
 
@@ -130,6 +140,12 @@ impl Metrics {
             "stream_holes",
             "Holes found in channel streams (filled from history or signalled with 4005)",
             stream_holes.clone(),
+        );
+        let connections_by_transport = Family::<TransportLabels, Gauge>::default();
+        registry.register(
+            "connections_by_transport",
+            "Open connections by transport (websocket-h1, websocket-h2)",
+            connections_by_transport.clone(),
         );
         registry.register(
             "connections",
@@ -203,6 +219,7 @@ impl Metrics {
             cluster_connections,
             engine_ready,
             stream_holes,
+            connections_by_transport,
             rates: Mutex::new(RateWindow {
                 at: Instant::now(),
                 counts: [0; 4],

@@ -1,12 +1,14 @@
-//! The listener: TCP (optionally TLS), HTTP/1.1 with upgrades, background
-//! tasks, and the graceful drain.
+//! The listener: TCP (optionally TLS), HTTP/1.1 with upgrades and HTTP/2
+//! with extended CONNECT (over TLS by ALPN `h2`, or h2c when configured),
+//! background tasks, and the graceful drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -132,6 +134,7 @@ impl Server {
             let timeout = Duration::from_millis(limits.handshake_timeout_ms);
             let max_header = limits.proxy_header_max_bytes;
             let head_limit = limits.max_request_head_bytes;
+            let h2c = hub.config().h2c;
             tokio::spawn(async move {
                 let _ = stream.set_nodelay(true);
                 // A PROXY header first (before TLS), from trusted proxies only.
@@ -162,25 +165,44 @@ impl Server {
                     req.extensions_mut().insert(RemoteIp(client));
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 });
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(TokioTimer::new())
+                // HTTP/1.1, and HTTP/2 (told apart by its preface) where it
+                // may arrive: over TLS, or in clear text when h2c is on.
+                let mut http = auto::Builder::new(TokioExecutor::new());
+                http.http1()
+                    .timer(TokioTimer::new())
                     .header_read_timeout(timeout)
                     .max_buf_size(head_limit);
+                http.http2()
+                    .timer(TokioTimer::new())
+                    .enable_connect_protocol()
+                    .max_header_list_size(u32::try_from(head_limit).unwrap_or(u32::MAX));
                 let result = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                             Ok(Ok(s)) => {
-                                http.serve_connection(TokioIo::new(s), service)
-                                    .with_upgrades()
+                                http.serve_connection_with_upgrades(TokioIo::new(s), service)
                                     .await
                             }
                             _ => return,
                         }
                     }
+                    None if h2c => {
+                        http.serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    // HTTP/1.1 only (the auto builder cannot be restricted
+                    // when it serves upgrades).
                     None => {
-                        http.serve_connection(TokioIo::new(stream), service)
+                        let mut http1 = hyper::server::conn::http1::Builder::new();
+                        http1
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(timeout)
+                            .max_buf_size(head_limit);
+                        http1
+                            .serve_connection(TokioIo::new(stream), service)
                             .with_upgrades()
                             .await
+                            .map_err(Into::into)
                     }
                 };
                 if let Err(e) = result {
@@ -283,7 +305,7 @@ fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(e.to_string()))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
