@@ -189,6 +189,10 @@ step "clippy: volley all" 1800 cargo clippy -p volley --all-features --all-targe
 # WebSocket over HTTP/2 against yawc (a crate of its own, outside the workspace).
 step "h2 interop" 1800 env CARGO_TARGET_DIR=target/h2-interop \
     cargo test --manifest-path tests/h2-interop/Cargo.toml
+# Dependencies: newest compatible versions (a scratch copy after `cargo
+# update`) build and lint; the lock file has no RustSec advisory.
+step "deps: newest" 3600 scripts/newest-deps.sh
+step "deps: advisories" 600 scripts/advisories.sh
 step sdk 900 clients/js/test.sh
 
 if step_ok build; then

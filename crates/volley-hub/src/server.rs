@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -284,7 +286,7 @@ fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     };
     let cert_pem = read(&config.cert)?;
     let key_pem = read(&config.key)?;
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServeError::Tls(format!("{}: {e}", config.cert.display())))?;
     if certs.is_empty() {
@@ -293,12 +295,13 @@ fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
             config.cert.display()
         )));
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", config.key.display())))?
-        .ok_or_else(|| {
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
             ServeError::Tls(format!("{}: no private key found", config.key.display()))
-        })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+        }
+        e => ServeError::Tls(format!("{}: {e}", config.key.display())),
+    })?;
+    let provider = volley::crypto_provider();
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServeError::Tls(e.to_string()))?

@@ -51,6 +51,8 @@
 pub mod axum;
 mod client;
 mod config;
+#[cfg(feature = "rustls")]
+mod crypto;
 mod error;
 #[cfg(feature = "http2")]
 pub mod h2;
@@ -70,6 +72,8 @@ pub use config::{
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_READ_BUFFER_SIZE, DEFAULT_WRITE_HIGH_WATER_MARK, Keepalive,
     WebSocketConfig, WebSocketConfigBuilder,
 };
+#[cfg(feature = "rustls")]
+pub use crypto::crypto_provider;
 pub use error::{Error, Result};
 pub use server::{accept, accept_with};
 pub use split::{ReadHalf, WriteHalf};

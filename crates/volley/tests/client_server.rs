@@ -314,7 +314,7 @@ fn tls_acceptor() -> (
     let cert_der = cert.cert.der().clone();
     let key_der =
         rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = volley::crypto_provider();
     let server_config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -330,7 +330,7 @@ fn tls_acceptor() -> (
 #[tokio::test]
 async fn wss_with_rustls() {
     let (acceptor, cert_der) = tls_acceptor();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = volley::crypto_provider();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

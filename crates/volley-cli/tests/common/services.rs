@@ -227,7 +227,7 @@ impl TestPki {
                 .unwrap();
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = volley::crypto_provider();
         let server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()

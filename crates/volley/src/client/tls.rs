@@ -158,7 +158,7 @@ impl TlsOptions {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    crate::crypto::crypto_provider()
 }
 
 /// Accepts any server certificate (the handshake's signatures are still
