@@ -581,11 +581,20 @@ impl Hub {
     /// and the refresh of its presence entries when they expire. Runs until
     /// the hub is dropped.
     pub(crate) async fn background(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let announce_every = Duration::from_millis(self.config.redis.node_heartbeat_ms);
+        // The announcement expires after three intervals (presence entries
+        // after three refresh intervals): the loop must wake at least once an
+        // interval, or a heartbeat under a second would announce once a
+        // second and the node's entry would be missing from the listing most
+        // of the time (other nodes then count without it).
+        let mut period = announce_every.min(Duration::from_secs(1));
+        if let Some(every) = self.presence_store().refresh_interval() {
+            period = period.min(every);
+        }
+        let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_maintain = Instant::now();
         let mut last_presence = Instant::now();
-        let announce_every = Duration::from_millis(self.config.redis.node_heartbeat_ms);
         let mut last_announce: Option<Instant> = None;
         loop {
             tick.tick().await;
