@@ -20,7 +20,10 @@
 //! A new subscriber is registered first and collects what arrives while its
 //! recovery is read; its reply is queued, then what it collected past the
 //! recovered position, so the reply comes before any of its pushes and no
-//! publication falls between them.
+//! publication falls between them. The node's position can be behind the
+//! reply's (the read saw publications whose live message is still on its
+//! way, or a hole being filled): the subscriber skips what its reply
+//! covered.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
@@ -56,6 +59,13 @@ pub(crate) struct Local {
     /// While the subscribe is under way: frames that arrived meanwhile, with
     /// their offsets.
     pending: Option<Vec<Collected>>,
+    /// The top offset its subscribe reply covered (the recovered
+    /// publications, or the position it starts from), until a publication
+    /// past it is delivered. The node's position can be behind it (the
+    /// reply's read saw publications whose live message has not arrived, or
+    /// that a hole's fill has not delivered yet): those are not delivered to
+    /// this subscriber again.
+    covered: Option<u64>,
 }
 
 /// Where a channel's node-level broker subscription stands.
@@ -106,6 +116,13 @@ impl Channel {
             match &mut local.pending {
                 Some(pending) => pending.push((offset, frame.clone(), at)),
                 None => {
+                    if let (Some(offset), Some(covered)) = (offset, local.covered) {
+                        if offset <= covered {
+                            continue;
+                        }
+                        // Delivery is in offset order: nothing below again.
+                        local.covered = None;
+                    }
                     local.outbox.push(frame, at);
                 }
             }
@@ -275,6 +292,7 @@ impl Fanout {
                 outbox,
                 info,
                 pending: Some(Vec::new()),
+                covered: None,
             },
         );
         state.ready.clone()
@@ -303,12 +321,16 @@ impl Fanout {
             return false;
         };
         local.outbox.reply(reply);
+        local.covered = recovered_top;
         for (offset, frame, at) in local.pending.take().unwrap_or_default() {
-            let newer = match (offset, recovered_top) {
+            let newer = match (offset, local.covered) {
                 (Some(offset), Some(top)) => offset > top,
                 _ => true,
             };
             if newer {
+                if offset.is_some() {
+                    local.covered = None;
+                }
                 local.outbox.push(&frame, at);
             }
         }

@@ -545,18 +545,84 @@ async fn a_shard_behind_sentinel_keeps_working_after_a_failover() {
 
 /// What a missed pub/sub message looks like to a node: the stream has a
 /// publication the node never received live. `retained` says whether history
-/// still holds it.
-fn miss_one(redis: &RedisServer, channel: &str, retained: bool) {
+/// still holds it. Returns its history entry (`offset time json`).
+fn miss_one(redis: &RedisServer, channel: &str, retained: bool) -> String {
     let offset = redis.command(&["HINCRBY", &format!("volley.s.{channel}"), "o", "1"]);
     let offset = offset.trim().trim_start_matches(':').to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let entry = format!("{offset} {now} {{\"data\":\"missed\"}}");
     if retained {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        let entry = format!("{offset} {now} {{\"data\":\"missed\"}}");
         redis.command(&["RPUSH", &format!("volley.h.{channel}"), &entry]);
     }
+    entry
+}
+
+/// A subscriber on node 0 (`a`) holds offset 1 of `channel`; offset 2 is in
+/// the stream but node 0 has not delivered it yet; `b` subscribes on node 0
+/// recovering from 1. Returns both clients and the live message of 2.
+async fn recovery_ahead_of_the_node(
+    redis: &RedisServer,
+    hubs: &[TestHub],
+    channel: &str,
+) -> (Client, Client, String) {
+    let mut a = Client::anonymous(&hubs[0]).await;
+    let r = a.subscribe(json!({"channel": channel})).await;
+    let epoch = r["result"]["epoch"].as_str().unwrap().to_string();
+    hubs[1].publish(channel, json!(1)).await;
+    assert_eq!(next_publication(&mut a).await["offset"], 1);
+    let entry = miss_one(redis, channel, true);
+    let mut b = Client::anonymous(&hubs[0]).await;
+    let r = b
+        .subscribe(json!({"channel": channel, "recover": true, "epoch": epoch, "offset": 1}))
+        .await;
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    assert_eq!(r["result"]["offset"], 2, "{r}");
+    let recovered: Vec<_> = r["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].clone())
+        .collect();
+    assert_eq!(recovered, vec![json!(2)], "{r}");
+    (a, b, format!("p {epoch} {entry}"))
+}
+
+/// `a` gets 2 then 3 as pushes; `b`, whose reply recovered 2, gets 3 only.
+async fn each_publication_once(a: &mut Client, b: &mut Client) {
+    for expected in [2, 3] {
+        assert_eq!(next_publication(a).await["offset"], expected);
+    }
+    let p = next_publication(b).await;
+    assert_eq!(p["offset"], 3, "offset 2 pushed again after the reply: {p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_recovered_ahead_of_the_node_gets_no_duplicate_from_a_fill() {
+    let Some(redis) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let hubs = nodes(&[&redis], 2).await;
+    let (mut a, mut b, _) = recovery_ahead_of_the_node(&redis, &hubs, "feed:df").await;
+    // 3 shows node 0 the hole at 2, which it fills from history.
+    hubs[1].publish("feed:df", json!(3)).await;
+    each_publication_once(&mut a, &mut b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_recovered_ahead_of_the_node_gets_no_duplicate_from_a_late_message() {
+    let Some(redis) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let hubs = nodes(&[&redis], 2).await;
+    let (mut a, mut b, message) = recovery_ahead_of_the_node(&redis, &hubs, "feed:dl").await;
+    // The live message of 2 arrives after b's reply (as pub/sub can: it
+    // comes on another connection than the read's).
+    redis.command(&["PUBLISH", "volley.c.feed:dl", &message]);
+    hubs[1].publish("feed:dl", json!(3)).await;
+    each_publication_once(&mut a, &mut b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
