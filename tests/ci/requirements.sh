@@ -37,7 +37,7 @@ else
     echo "note: no Python 2.7 here; the present case is not checked"
 fi
 
-# 3. Node older than 20, Rust older than 1.85: exit 1 with the install command.
+# 3. Node older than 20, Rust older than 1.88 (volley-hub's rust-version): exit 1 with the install command.
 mkdir -p "$TMP/old"
 printf '#!/bin/sh\necho v18.19.0\n' >"$TMP/old/node"
 printf '#!/bin/sh\necho "rustc 1.80.1 (3f5fd8dd4 2024-08-06)"\n' >"$TMP/old/rustc"
@@ -49,12 +49,12 @@ check "old node and rust: exit 1" "$([ "$rc" -eq 1 ]; echo $?)" "exit $rc"
 check "old node: named, with the install command" \
     "$(grep -q 'Node 18.19.0 is older than 20' <<<"$err" && grep -q 'apt-get install -y nodejs' <<<"$err"; echo $?)" "$err"
 check "old rust: named, with the install command" \
-    "$(grep -q 'Rust 1.80.1 is older than 1.85' <<<"$err" && grep -q 'rustup' <<<"$err"; echo $?)" "$err"
+    "$(grep -q 'Rust 1.80.1 is older than 1.88' <<<"$err" && grep -q 'rustup' <<<"$err"; echo $?)" "$err"
 
 # 4. This machine: Rust and Node are new enough.
 rc=0
 timeout 60 "$ROOT/.ci/requirements" >/dev/null 2>"$TMP/err" || rc=$?
-check "this machine: Rust >= 1.85 and Node >= 20" "$([ "$rc" -eq 0 ]; echo $?)" "$(cat "$TMP/err")"
+check "this machine: Rust >= 1.88 and Node >= 20" "$([ "$rc" -eq 0 ]; echo $?)" "$(cat "$TMP/err")"
 
 [ "$fails" -eq 0 ] || { echo "tests/ci/requirements.sh: $fails check(s) failed"; exit 1; }
 echo "tests/ci/requirements.sh: all checks passed"
