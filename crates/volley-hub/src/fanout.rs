@@ -220,6 +220,14 @@ impl Channel {
         Action::Fill(current, top)
     }
 
+    /// The highest position delivered (or read) in `epoch`.
+    pub(crate) fn delivered_in(&self, epoch: &Arc<str>) -> Option<u64> {
+        match &self.position {
+            Some((current, top)) if current == epoch => Some(*top),
+            _ => None,
+        }
+    }
+
     /// A history read's top in `epoch`: a top below what was delivered in
     /// the same epoch means the stream went back.
     pub(crate) fn check_top(&mut self, epoch: &Arc<str>, top: u64) -> Action {

@@ -149,7 +149,13 @@ impl Hub {
         options: &NamespaceOptions,
         request: &SubscribeRequest,
     ) -> Result<(HistoryResult, bool), EngineError> {
-        for _ in 0..2 {
+        // A read below what this node delivered can be a read overtaken by
+        // the live delivery of later publications (they come on another
+        // connection): it is read again, and only a second read still below
+        // what had been delivered before it was sent means the stream went
+        // back.
+        let mut floor: Option<u64> = None;
+        for _ in 0..3 {
             let (read, recovered) = match &request.recover {
                 Some(pos) => {
                     let query = HistoryQuery {
@@ -167,11 +173,19 @@ impl Hub {
                 }
                 None => (self.top(channel, options).await?, false),
             };
-            let action = self
-                .fanout()
-                .with(channel, |state| state.check_top(&read.epoch, read.offset));
+            let action =
+                self.fanout()
+                    .with(channel, |state| match state.delivered_in(&read.epoch) {
+                        Some(delivered) if read.offset < delivered && floor.is_none() => {
+                            Err(delivered)
+                        }
+                        Some(_) if floor.is_some_and(|f| read.offset >= f) => Ok(Action::None),
+                        _ => Ok(state.check_top(&read.epoch, read.offset)),
+                    });
             match action {
-                Some(Action::Reset(epoch)) => {
+                Some(Err(delivered)) => floor = Some(delivered),
+                Some(Ok(Action::Reset(epoch))) => {
+                    floor = None;
                     self.broker().reset_stream(channel, &epoch).await?;
                 }
                 _ => return Ok((read, recovered)),
