@@ -34,7 +34,9 @@ for script in node.mjs demo.mjs cluster.mjs; do
     echo "== tests/e2e/$script"
     out="$(mktemp)"
     node "$script" "$@" | tee "$out" || rc=1
-    line="$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1 || true)"
+    # "N passed, M failed", or "label: N passed, M failed" (Tally with a label).
+    line="$(grep -E '^([A-Za-z0-9_-]+: )?[0-9]+ passed, [0-9]+ failed$' "$out" | tail -1 || true)"
+    line="${line#*: }"
     rm -f "$out"
     if [ -z "$line" ]; then
         echo "tests/e2e/$script printed no summary"
