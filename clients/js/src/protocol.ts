@@ -136,7 +136,6 @@ export const DisconnectCode = {
   Shutdown: 4001,
   SlowConsumer: 4002,
   ConnectTimeout: 4003,
-  NoPong: 4004,
   InsufficientState: 4005,
   ConnectionLimit: 4006,
   RateLimited: 4007,

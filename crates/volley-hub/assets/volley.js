@@ -138,7 +138,6 @@ var DisconnectCode = {
   Shutdown: 4001,
   SlowConsumer: 4002,
   ConnectTimeout: 4003,
-  NoPong: 4004,
   InsufficientState: 4005,
   ConnectionLimit: 4006,
   RateLimited: 4007,
