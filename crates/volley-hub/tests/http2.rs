@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::{TestHub, WAIT, config, http};
+use common::{TestHub, WAIT, config, http, tls_config};
 use volley::ClientBuilder;
-use volley_hub::TlsConfig;
 
 /// Sends `connect` on a fresh session and checks the hub answers it.
 async fn connects<S>(ws: &mut volley::WebSocket<S>)
@@ -77,17 +76,7 @@ async fn no_h2c_unless_configured() {
 
 #[tokio::test]
 async fn the_tls_port_speaks_http2_by_alpn() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("volley-hub-h2-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let mut cfg = config();
-    cfg.tls = Some(TlsConfig {
-        cert: cert_path,
-        key: key_path,
-    });
+    let (cfg, cert, dir) = tls_config("h2");
     let hub = TestHub::start(cfg).await;
     let client = ClientBuilder::new(format!("https://localhost:{}", hub.addr.port()))
         .protocol("volley.v1")

@@ -11,7 +11,6 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use volley::ClientBuilder;
-use volley_hub::TlsConfig;
 
 fn key_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -76,17 +75,7 @@ async fn rs256_and_es256_tokens_only_with_their_keys() {
 
 #[tokio::test]
 async fn serves_wss_and_https() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("volley-hub-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let mut cfg = config();
-    cfg.tls = Some(TlsConfig {
-        cert: cert_path,
-        key: key_path,
-    });
+    let (cfg, cert, dir) = tls_config("tls");
     let hub = TestHub::start(cfg).await;
 
     let mut roots = rustls::RootCertStore::empty();

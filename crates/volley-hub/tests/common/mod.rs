@@ -23,6 +23,25 @@ pub const API_KEY: &str = "test-api-key";
 /// How long any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A hub configuration serving TLS with a fresh self-signed certificate for
+/// `localhost`, written to a temporary directory named after `tag`. Returns
+/// the configuration, the certificate (to trust it) and the directory (for
+/// the test to remove).
+pub fn tls_config(tag: &str) -> (HubConfig, rcgen::CertifiedKey, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("volley-hub-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let mut cfg = config();
+    cfg.tls = Some(volley_hub::TlsConfig {
+        cert: cert_path,
+        key: key_path,
+    });
+    (cfg, cert, dir)
+}
+
 /// The configuration the tests start from.
 pub fn config() -> HubConfig {
     let mut c = HubConfig {
