@@ -43,6 +43,20 @@ async fn client_with(
         .0
 }
 
+/// A server for one connection that sends "last words" and then closes first
+/// with `code` and `reason`.
+async fn server_closing_first(code: CloseCode, reason: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut ws = volley::accept(tcp).await.unwrap();
+        ws.send("last words").await.unwrap();
+        ws.close(code, reason).await.unwrap();
+    });
+    addr
+}
+
 async fn client(addr: SocketAddr) -> WebSocket<volley::MaybeTlsStream> {
     volley::connect(&format!("ws://{addr}/")).await.unwrap().0
 }
@@ -76,14 +90,7 @@ async fn text_binary_large_and_fragmented_round_trip() {
 
 #[tokio::test]
 async fn server_close_reaches_the_client_as_none_with_the_frame() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = volley::accept(tcp).await.unwrap();
-        ws.send("last words").await.unwrap();
-        ws.close(CloseCode::GOING_AWAY, "restarting").await.unwrap();
-    });
+    let addr = server_closing_first(CloseCode::GOING_AWAY, "restarting").await;
     let mut ws = client(addr).await;
     assert_eq!(
         ws.recv().await.unwrap().unwrap(),
@@ -380,14 +387,7 @@ async fn try_recv_drains_what_one_read_brought() {
 async fn recv_ends_with_none_after_the_server_closes_first() {
     // The server sends one message and closes first; keepalive runs on the
     // client as in examples/interop_client.rs.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = volley::accept(tcp).await.unwrap();
-        ws.send("last words").await.unwrap();
-        ws.close(CloseCode::NORMAL, "done").await.unwrap();
-    });
+    let addr = server_closing_first(CloseCode::NORMAL, "done").await;
     let config = WebSocketConfig::builder()
         .keepalive(Duration::from_millis(20), Duration::from_secs(5))
         .build()
