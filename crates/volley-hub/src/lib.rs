@@ -50,4 +50,4 @@ pub use hub::{Hub, Info, Target, VERSION};
 pub use metrics::Metrics;
 pub use outbox::Outbox;
 pub use protocol::{ClientInfo, ErrorCode, Publication, StreamPosition};
-pub use server::{DrainReport, ServeError, Server, listen};
+pub use server::{DrainReport, ServeError, Server, TlsError, listen};

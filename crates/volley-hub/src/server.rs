@@ -38,7 +38,45 @@ pub enum ServeError {
     },
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
+}
+
+/// Why the TLS certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid PEM.
+    #[error("{}: {source}", path.display())]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{}: no certificate found", path.display())]
+    NoCertificate {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The key file holds no private key.
+    #[error("{}: no private key found", path.display())]
+    NoKey {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// rustls refused the certificate and key (they do not match, or the key
+    /// type is not supported).
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
 }
 
 /// A bound hub, ready to run.
@@ -282,32 +320,41 @@ pub fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 
 fn load_tls(config: &TlsConfig) -> Result<TlsAcceptor, ServeError> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| ServeError::Tls(format!("{}: {e}", path.display())))
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_owned(),
+            source,
+        })
     };
     let cert_pem = read(&config.cert)?;
     let key_pem = read(&config.key)?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServeError::Tls(format!("{}: {e}", config.cert.display())))?;
+        .map_err(|source| TlsError::Pem {
+            path: config.cert.clone(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!(
-            "{}: no certificate found",
-            config.cert.display()
-        )));
+        return Err(TlsError::NoCertificate {
+            path: config.cert.clone(),
+        }
+        .into());
     }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
-        pem::Error::NoItemsFound => {
-            ServeError::Tls(format!("{}: no private key found", config.key.display()))
-        }
-        e => ServeError::Tls(format!("{}: {e}", config.key.display())),
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: config.key.clone(),
+        },
+        source => TlsError::Pem {
+            path: config.key.clone(),
+            source,
+        },
     })?;
     let provider = volley::crypto_provider();
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .map_err(TlsError::from)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        .map_err(TlsError::from)?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
@@ -336,5 +383,50 @@ mod tests {
             }
         }
         drop(listener);
+    }
+
+    /// Each way a certificate or key can be unusable is its own error, naming
+    /// the file.
+    #[test]
+    fn unusable_tls_files_are_named_in_typed_errors() {
+        let dir = std::env::temp_dir().join(format!("volley-tls-errors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert_path = dir.join("cert.pem");
+        let key_path = dir.join("key.pem");
+        let other_key_path = dir.join("other-key.pem");
+        let empty_path = dir.join("empty.pem");
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&other_key_path, other.serialize_pem()).unwrap();
+        std::fs::write(&empty_path, "").unwrap();
+        let load = |cert: &std::path::Path, key: &std::path::Path| {
+            load_tls(&TlsConfig {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            })
+            .map(drop)
+        };
+
+        assert!(load(&cert_path, &key_path).is_ok());
+        let missing = dir.join("missing.pem");
+        match load(&missing, &key_path) {
+            Err(ServeError::Tls(TlsError::Read { path, .. })) => assert_eq!(path, missing),
+            other => panic!("missing certificate: {other:?}"),
+        }
+        match load(&empty_path, &key_path) {
+            Err(ServeError::Tls(TlsError::NoCertificate { path })) => assert_eq!(path, empty_path),
+            other => panic!("empty certificate file: {other:?}"),
+        }
+        match load(&cert_path, &empty_path) {
+            Err(ServeError::Tls(TlsError::NoKey { path })) => assert_eq!(path, empty_path),
+            other => panic!("empty key file: {other:?}"),
+        }
+        match load(&cert_path, &other_key_path) {
+            Err(ServeError::Tls(TlsError::Rustls(_))) => {}
+            other => panic!("a key that does not match the certificate: {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
