@@ -12,14 +12,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use tokio::net::TcpSocket;
 use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
 
-#[path = "bench_raw.rs"]
-mod raw;
-
-#[path = "fanout.rs"]
 mod fanout;
-
-#[path = "bench_publish.rs"]
 mod publish;
+mod raw;
 
 /// Arguments of `volley bench`.
 #[derive(Debug, Args)]
