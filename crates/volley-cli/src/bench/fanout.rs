@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
 use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
 
 use crate::http_api::HttpApi;
@@ -519,39 +520,106 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 // ---- the benchmark ------------------------------------------------------------------
 
+/// Runs the steps in order: plan, connect the subscribers, report the hub's
+/// idle memory, start the subscribers' read loops, then one measured step per
+/// rate (publish, wait for the deliveries, report), the stop event, and the
+/// final verdict on every delivery.
 async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
-    let server: SocketAddr = a
-        .addr
-        .parse()
-        .map_err(|e| FanoutError::Setup(format!("--addr {}: {e}", a.addr)))?;
-    let url = format!("ws://{}/connection/websocket", a.addr);
-    let config = client_config().map_err(FanoutError::Setup)?;
-    let n = a.subscribers.max(1);
-    let publishers = a.publishers.max(1);
-    let counts: Vec<u64> = a
-        .rates
-        .iter()
-        .map(|r| (r * a.seconds).round().max(1.0) as u64)
-        .collect();
-    let total = counts.iter().sum::<u64>() as usize + 1; // + the stop event
-    let t = Rc::new(Tracker {
-        subscribers: n as u32,
-        publish_at: RefCell::new(vec![None; total]),
-        http_done_at: RefCell::new(vec![None; total]),
-        received: RefCell::new(vec![0; total]),
-        last_at: RefCell::new(vec![None; total]),
-        offset_of: RefCell::new(vec![0; total]),
-        complete: Cell::new(0),
-        deliveries: Cell::new(0),
-        errors: Cell::new(0),
-        first_errors: RefCell::new(Vec::new()),
-        closed: Cell::new(0),
-        stop_seq: Cell::new(total as u64 - 1),
-    });
-
-    // ---- subscribe everyone, measuring the hub's memory around it -------------
+    let plan = Plan::new(&a)?;
+    let t = Rc::new(Tracker::new(plan.subscribers, plan.total_events()));
     let rss_before = a.server_pid.and_then(rss_bytes);
     let started = Instant::now();
+    let sockets = connect_subscribers(&a, &plan).await?;
+    report_idle_memory(&a, plan.subscribers, rss_before, started.elapsed()).await?;
+    let receivers: Vec<_> = sockets
+        .into_iter()
+        .map(|(ws, offset)| tokio::task::spawn_local(receive(ws, offset + 1, t.clone())))
+        .collect();
+    let pad = "x".repeat(a.size);
+    let mut first_seq = 0u64;
+    for (step, (&rate, &count)) in a.rates.iter().zip(&plan.counts).enumerate() {
+        let step = Step {
+            index: step,
+            rate,
+            count,
+            first_seq,
+        };
+        let complete = measure_step(&a, &plan, &t, &step, &pad).await?;
+        first_seq += count;
+        if t.closed.get() > 0 || (!complete && !a.keep_going) {
+            eprintln!(
+                "{:>10} stopping: the hub no longer keeps up at {rate} events/s",
+                a.label
+            );
+            break;
+        }
+    }
+    stop_subscribers(&a, &t, receivers).await;
+    verdict(&a, &t)
+}
+
+/// What the arguments settle before anything connects.
+struct Plan {
+    server: SocketAddr,
+    url: String,
+    config: WebSocketConfig,
+    subscribers: usize,
+    publishers: u64,
+    /// Events per rate.
+    counts: Vec<u64>,
+}
+
+impl Plan {
+    fn new(a: &FanoutArgs) -> Result<Self, FanoutError> {
+        let server = a
+            .addr
+            .parse()
+            .map_err(|e| FanoutError::Setup(format!("--addr {}: {e}", a.addr)))?;
+        Ok(Self {
+            server,
+            url: format!("ws://{}/connection/websocket", a.addr),
+            config: client_config().map_err(FanoutError::Setup)?,
+            subscribers: a.subscribers.max(1),
+            publishers: a.publishers.max(1) as u64,
+            counts: a
+                .rates
+                .iter()
+                .map(|r| (r * a.seconds).round().max(1.0) as u64)
+                .collect(),
+        })
+    }
+
+    /// Every event of every rate, plus the stop event.
+    fn total_events(&self) -> usize {
+        self.counts.iter().sum::<u64>() as usize + 1
+    }
+}
+
+impl Tracker {
+    /// Bookkeeping for `events` events (the last is the stop event).
+    fn new(subscribers: usize, events: usize) -> Self {
+        Self {
+            subscribers: subscribers as u32,
+            publish_at: RefCell::new(vec![None; events]),
+            http_done_at: RefCell::new(vec![None; events]),
+            received: RefCell::new(vec![0; events]),
+            last_at: RefCell::new(vec![None; events]),
+            offset_of: RefCell::new(vec![0; events]),
+            complete: Cell::new(0),
+            deliveries: Cell::new(0),
+            errors: Cell::new(0),
+            first_errors: RefCell::new(Vec::new()),
+            closed: Cell::new(0),
+            stop_seq: Cell::new(events as u64 - 1),
+        }
+    }
+}
+
+/// Connects and subscribes every subscriber, `--concurrency` at a time, and
+/// checks that all of them start from the same offset (nothing else
+/// publishes). Returns each socket with the channel's offset.
+async fn connect_subscribers(a: &FanoutArgs, plan: &Plan) -> Result<Vec<(Ws, u64)>, FanoutError> {
+    let n = plan.subscribers;
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut joins = Vec::with_capacity(n);
     for index in 0..n {
@@ -560,7 +628,8 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             .acquire_owned()
             .await
             .map_err(|_| FanoutError::Thread)?;
-        let (url, channel, config) = (url.clone(), a.channel.clone(), config.clone());
+        let (url, channel, config) = (plan.url.clone(), a.channel.clone(), plan.config.clone());
+        let server = plan.server;
         joins.push(tokio::task::spawn_local(async move {
             let r = subscribe(index, server, &url, &channel, config).await;
             drop(permit);
@@ -575,7 +644,6 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             Err(_) => return Err(FanoutError::Thread),
         }
     }
-    let connect_secs = started.elapsed().as_secs_f64();
     let base = sockets.first().map(|s| s.1).unwrap_or(0);
     if let Some((i, s)) = sockets.iter().enumerate().find(|(_, s)| s.1 != base) {
         return Err(FanoutError::Setup(format!(
@@ -583,6 +651,18 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             s.1, a.channel
         )));
     }
+    Ok(sockets)
+}
+
+/// Reports how long connecting took and, with `--server-pid`, the hub's
+/// memory per idle subscriber (read after a second's settling).
+async fn report_idle_memory(
+    a: &FanoutArgs,
+    n: usize,
+    rss_before: Option<u64>,
+    connect_time: Duration,
+) -> Result<(), FanoutError> {
+    let connect_secs = connect_time.as_secs_f64();
     // Let the hub settle its allocations, then read its memory while all are idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = a.server_pid.and_then(rss_bytes);
@@ -608,224 +688,330 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
             "server_rss_before": rss_before, "server_rss_after": rss_after,
             "bytes_per_idle_subscriber": per_sub,
         }),
-    )?;
-    let mut receivers = Vec::with_capacity(n);
-    for (ws, offset) in sockets {
-        receivers.push(tokio::task::spawn_local(receive(ws, offset + 1, t.clone())));
-    }
+    )
+}
 
-    // ---- rising rates ---------------------------------------------------------------
-    let pad = "x".repeat(a.size);
-    let mut seq0 = 0u64;
-    for (step, (&rate, &count)) in a.rates.iter().zip(&counts).enumerate() {
-        let (cpu0, hub_cpu0, wall0) = (
+/// One rate of the rising series.
+struct Step {
+    index: usize,
+    /// Events per second.
+    rate: f64,
+    /// Events to publish.
+    count: u64,
+    /// The `seq` of the step's first event.
+    first_seq: u64,
+}
+
+impl Step {
+    /// The seqs of the step's events.
+    fn seqs(&self) -> std::ops::Range<usize> {
+        self.first_seq as usize..(self.first_seq + self.count) as usize
+    }
+}
+
+/// Counters read at the start of a step, to take differences at its end.
+struct Readings {
+    cpu: Option<f64>,
+    hub_cpu: Option<f64>,
+    wall: Instant,
+    hub_latency: Vec<(f64, u64)>,
+    jiffies: Vec<(u64, u64)>,
+    deliveries: u64,
+    complete: u64,
+}
+
+impl Readings {
+    async fn take(a: &FanoutArgs, t: &Tracker, metrics_http: &mut HttpApi) -> Self {
+        let (cpu, hub_cpu, wall) = (
             cpu_seconds(None),
             a.server_pid.and_then(|p| cpu_seconds(Some(p))),
             Instant::now(),
         );
-        let mut metrics_http = HttpApi::new(&a.addr, &a.api_key);
-        let hub_hist0 = hub_latency_buckets(&mut metrics_http).await;
-        let jiffies0 = cpu_jiffies();
-        let deliveries0 = t.deliveries.get();
-        let complete0 = t.complete.get();
-        let start = tokio::time::Instant::now() + Duration::from_millis(10);
-        // A hub that cannot keep up slows the publishers down (each HTTP call
-        // waits for its reply); the step still ends on time.
-        let hard_end = start + Duration::from_secs_f64(a.seconds + 0.25);
-        let mut tasks = Vec::new();
-        for p in 0..publishers as u64 {
-            let (t, addr, key, channel, pad) = (
-                t.clone(),
-                a.addr.clone(),
-                a.api_key.clone(),
-                a.channel.clone(),
-                pad.clone(),
-            );
-            tasks.push(tokio::task::spawn_local(async move {
-                let mut http = HttpApi::new(&addr, &key);
-                let (mut i, mut published) = (p, 0u64);
-                while i < count && tokio::time::Instant::now() < hard_end {
-                    let seq = seq0 + i;
-                    tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate))
-                        .await;
-                    let body =
-                        format!(r#"{{"channel":"{channel}","data":{{"seq":{seq},"p":"{pad}"}}}}"#);
-                    t.publish_at.borrow_mut()[seq as usize] = Some(Instant::now());
-                    match http.post("publish", &body).await {
-                        Ok((200, reply)) => {
-                            let text = String::from_utf8_lossy(&reply);
-                            if number_after(&text, r#""offset":"#).is_none() {
-                                return Err(format!("publish reply without offset: {text:.200}"));
-                            }
-                        }
-                        Ok((status, reply)) => {
-                            return Err(format!(
-                                "publish: HTTP {status} {:.200}",
-                                String::from_utf8_lossy(&reply)
-                            ));
-                        }
-                        Err(e) => return Err(format!("publish: {e}")),
-                    }
-                    t.http_done_at.borrow_mut()[seq as usize] = Some(Instant::now());
-                    published += 1;
-                    i += publishers as u64;
-                }
-                Ok(published)
-            }));
+        let hub_latency = hub_latency_buckets(metrics_http).await;
+        Self {
+            cpu,
+            hub_cpu,
+            wall,
+            hub_latency,
+            jiffies: cpu_jiffies(),
+            deliveries: t.deliveries.get(),
+            complete: t.complete.get(),
         }
-        // With several HTTP connections, seq order and offset order may differ:
-        // order is checked by offset, and each seq must sit at one offset for all.
-        let mut published = 0u64;
-        for task in tasks {
-            match task.await {
-                Ok(Ok(n)) => published += n,
-                Ok(Err(detail)) => {
-                    return Err(FanoutError::Http {
-                        method: "publish",
-                        detail,
-                    });
-                }
-                Err(_) => return Err(FanoutError::Thread),
-            }
-        }
-        let publish_secs = start.elapsed().as_secs_f64();
-        // Wait for every subscriber to have every event of the step (bounded).
-        let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
-        while t.complete.get() - complete0 < published
-            && Instant::now() < drain_deadline
-            && t.closed.get() == 0
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let complete = t.complete.get() - complete0 == published;
-        let wall = wall0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(None)
-            .zip(cpu0)
-            .map(|(b, a0)| 100.0 * (b - a0) / wall);
-        let hub_cpu = a
-            .server_pid
-            .and_then(|p| cpu_seconds(Some(p)))
-            .zip(hub_cpu0)
-            .map(|(b, a0)| 100.0 * (b - a0) / wall);
-        let busy = cpu_busy(&jiffies0, &cpu_jiffies());
-        let rss_step = a.server_pid.and_then(rss_bytes);
-        let loadgen_cpu_s = cpu_seconds(None).zip(cpu0).map(|(b, a0)| b - a0);
-        let hub_hist1 = hub_latency_buckets(&mut metrics_http).await;
-        let hub_p50 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.5);
-        let hub_p99 = hub_quantile_ms(&hub_hist0, &hub_hist1, 0.99);
-        // The load generator's CPU per event: a floor under what it can measure
-        // as publish-to-last-delivery (it reads the N deliveries one by one).
-        let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / published as f64);
-        let deliveries = t.deliveries.get() - deliveries0;
-        let range = seq0 as usize..(seq0 + count) as usize;
-        let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
-        let mut first_publish: Option<Instant> = None;
-        let mut last_delivery: Option<Instant> = None;
-        {
-            let publish_at = t.publish_at.borrow();
-            let last_at = t.last_at.borrow();
-            let http_done = t.http_done_at.borrow();
-            let received = t.received.borrow();
-            for i in range {
-                let (Some(p), Some(l)) = (publish_at[i], last_at[i]) else {
-                    continue;
-                };
-                first_publish = Some(first_publish.map_or(p, |f| f.min(p)));
-                last_delivery = Some(last_delivery.map_or(l, |x| x.max(l)));
-                if received[i] == t.subscribers {
-                    latencies.push(l.saturating_duration_since(p).as_secs_f64() * 1000.0);
-                }
-                if let Some(h) = http_done[i] {
-                    http_ms.push(h.saturating_duration_since(p).as_secs_f64() * 1000.0);
-                }
-            }
-        }
-        latencies.sort_by(f64::total_cmp);
-        http_ms.sort_by(f64::total_cmp);
-        let span = match (first_publish, last_delivery) {
-            (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
-            _ => 0.0,
-        };
-        let per_sec = if span > 0.0 {
-            deliveries as f64 / span
-        } else {
-            0.0
-        };
-        let achieved = published as f64 / publish_secs;
-        eprintln!(
-            "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds), hub RSS {}{}",
-            a.label,
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
-            latencies.last().copied().unwrap_or(f64::NAN),
-            percentile(&http_ms, 0.5),
-            cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
-            loadgen_ms_per_event
-                .map(|c| format!("{c:.1}"))
-                .unwrap_or("?".into()),
-            hub_cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
-            busy.iter()
-                .map(|b| format!("{b:.0}%"))
-                .collect::<Vec<_>>()
-                .join("/"),
-            fmt_bound(hub_p50, &hub_hist1),
-            fmt_bound(hub_p99, &hub_hist1),
-            fmt_mib(rss_step),
-            if complete {
-                String::new()
-            } else {
-                format!(
-                    "  INCOMPLETE: {} of {published} events reached all subscribers within {} s",
-                    t.complete.get() - complete0,
-                    a.drain_timeout
-                )
-            },
+    }
+}
+
+/// One measured step: publish at the step's rate, wait for the deliveries,
+/// report. Returns whether every event reached every subscriber.
+async fn measure_step(
+    a: &FanoutArgs,
+    plan: &Plan,
+    t: &Rc<Tracker>,
+    step: &Step,
+    pad: &str,
+) -> Result<bool, FanoutError> {
+    let mut metrics_http = HttpApi::new(&a.addr, &a.api_key);
+    let before = Readings::take(a, t, &mut metrics_http).await;
+    let start = tokio::time::Instant::now() + Duration::from_millis(10);
+    let published = publish_step(a, plan, t, step, pad, start).await?;
+    let publish_secs = start.elapsed().as_secs_f64();
+    let complete = wait_for_deliveries(a, t, before.complete, published).await;
+    let outcome = Outcome {
+        published,
+        publish_secs,
+        complete,
+    };
+    report_step(a, plan, t, step, &before, &mut metrics_http, &outcome).await?;
+    Ok(complete)
+}
+
+/// What a step's publishing and waiting came to.
+struct Outcome {
+    /// Events published.
+    published: u64,
+    /// Seconds from the scheduled start to the last publisher's end.
+    publish_secs: f64,
+    /// Whether every event reached every subscriber in time.
+    complete: bool,
+}
+
+/// Publishes the step's events over `--publishers` HTTP connections, each
+/// event at its scheduled time from `start`. Returns how many were published.
+///
+/// A hub that cannot keep up slows the publishers down (each HTTP call waits
+/// for its reply); the step still ends on time. With several HTTP
+/// connections, seq order and offset order may differ: order is checked by
+/// offset, and each seq must sit at one offset for all.
+async fn publish_step(
+    a: &FanoutArgs,
+    plan: &Plan,
+    t: &Rc<Tracker>,
+    step: &Step,
+    pad: &str,
+    start: tokio::time::Instant,
+) -> Result<u64, FanoutError> {
+    let hard_end = start + Duration::from_secs_f64(a.seconds + 0.25);
+    let publishers = plan.publishers;
+    let (rate, count, seq0) = (step.rate, step.count, step.first_seq);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let (t, addr, key, channel, pad) = (
+            t.clone(),
+            a.addr.clone(),
+            a.api_key.clone(),
+            a.channel.clone(),
+            pad.to_owned(),
         );
-        emit(
-            a.json.as_deref(),
-            &serde_json::json!({
-                "mode": "fanout", "label": a.label, "subscribers": n, "step": step, "rate": rate,
-                "achieved_rate": achieved, "events": published, "scheduled_events": count, "deliveries": deliveries,
-                "expected_deliveries": published * n as u64, "complete": complete,
-                "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
-                "p99_ms": percentile(&latencies, 0.99), "max_ms": latencies.last(),
-                "http_publish_p50_ms": percentile(&http_ms, 0.5), "http_publish_p99_ms": percentile(&http_ms, 0.99),
-                "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "cpu_busy_percent": busy,
-                "loadgen_cpu_ms_per_event": loadgen_ms_per_event, "server_rss_after_step": rss_step,
-                "hub_delivery_latency_p50_le_ms": hub_p50, "hub_delivery_latency_p99_le_ms": hub_p99,
-                "errors": t.errors.get(),
-            }),
-        )?;
-        seq0 += count;
-        if t.closed.get() > 0 || (!complete && !a.keep_going) {
-            eprintln!(
-                "{:>10} stopping: the hub no longer keeps up at {rate} events/s",
-                a.label
-            );
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut http = HttpApi::new(&addr, &key);
+            let (mut i, mut published) = (p, 0u64);
+            while i < count && tokio::time::Instant::now() < hard_end {
+                let seq = seq0 + i;
+                tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+                let body =
+                    format!(r#"{{"channel":"{channel}","data":{{"seq":{seq},"p":"{pad}"}}}}"#);
+                t.publish_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                match http.post("publish", &body).await {
+                    Ok((200, reply)) => {
+                        let text = String::from_utf8_lossy(&reply);
+                        if number_after(&text, r#""offset":"#).is_none() {
+                            return Err(format!("publish reply without offset: {text:.200}"));
+                        }
+                    }
+                    Ok((status, reply)) => {
+                        return Err(format!(
+                            "publish: HTTP {status} {:.200}",
+                            String::from_utf8_lossy(&reply)
+                        ));
+                    }
+                    Err(e) => return Err(format!("publish: {e}")),
+                }
+                t.http_done_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                published += 1;
+                i += publishers;
+            }
+            Ok(published)
+        }));
+    }
+    let mut published = 0u64;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(n)) => published += n,
+            Ok(Err(detail)) => {
+                return Err(FanoutError::Http {
+                    method: "publish",
+                    detail,
+                });
+            }
+            Err(_) => return Err(FanoutError::Thread),
+        }
+    }
+    Ok(published)
+}
+
+/// Waits (at most `--drain-timeout`) for every subscriber to have every
+/// event of the step. Returns whether they all did.
+async fn wait_for_deliveries(a: &FanoutArgs, t: &Tracker, complete0: u64, published: u64) -> bool {
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
+    while t.complete.get() - complete0 < published
+        && Instant::now() < drain_deadline
+        && t.closed.get() == 0
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    t.complete.get() - complete0 == published
+}
+
+/// Publish-to-last-delivery latencies (ms, sorted) of the events every
+/// subscriber received, HTTP publish latencies (ms, sorted), and the span
+/// from the first publication to the last delivery (s).
+fn step_latencies(t: &Tracker, step: &Step) -> (Vec<f64>, Vec<f64>, f64) {
+    let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
+    let mut first_publish: Option<Instant> = None;
+    let mut last_delivery: Option<Instant> = None;
+    {
+        let publish_at = t.publish_at.borrow();
+        let last_at = t.last_at.borrow();
+        let http_done = t.http_done_at.borrow();
+        let received = t.received.borrow();
+        for i in step.seqs() {
+            let (Some(p), Some(l)) = (publish_at[i], last_at[i]) else {
+                continue;
+            };
+            first_publish = Some(first_publish.map_or(p, |f| f.min(p)));
+            last_delivery = Some(last_delivery.map_or(l, |x| x.max(l)));
+            if received[i] == t.subscribers {
+                latencies.push(l.saturating_duration_since(p).as_secs_f64() * 1000.0);
+            }
+            if let Some(h) = http_done[i] {
+                http_ms.push(h.saturating_duration_since(p).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    http_ms.sort_by(f64::total_cmp);
+    let span = match (first_publish, last_delivery) {
+        (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+        _ => 0.0,
+    };
+    (latencies, http_ms, span)
+}
+
+/// Prints the step's line and emits its JSON record.
+async fn report_step(
+    a: &FanoutArgs,
+    plan: &Plan,
+    t: &Tracker,
+    step: &Step,
+    before: &Readings,
+    metrics_http: &mut HttpApi,
+    outcome: &Outcome,
+) -> Result<(), FanoutError> {
+    let (n, rate, count) = (plan.subscribers, step.rate, step.count);
+    let Outcome {
+        published,
+        publish_secs,
+        complete,
+    } = *outcome;
+    let wall = before.wall.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(None)
+        .zip(before.cpu)
+        .map(|(b, a0)| 100.0 * (b - a0) / wall);
+    let hub_cpu = a
+        .server_pid
+        .and_then(|p| cpu_seconds(Some(p)))
+        .zip(before.hub_cpu)
+        .map(|(b, a0)| 100.0 * (b - a0) / wall);
+    let busy = cpu_busy(&before.jiffies, &cpu_jiffies());
+    let rss_step = a.server_pid.and_then(rss_bytes);
+    let loadgen_cpu_s = cpu_seconds(None).zip(before.cpu).map(|(b, a0)| b - a0);
+    let hub_hist1 = hub_latency_buckets(metrics_http).await;
+    let hub_p50 = hub_quantile_ms(&before.hub_latency, &hub_hist1, 0.5);
+    let hub_p99 = hub_quantile_ms(&before.hub_latency, &hub_hist1, 0.99);
+    // The load generator's CPU per event: a floor under what it can measure
+    // as publish-to-last-delivery (it reads the N deliveries one by one).
+    let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / published as f64);
+    let deliveries = t.deliveries.get() - before.deliveries;
+    let (latencies, http_ms, span) = step_latencies(t, step);
+    let per_sec = if span > 0.0 {
+        deliveries as f64 / span
+    } else {
+        0.0
+    };
+    let achieved = published as f64 / publish_secs;
+    eprintln!(
+        "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds), hub RSS {}{}",
+        a.label,
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(f64::NAN),
+        percentile(&http_ms, 0.5),
+        cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+        loadgen_ms_per_event
+            .map(|c| format!("{c:.1}"))
+            .unwrap_or("?".into()),
+        hub_cpu.map(|c| format!("{c:.0}%")).unwrap_or("?".into()),
+        busy.iter()
+            .map(|b| format!("{b:.0}%"))
+            .collect::<Vec<_>>()
+            .join("/"),
+        fmt_bound(hub_p50, &hub_hist1),
+        fmt_bound(hub_p99, &hub_hist1),
+        fmt_mib(rss_step),
+        if complete {
+            String::new()
+        } else {
+            format!(
+                "  INCOMPLETE: {} of {published} events reached all subscribers within {} s",
+                t.complete.get() - before.complete,
+                a.drain_timeout
+            )
+        },
+    );
+    emit(
+        a.json.as_deref(),
+        &serde_json::json!({
+            "mode": "fanout", "label": a.label, "subscribers": n, "step": step.index, "rate": rate,
+            "achieved_rate": achieved, "events": published, "scheduled_events": count, "deliveries": deliveries,
+            "expected_deliveries": published * n as u64, "complete": complete,
+            "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
+            "p99_ms": percentile(&latencies, 0.99), "max_ms": latencies.last(),
+            "http_publish_p50_ms": percentile(&http_ms, 0.5), "http_publish_p99_ms": percentile(&http_ms, 0.99),
+            "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "cpu_busy_percent": busy,
+            "loadgen_cpu_ms_per_event": loadgen_ms_per_event, "server_rss_after_step": rss_step,
+            "hub_delivery_latency_p50_le_ms": hub_p50, "hub_delivery_latency_p99_le_ms": hub_p99,
+            "errors": t.errors.get(),
+        }),
+    )
+}
+
+/// Publishes the stop event, on which every subscriber closes, and waits
+/// (at most 30 s) for their read loops to end. Skipped once a subscriber
+/// was closed by the hub.
+async fn stop_subscribers(a: &FanoutArgs, t: &Tracker, receivers: Vec<JoinHandle<()>>) {
+    if t.closed.get() > 0 {
+        return;
+    }
+    let stop = t.stop_seq.get();
+    let mut http = HttpApi::new(&a.addr, &a.api_key);
+    let body = format!(
+        r#"{{"channel":"{}","data":{{"seq":{stop},"stop":true}}}}"#,
+        a.channel
+    );
+    t.publish_at.borrow_mut()[stop as usize] = Some(Instant::now());
+    if let Err(e) = http.post("publish", &body).await {
+        t.error(format!("stop event: {e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for r in receivers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, r).await.is_err() {
             break;
         }
     }
+}
 
-    // ---- the stop event; every subscriber closes on it -------------------------------
-    let stop = t.stop_seq.get();
-    if t.closed.get() == 0 {
-        let mut http = HttpApi::new(&a.addr, &a.api_key);
-        let body = format!(
-            r#"{{"channel":"{}","data":{{"seq":{stop},"stop":true}}}}"#,
-            a.channel
-        );
-        t.publish_at.borrow_mut()[stop as usize] = Some(Instant::now());
-        if let Err(e) = http.post("publish", &body).await {
-            t.error(format!("stop event: {e}"));
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for r in receivers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, r).await.is_err() {
-                break;
-            }
-        }
-    }
+/// Prints how many deliveries were checked; fails if any was wrong.
+fn verdict(a: &FanoutArgs, t: &Tracker) -> Result<(), FanoutError> {
     let errors = t.errors.get();
     eprintln!(
         "{:>10} {} deliveries checked (offset order, exactly once, seq at its offset); {errors} errors{}",
