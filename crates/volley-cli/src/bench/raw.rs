@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead as _, AsyncReadExt as _, AsyncWrite as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use volley::proto::config::HeadLimits;
-use volley::proto::frame::{OpCode, encode_frame};
+use volley::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
 use volley::proto::handshake::{ClientHandshake, ResponseError};
 
 /// What went wrong in a load run.
@@ -185,8 +185,9 @@ pub(crate) struct EchoChecker {
     whole: Vec<u8>,
     /// Where its payload starts.
     payload_start: usize,
-    opcode: u8,
-    header: [u8; 10],
+    opcode: OpCode,
+    /// The bytes of a header that arrived split across reads.
+    header: [u8; MAX_HEADER_LEN],
     header_len: usize,
     in_frame: bool,
     /// Payload bytes left in the current frame.
@@ -210,9 +211,9 @@ impl EchoChecker {
         );
         Self {
             payload_start: whole.len() - frames.payload.len(),
-            opcode: whole[0] & 0x0F,
+            opcode: frames.opcode,
             whole,
-            header: [0; 10],
+            header: [0; MAX_HEADER_LEN],
             header_len: 0,
             in_frame: false,
             frame_left: 0,
@@ -291,57 +292,50 @@ impl EchoChecker {
         Ok(1)
     }
 
-    /// Accumulates and checks a frame header; sets `in_frame` once complete.
+    /// Accumulates a frame header (parsed by the core's [`FrameHeader`]) and
+    /// checks it; sets `in_frame` once complete.
     fn take_header<'a>(&mut self, mut data: &'a [u8]) -> Result<&'a [u8], BenchError> {
-        loop {
-            let need = if self.header_len < 2 {
-                2
-            } else {
-                match self.header[1] & 0x7F {
-                    126 => 4,
-                    127 => 10,
-                    _ => 2,
-                }
-            };
-            if self.header_len == need {
-                break;
+        let header = loop {
+            match FrameHeader::parse(&self.header[..self.header_len]) {
+                Ok(Some((header, _))) => break header,
+                Ok(None) => {}
+                Err(e) => return Err(BenchError::Mismatch(format!("frame header: {e}"))),
             }
             if data.is_empty() {
                 return Ok(data);
             }
+            let need = match self.header_len {
+                0 | 1 => 2,
+                _ => FrameHeader::len_from_prefix([self.header[0], self.header[1]]),
+            };
             let take = (need - self.header_len).min(data.len());
             self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
             self.header_len += take;
             data = &data[take..];
-        }
-        let (b0, b1) = (self.header[0], self.header[1]);
-        let len = match b1 & 0x7F {
-            126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
-            127 => {
-                let mut be = [0u8; 8];
-                be.copy_from_slice(&self.header[2..10]);
-                u64::from_be_bytes(be)
-            }
-            n => u64::from(n),
         };
         self.header_len = 0;
-        if b1 & 0x80 != 0 {
+        if header.mask.is_some() {
             return Err(BenchError::Mismatch("the server masked a frame".into()));
         }
-        if b0 & 0x70 != 0 {
+        if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(BenchError::Mismatch("reserved bits set".into()));
         }
-        let opcode = b0 & 0x0F;
-        let expected = if self.in_message { 0 } else { self.opcode };
-        if opcode != expected {
+        let expected = if self.in_message {
+            OpCode::Continuation
+        } else {
+            self.opcode
+        };
+        if header.opcode != expected {
             return Err(BenchError::Mismatch(format!(
-                "opcode {opcode} where {expected} was expected"
+                "opcode {} where {} was expected",
+                header.opcode.bits(),
+                expected.bits()
             )));
         }
         self.in_message = true;
         self.in_frame = true;
-        self.frame_fin = b0 & 0x80 != 0;
-        self.frame_left = len;
+        self.frame_fin = header.fin;
+        self.frame_left = header.payload_len;
         Ok(data)
     }
 }
@@ -1080,6 +1074,33 @@ mod tests {
                 .feed(&server_frame(1, true, &payload(100)))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn counts_a_64_bit_length_frame_split_at_every_header_byte() {
+        let f = frames(70_000);
+        let one = server_frame(2, true, &payload(70_000));
+        for cut in 0..=12 {
+            let mut c = EchoChecker::new(&f);
+            let a = c.feed(&one[..cut]).unwrap();
+            let b = c.feed(&one[cut..]).unwrap();
+            assert_eq!(a + b, 1, "cut {cut}");
+            assert!(c.at_boundary());
+        }
+    }
+
+    #[test]
+    fn rejects_reserved_bits_a_control_frame_and_a_reserved_opcode() {
+        let f = frames(10);
+        let mut rsv = server_frame(2, true, &payload(10));
+        rsv[0] |= 0x40;
+        assert!(EchoChecker::new(&f).feed(&rsv).is_err());
+        let mut ping = Vec::new();
+        encode_frame(&mut ping, OpCode::Ping, true, false, None, b"hi");
+        assert!(EchoChecker::new(&f).feed(&ping).is_err());
+        let mut reserved = server_frame(2, true, &payload(10));
+        reserved[0] = 0x80 | 0x3;
+        assert!(EchoChecker::new(&f).feed(&reserved).is_err());
     }
 
     #[test]
