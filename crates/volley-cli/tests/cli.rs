@@ -181,3 +181,74 @@ fn bench_names_the_url_and_shows_the_refusal() {
         );
     }
 }
+
+/// Messages and a Close that arrive together are all answered: every echo
+/// goes out before the Close reply.
+#[test]
+fn echo_answers_messages_that_arrive_with_the_close() {
+    use std::io::{Read, Write};
+
+    let mut echo = Volley::start(&["echo", "--listen", "127.0.0.1:0"], &[]);
+    let addr = echo.listening();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).unwrap();
+        response.push(byte[0]);
+    }
+    assert!(
+        response.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    // Masked frames with the all-zero key, so the payloads read as sent: 300
+    // text messages, small ones and ones large enough to be queued by
+    // reference, and a Close (1000), in one write.
+    let sent: Vec<(u8, Vec<u8>)> = (0..300)
+        .map(|i| {
+            let width = if i % 3 == 0 { 6000 } else { 100 };
+            (0x81u8, format!("message {i:>width$}").into_bytes())
+        })
+        .chain([(0x88, vec![0x03, 0xe8])])
+        .collect();
+    let mut burst = Vec::new();
+    for (opcode, payload) in &sent {
+        match u16::try_from(payload.len()) {
+            Ok(len @ 0..=125) => burst.extend_from_slice(&[*opcode, 0x80 | len as u8]),
+            Ok(len) => {
+                burst.extend_from_slice(&[*opcode, 0x80 | 126]);
+                burst.extend_from_slice(&len.to_be_bytes());
+            }
+            Err(_) => unreachable!("payloads are small"),
+        }
+        burst.extend_from_slice(&[0, 0, 0, 0]);
+        burst.extend_from_slice(payload);
+    }
+    tcp.write_all(&burst).unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).unwrap();
+    let mut frames = Vec::new();
+    let mut rest = &answer[..];
+    while let [opcode, len, tail @ ..] = rest {
+        let (len, tail) = match *len {
+            126 => (
+                usize::from(u16::from_be_bytes([tail[0], tail[1]])),
+                &tail[2..],
+            ),
+            len => (usize::from(len), tail),
+        };
+        assert!(tail.len() >= len, "truncated frame in {answer:?}");
+        frames.push((*opcode, tail[..len].to_vec()));
+        rest = &tail[len..];
+    }
+    assert_eq!(frames.len(), sent.len(), "frames answered");
+    assert!(frames == sent, "the echoes and the Close reply, in order");
+}
