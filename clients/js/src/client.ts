@@ -4,7 +4,6 @@ import {
   type TimerHandle,
   type Timers,
   type WebSocketConstructor,
-  type WebSocketLike,
   host,
   hostNow,
   hostTimers,
@@ -27,7 +26,17 @@ import {
   closeAction,
   isTemporary,
 } from "./protocol.js";
+import { PollSocket } from "./longpoll.js";
+import { SseSocket } from "./sse.js";
 import { Subscription, type SubscriptionOptions } from "./subscription.js";
+import {
+  type FetchLike,
+  TRANSPORTS,
+  type TransportName,
+  type TransportSocket,
+  checkTransports,
+  httpBase,
+} from "./transport.js";
 import { VERSION } from "./version.js";
 
 /** The connection state of a {@link Client} (§14.8). */
@@ -59,6 +68,21 @@ export interface ClientOptions {
   getToken?: GetToken;
   /** The WebSocket constructor. Default: the global `WebSocket` (browsers, Node 22+); pass one in Node 20. */
   WebSocket?: WebSocketConstructor;
+  /**
+   * The transports to try, in order (default `["websocket", "sse", "long-poll"]`).
+   * The client moves to the next one when a connection attempt fails before
+   * the connect reply: the transport did not open, no connect reply came
+   * within `timeoutMs`, or it closed before the reply twice in a row. After a
+   * session that was connected ends, it starts again from the first.
+   */
+  transports?: TransportName[];
+  /**
+   * The HTTP base of the SSE and long-polling endpoints (default: derived
+   * from the URL: `wss://host/connection/websocket` gives `https://host/connection`).
+   */
+  httpUrl?: string;
+  /** The `fetch` of the SSE and long-polling transports (default: the global `fetch`). */
+  fetch?: FetchLike;
   /** Client library name sent in `connect` (default `"volley-js"`). */
   name?: string;
   /** Client library version sent in `connect` (default: this SDK's version). */
@@ -89,6 +113,8 @@ export interface ConnectingEvent {
   attempt?: number;
   /** The delay before the next try, in milliseconds; absent for the first try after `connect()`. */
   delayMs?: number;
+  /** The transport the next try uses. */
+  transport: TransportName;
 }
 
 /** Payload of the `connected` event. */
@@ -101,6 +127,8 @@ export interface ConnectedEvent {
   version: string;
   /** Milliseconds until the session expires, when the token has an `exp`. */
   expiresInMs?: number;
+  /** The transport this connection runs on. */
+  transport: TransportName;
 }
 
 /** Payload of the `disconnected` event. */
@@ -133,6 +161,8 @@ export interface StateEvent {
   state: ClientState;
   /** The state before. */
   previous: ClientState;
+  /** The transport of the connection (`connected`) or of the next try (`connecting`); `null` when disconnected. */
+  transport: TransportName | null;
 }
 
 /** The events of a {@link Client}. */
@@ -173,9 +203,14 @@ interface Queued {
   deadline: number;
 }
 
-/** One WebSocket connection and the commands waiting on it. */
+/** One connection (a WebSocket or a fallback session) and the commands waiting on it. */
 interface Transport {
-  ws: WebSocketLike;
+  ws: TransportSocket;
+  name: TransportName;
+  /** The socket opened (a WebSocket's handshake, a fallback's session id). */
+  opened: boolean;
+  /** No connect reply came within the command timeout. */
+  timedOut: boolean;
   nextId: number;
   pending: Map<number, Pending>;
   connected: boolean;
@@ -210,7 +245,12 @@ const CONNECT_FAILED_CODE = 1006;
 export class Client extends Emitter<ClientEvents> {
   /** The WebSocket URL. */
   readonly url: string;
-  private readonly WebSocketImpl: WebSocketConstructor;
+  /** The HTTP base of the SSE and long-polling transports. */
+  readonly httpUrl: string;
+  /** The transports tried, in order. */
+  readonly transports: readonly TransportName[];
+  private readonly WebSocketImpl: WebSocketConstructor | undefined;
+  private readonly fetchImpl: FetchLike | undefined;
   private readonly options: ClientOptions;
   private readonly timers: Timers;
   private readonly now: () => number;
@@ -220,11 +260,15 @@ export class Client extends Emitter<ClientEvents> {
   private readonly backoffCapMs: number;
 
   private stateValue: ClientState = "disconnected";
-  private transport: Transport | null = null;
+  private conn: Transport | null = null;
   private readonly subs = new Map<string, Subscription>();
   private queue: Queued[] = [];
   private attempts = 0;
   private attemptSeq = 0;
+  /** Index in `transports` of the connection or of the next try. */
+  private transportIndex = 0;
+  /** Consecutive attempts on this transport that opened and closed before the connect reply. */
+  private closedBeforeReply = 0;
   private reconnectTimer: TimerHandle | undefined;
   private refreshTimer: TimerHandle | undefined;
   private drainTimer: TimerHandle | undefined;
@@ -245,11 +289,16 @@ export class Client extends Emitter<ClientEvents> {
   constructor(url?: string, options: ClientOptions = {}) {
     super();
     this.url = url ?? defaultUrl();
-    const impl = options.WebSocket ?? host.WebSocket;
-    if (impl === undefined) {
+    this.transports = checkTransports(options.transports ?? TRANSPORTS);
+    this.httpUrl = options.httpUrl ?? httpBase(this.url);
+    this.WebSocketImpl = options.WebSocket ?? host.WebSocket;
+    if (this.WebSocketImpl === undefined && this.transports.includes("websocket")) {
       throw new TypeError("volley: no WebSocket implementation here; pass the WebSocket option");
     }
-    this.WebSocketImpl = impl;
+    this.fetchImpl = options.fetch ?? hostFetch();
+    if (this.fetchImpl === undefined && this.transports.some((name) => name !== "websocket")) {
+      throw new TypeError("volley: no fetch here for the sse and long-poll transports; pass the fetch option");
+    }
     this.options = options;
     this.timers = options.timers ?? hostTimers;
     this.now = options.now ?? hostNow;
@@ -263,6 +312,14 @@ export class Client extends Emitter<ClientEvents> {
   /** The connection state. */
   get state(): ClientState {
     return this.stateValue;
+  }
+
+  /**
+   * The transport of the connection (when connected) or of the next try
+   * (when connecting); `null` when disconnected.
+   */
+  get transport(): TransportName | null {
+    return this.stateValue === "disconnected" ? null : this.currentTransport();
   }
 
   /** The client id of the current connection (`""` when not connected). */
@@ -280,9 +337,11 @@ export class Client extends Emitter<ClientEvents> {
     if (this.stateValue !== "disconnected") return;
     this.attempts = 0;
     this.notBefore = 0;
+    this.transportIndex = 0;
+    this.closedBeforeReply = 0;
     this.listenOnline();
     this.setState("connecting");
-    this.emit("connecting", { code: 0, reason: "connect called" });
+    this.emit("connecting", { code: 0, reason: "connect called", transport: this.currentTransport() });
     void this.startAttempt();
   }
 
@@ -385,7 +444,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Like `call`, with synchronous callbacks (used by subscriptions, whose replies must be handled in order). */
   command(method: string, params: Record<string, unknown> | undefined, handler: ReplyHandler): void {
-    const transport = this.transport;
+    const transport = this.conn;
     if (this.stateValue === "connected" && transport !== null && transport.connected) {
       this.send(transport, method, params, handler, this.timeoutMs);
       return;
@@ -404,7 +463,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Sends a command only if connected now; otherwise reports `"disconnected"` (used for resubscription). */
   commandNow(method: string, params: Record<string, unknown> | undefined, handler: ReplyHandler): void {
-    const transport = this.transport;
+    const transport = this.conn;
     if (this.stateValue === "connected" && transport !== null && transport.connected) {
       this.send(transport, method, params, handler, this.timeoutMs);
     } else {
@@ -455,16 +514,20 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private openTransport(): void {
-    let ws: WebSocketLike;
+    const name = this.currentTransport();
+    let ws: TransportSocket;
     try {
-      ws = new this.WebSocketImpl(this.url, [SUBPROTOCOL]);
+      ws = this.newSocket(name);
     } catch (error) {
       this.emit("error", { type: "transport", error: asError(error) });
-      this.scheduleReconnect(CONNECT_FAILED_CODE, "WebSocket constructor failed", false);
+      this.attemptFailed(CONNECT_FAILED_CODE, `${name} could not start`);
       return;
     }
     const t: Transport = {
       ws,
+      name,
+      opened: false,
+      timedOut: false,
       nextId: 1,
       pending: new Map(),
       connected: false,
@@ -475,26 +538,61 @@ export class Client extends Emitter<ClientEvents> {
       attemptTimer: undefined,
       idleTimer: undefined,
     };
-    this.transport = t;
+    this.conn = t;
     this.advice = undefined;
     t.attemptTimer = this.timers.setTimeout(() => {
       t.attemptTimer = undefined;
+      t.timedOut = true;
       this.transportDead(t, "connect timeout");
     }, this.timeoutMs);
     ws.onopen = () => {
-      if (this.transport === t) this.sendConnect(t);
+      if (this.conn !== t) return;
+      t.opened = true;
+      this.sendConnect(t);
     };
     ws.onmessage = (event) => {
-      if (this.transport === t) this.receive(t, event.data);
+      if (this.conn === t) this.receive(t, event.data);
     };
     ws.onclose = (event) => {
-      if (this.transport === t) this.transportClosed(t, event.code, event.reason, false);
+      if (this.conn === t) this.transportClosed(t, event.code, event.reason, false);
     };
     ws.onerror = () => {
-      if (this.transport === t) {
-        this.emit("error", { type: "transport", error: new Error("WebSocket error") });
+      if (this.conn === t) {
+        this.emit("error", { type: "transport", error: new Error(`${name} error`) });
       }
     };
+  }
+
+  private newSocket(name: TransportName): TransportSocket {
+    const fetchImpl = this.fetchImpl as FetchLike;
+    switch (name) {
+      case "websocket":
+        return new (this.WebSocketImpl as WebSocketConstructor)(this.url, [SUBPROTOCOL]);
+      case "sse":
+        return new SseSocket(this.httpUrl, fetchImpl, this.timers);
+      case "long-poll":
+        return new PollSocket(this.httpUrl, fetchImpl, this.timers);
+    }
+  }
+
+  private currentTransport(): TransportName {
+    return this.transports[this.transportIndex] ?? (this.transports[0] as TransportName);
+  }
+
+  /**
+   * An attempt failed before the connect reply in a way that says this
+   * transport does not get through: try the next one at once; after the last
+   * one, start again from the first with backoff.
+   */
+  private attemptFailed(code: number, reason: string): void {
+    this.closedBeforeReply = 0;
+    if (this.transportIndex + 1 < this.transports.length) {
+      this.transportIndex += 1;
+      this.scheduleReconnect(code, reason, true, false);
+      return;
+    }
+    this.transportIndex = 0;
+    this.scheduleReconnect(code, reason, false);
   }
 
   private sendConnect(t: Transport): void {
@@ -518,25 +616,32 @@ export class Client extends Emitter<ClientEvents> {
     t.attemptTimer = undefined;
     t.connected = true;
     t.maxMessageSize = positive(result.max_message_size, Number.MAX_SAFE_INTEGER);
+    t.ws.setMaxMessageSize?.(t.maxMessageSize);
     t.pingIntervalMs = positive(result.ping_interval_ms, 20_000);
     t.pongTimeoutMs = positive(result.pong_timeout_ms, 20_000);
     this.attempts = 0;
     this.notBefore = 0;
+    this.closedBeforeReply = 0;
     this.clientId = typeof result.client === "string" ? result.client : "";
     this.userId = typeof result.user === "string" ? result.user : "";
     this.scheduleRefresh(t, result.expires_in_ms);
     this.setState("connected");
-    const event: ConnectedEvent = { client: this.clientId, user: this.userId, version: String(result.version ?? "") };
+    const event: ConnectedEvent = {
+      client: this.clientId,
+      user: this.userId,
+      version: String(result.version ?? ""),
+      transport: t.name,
+    };
     if (typeof result.expires_in_ms === "number") event.expiresInMs = result.expires_in_ms;
     this.emit("connected", event);
-    if (this.transport !== t) return; // a listener disconnected
+    if (this.conn !== t) return; // a listener disconnected
     this.armIdle(t);
     for (const sub of this.subs.values()) sub.clientConnected();
     const queued = this.queue;
     this.queue = [];
     for (const item of queued) {
       this.timers.clearTimeout(item.timer);
-      if (this.transport !== t || !t.connected) {
+      if (this.conn !== t || !t.connected) {
         item.handler.error(new VolleyError("disconnected", `${item.method}: connection lost`));
         continue;
       }
@@ -544,12 +649,12 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
-  private scheduleReconnect(code: number, reason: string, immediate: boolean): void {
+  private scheduleReconnect(code: number, reason: string, immediate: boolean, counts = true): void {
     const attempt = this.attempts;
-    this.attempts += 1;
+    if (counts) this.attempts += 1;
     const jitter = immediate ? 0 : backoffDelay(attempt, this.backoffBaseMs, this.backoffCapMs, this.random);
     const delay = Math.max(jitter, this.notBefore - this.now(), 0);
-    this.emit("connecting", { code, reason, attempt, delayMs: delay });
+    this.emit("connecting", { code, reason, attempt, delayMs: delay, transport: this.currentTransport() });
     if (this.stateValue !== "connecting") return; // a listener disconnected
     this.reconnectTimer = this.timers.setTimeout(() => void this.startAttempt(), delay);
   }
@@ -613,7 +718,7 @@ export class Client extends Emitter<ClientEvents> {
           if (this.drainTimer !== undefined) this.timers.clearTimeout(this.drainTimer);
           this.drainTimer = this.timers.setTimeout(() => {
             this.drainTimer = undefined;
-            if (this.transport !== t) return;
+            if (this.conn !== t) return;
             this.closeSocket(t, 1000, "server draining");
             this.transportClosed(t, DisconnectCode.Shutdown, reason, true);
           }, after);
@@ -676,7 +781,7 @@ export class Client extends Emitter<ClientEvents> {
     if (t.idleTimer !== undefined) this.timers.clearTimeout(t.idleTimer);
     t.idleTimer = this.timers.setTimeout(() => {
       t.idleTimer = undefined;
-      if (this.transport !== t || t.pingInFlight) return;
+      if (this.conn !== t || t.pingInFlight) return;
       // Nothing received for ping_interval_ms: ask (§14.5). No reply within pong_timeout_ms is a dead connection.
       t.pingInFlight = true;
       this.send(
@@ -711,17 +816,17 @@ export class Client extends Emitter<ClientEvents> {
   private async refresh(t: Transport, attempt: number): Promise<void> {
     this.refreshTimer = undefined;
     const getToken = this.options.getToken;
-    if (this.transport !== t || !t.connected || getToken === undefined) return;
+    if (this.conn !== t || !t.connected || getToken === undefined) return;
     let token: string | null | undefined;
     try {
       token = await getToken({ reason: "refresh" });
     } catch (error) {
-      if (this.transport !== t) return;
+      if (this.conn !== t) return;
       this.emit("error", { type: "refresh", error: asError(error) });
       if (!(error instanceof UnauthorizedError)) this.retryRefresh(t, attempt);
       return;
     }
-    if (this.transport !== t || !t.connected) return;
+    if (this.conn !== t || !t.connected) return;
     if (token === null || token === undefined || token === "") {
       this.emit("error", { type: "refresh", error: new Error("getToken returned no token for refresh") });
       return;
@@ -748,7 +853,7 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private retryRefresh(t: Transport, attempt: number): void {
-    if (this.transport !== t || this.expiresAt === undefined) return;
+    if (this.conn !== t || this.expiresAt === undefined) return;
     const delay = backoffDelay(attempt, this.backoffBaseMs, this.backoffCapMs, this.random);
     if (this.now() + delay >= this.expiresAt) return; // too late: the server's 4400 leads to a reconnect
     this.refreshTimer = this.timers.setTimeout(() => void this.refresh(t, attempt + 1), delay);
@@ -758,7 +863,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** The connection is unusable (timeout, liveness): close it and reconnect as after 1006 (§14.5). */
   private transportDead(t: Transport, reason: string): void {
-    if (this.transport !== t) return;
+    if (this.conn !== t) return;
     this.closeSocket(t, 1000, reason);
     this.transportClosed(t, CONNECT_FAILED_CODE, reason, false);
   }
@@ -780,7 +885,7 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private transportClosed(t: Transport, code: number, reason: string, immediate: boolean): void {
-    if (this.transport !== t) return;
+    if (this.conn !== t) return;
     const wasConnected = t.connected;
     this.endTransport(t, code, reason);
     if (this.advice !== undefined && this.advice.code === code && reason === "") reason = this.advice.reason;
@@ -799,16 +904,26 @@ export class Client extends Emitter<ClientEvents> {
       }
     }
     if (wasConnected) {
+      // Every new session tries the transports from the first again (back to the WebSocket when it works again).
+      this.transportIndex = 0;
+      this.closedBeforeReply = 0;
       this.setState("connecting");
       this.emit("disconnected", { code, reason, reconnect: true });
       if (this.stateValue !== "connecting") return; // a listener disconnected
+    }
+    if (!wasConnected && !immediate && action === "reconnect") {
+      // Failed before the connect reply: did this transport get through at all?
+      if (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2) {
+        this.attemptFailed(code, reason);
+        return;
+      }
     }
     this.scheduleReconnect(code, reason, immediate);
   }
 
   /** Forgets the transport: fails its commands, stops its timers, tells the subscriptions. */
   private endTransport(t: Transport, code: number, reason: string): void {
-    this.transport = null;
+    this.conn = null;
     t.connected = false;
     if (t.attemptTimer !== undefined) this.timers.clearTimeout(t.attemptTimer);
     if (t.idleTimer !== undefined) this.timers.clearTimeout(t.idleTimer);
@@ -834,7 +949,7 @@ export class Client extends Emitter<ClientEvents> {
     this.attemptSeq++;
     if (this.reconnectTimer !== undefined) this.timers.clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
-    const t = this.transport;
+    const t = this.conn;
     if (t !== null) {
       this.closeSocket(t, 1000, reason);
       this.endTransport(t, code, reason);
@@ -856,7 +971,7 @@ export class Client extends Emitter<ClientEvents> {
     const previous = this.stateValue;
     if (previous === state) return;
     this.stateValue = state;
-    this.emit("state", { state, previous });
+    this.emit("state", { state, previous, transport: this.transport });
   }
 
   private listenOnline(): void {
@@ -869,6 +984,8 @@ export class Client extends Emitter<ClientEvents> {
       this.timers.clearTimeout(this.reconnectTimer);
       this.reconnectTimer = undefined;
       this.attempts = 0;
+      this.transportIndex = 0;
+      this.closedBeforeReply = 0;
       void this.startAttempt();
     };
     host.addEventListener("online", this.onlineListener);
@@ -888,6 +1005,12 @@ function positive(value: unknown, fallback: number): number {
 
 function asError(value: unknown): Error {
   return value instanceof Error ? value : new Error(String(value));
+}
+
+function hostFetch(): FetchLike | undefined {
+  const f = (globalThis as { fetch?: FetchLike }).fetch;
+  // Called unbound, a browser's fetch throws "Illegal invocation".
+  return f === undefined ? undefined : (url, init) => f.call(globalThis, url, init);
 }
 
 function defaultUrl(): string {

@@ -42,6 +42,8 @@ export type {
   SubscriptionState,
   UnsubscribedEvent,
 } from "./subscription.js";
+export { TRANSPORTS } from "./transport.js";
+export type { FetchLike, RequestInitLike, ResponseLike, TransportName, TransportSocket } from "./transport.js";
 export { UnauthorizedError, VolleyError } from "./errors.js";
 export type { VolleyErrorKind } from "./errors.js";
 export { Emitter } from "./emitter.js";

@@ -8,9 +8,16 @@ import { FakeHub, type FakeSocket } from "./fake.js";
 
 const URL = "ws://hub.test/connection/websocket";
 
+/** A WebSocket-only client (the fallback transports have their tests in transports.test.ts). */
 function setup(options: ClientOptions = {}) {
   const hub = new FakeHub();
-  const client = new Client(URL, { WebSocket: hub.WebSocket, random: () => 0.5, now: () => Date.now(), ...options });
+  const client = new Client(URL, {
+    WebSocket: hub.WebSocket,
+    transports: ["websocket"],
+    random: () => 0.5,
+    now: () => Date.now(),
+    ...options,
+  });
   const log: string[] = [];
   client.on("connecting", (e) => log.push(`connecting ${e.code} ${e.attempt ?? "-"} ${e.delayMs ?? "-"}`));
   client.on("connected", (e) => log.push(`connected ${e.client}`));

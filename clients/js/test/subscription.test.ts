@@ -10,6 +10,7 @@ function setup(options: ClientOptions = {}) {
   const hub = new FakeHub();
   const client = new Client("ws://hub.test/connection/websocket", {
     WebSocket: hub.WebSocket,
+    transports: ["websocket"],
     random: () => 0.5,
     now: () => Date.now(),
     ...options,

@@ -162,6 +162,371 @@ function backoffDelay(attempt, baseMs, capMs, random) {
   return Math.floor(random() * ceiling);
 }
 
+// src/fallback.ts
+var RETRIES = 3;
+function retryDelayMs(retry) {
+  return 250 * 2 ** (retry - 1);
+}
+var FallbackSocket = class {
+  /** `base` is the HTTP base (`http[s]://host/connection`). */
+  constructor(base, fetchImpl, timers) {
+    this.base = base;
+    this.fetchImpl = fetchImpl;
+    this.timers = timers;
+    this.onopen = null;
+    this.onmessage = null;
+    this.onclose = null;
+    this.onerror = null;
+    /** Set by `close()` or when the session ended: no more callbacks, no more requests. */
+    this.closed = false;
+    this.outbox = [];
+    this.sending = false;
+    this.seq = 0;
+    this.maxBody = Number.MAX_SAFE_INTEGER;
+    const Controller = host.AbortController;
+    this.controller = Controller === void 0 ? void 0 : new Controller();
+    this.signal = this.controller?.signal;
+  }
+  /** Queues one command; it goes out in the next POST. */
+  send(data) {
+    if (this.closed) throw new Error("send on a closed session");
+    this.outbox.push(data);
+    if (!this.sending) void this.flush();
+  }
+  /** Ends the session: cancels the requests in flight and tells the server (`DELETE /session`). */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.controller?.abort();
+    this.release();
+  }
+  /** See {@link TransportSocket.setMaxMessageSize}. */
+  setMaxMessageSize(bytes) {
+    this.maxBody = bytes;
+  }
+  /** The server gave the session id: the transport is open. */
+  opened(session) {
+    if (this.closed) return;
+    this.session = session;
+    this.onopen?.({});
+    if (this.outbox.length > 0 && !this.sending) void this.flush();
+  }
+  /** One server message (a JSON text). */
+  deliver(text) {
+    if (this.closed) return;
+    if (text.includes('"disconnect"')) {
+      try {
+        const m = JSON.parse(text);
+        if (m.push === "disconnect" && typeof m.code === "number") {
+          this.lastDisconnect = { code: m.code, reason: typeof m.reason === "string" ? m.reason : "" };
+        }
+      } catch {
+      }
+    }
+    this.onmessage?.({ data: text });
+  }
+  /** The server ended the session: close with the last disconnect push's code, else 1006. */
+  ended(why) {
+    if (this.closed) return;
+    this.closed = true;
+    this.controller?.abort();
+    this.onclose?.(this.lastDisconnect ?? { code: 1006, reason: why });
+  }
+  /** The session failed (network, unexpected status): an error, then close 1006. */
+  fail(why) {
+    if (this.closed) return;
+    this.onerror?.({ message: why });
+    this.ended(why);
+    this.release();
+  }
+  /** Tells the server the session is over (best effort: it also times out on its own). */
+  release() {
+    const session = this.session;
+    if (session === void 0) return;
+    this.fetchImpl(`${this.base}/session?session=${encodeURIComponent(session)}`, { method: "DELETE" }).then(
+      () => {
+      },
+      () => {
+      }
+    );
+  }
+  /** `fetch` that resolves with `undefined` when the session was closed meanwhile (the request was aborted). */
+  async request(url, init) {
+    const response = await this.fetchImpl(url, { ...init, signal: this.signal, cache: "no-store" });
+    return this.closed ? void 0 : response;
+  }
+  /** Waits `ms` on the client's timers. */
+  sleep(ms) {
+    return new Promise((resolve) => this.timers.setTimeout(resolve, ms));
+  }
+  /** Sends what is queued, one POST at a time, until the queue is empty. */
+  async flush() {
+    if (this.session === void 0) return;
+    this.sending = true;
+    try {
+      while (this.outbox.length > 0 && !this.closed) {
+        const count = this.batch();
+        const body = this.outbox.slice(0, count).join("\n");
+        this.seq += 1;
+        const url = `${this.base}/send?session=${encodeURIComponent(this.session)}&seq=${this.seq}`;
+        if (!await this.post(url, body)) return;
+        this.outbox.splice(0, count);
+      }
+    } finally {
+      this.sending = false;
+    }
+  }
+  /** How many queued commands fit in one POST (at least one: the client checked each against the limit). */
+  batch() {
+    let size = utf8Length(this.outbox[0]);
+    let count = 1;
+    while (count < this.outbox.length) {
+      const next = size + 1 + utf8Length(this.outbox[count]);
+      if (next > this.maxBody) break;
+      size = next;
+      count++;
+    }
+    return count;
+  }
+  /** One POST, retried after network failures; whether it was accepted (204). */
+  async post(url, body) {
+    for (let retry = 0; ; retry++) {
+      let response;
+      try {
+        response = await this.request(url, { method: "POST", headers: { "Content-Type": "text/plain" }, body });
+      } catch (error) {
+        if (this.closed) return false;
+        if (retry >= RETRIES) {
+          this.fail(`send failed: ${String(error)}`);
+          return false;
+        }
+        await this.sleep(retryDelayMs(retry + 1));
+        if (this.closed) return false;
+        continue;
+      }
+      if (response === void 0) return false;
+      if (response.status === 204 || response.ok) return true;
+      this.fail(`send: HTTP ${response.status}`);
+      return false;
+    }
+  }
+};
+
+// src/longpoll.ts
+var PollSocket = class extends FallbackSocket {
+  constructor(base, fetchImpl, timers) {
+    super(base, fetchImpl, timers);
+    this.ack = 0;
+    void this.run();
+  }
+  async run() {
+    let session;
+    try {
+      const response = await this.request(`${this.base}/poll`, { method: "POST" });
+      if (response === void 0) return;
+      if (!response.ok) {
+        this.fail(`long-poll: HTTP ${response.status}`);
+        return;
+      }
+      session = JSON.parse(await response.text()).session;
+    } catch (error) {
+      this.fail(`long-poll: ${String(error)}`);
+      return;
+    }
+    if (this.closed) return;
+    if (typeof session !== "string" || session === "") {
+      this.fail("long-poll: no session id in the reply");
+      return;
+    }
+    this.opened(session);
+    let failures = 0;
+    while (!this.closed) {
+      let response;
+      let body;
+      try {
+        response = await this.request(`${this.base}/poll?session=${encodeURIComponent(session)}&ack=${this.ack}`, {});
+        if (response === void 0) return;
+        body = await response.text();
+      } catch (error) {
+        if (this.closed) return;
+        failures += 1;
+        if (failures > RETRIES) {
+          this.fail(`long-poll: ${String(error)}`);
+          return;
+        }
+        await this.sleep(retryDelayMs(failures));
+        continue;
+      }
+      if (this.closed) return;
+      if (response.status === 404) {
+        this.ended("long-poll session ended");
+        return;
+      }
+      if (!response.ok) {
+        this.fail(`long-poll: HTTP ${response.status}`);
+        return;
+      }
+      failures = 0;
+      if (!this.receive(body)) return;
+    }
+  }
+  /** Delivers one poll's messages; whether to poll again. */
+  receive(body) {
+    let reply;
+    try {
+      reply = JSON.parse(body);
+    } catch {
+      this.fail("long-poll: a reply that is not JSON");
+      return false;
+    }
+    const { messages, last } = reply;
+    if (!Array.isArray(messages) || typeof last !== "number" || last < this.ack) {
+      this.fail("long-poll: a reply without messages and last");
+      return false;
+    }
+    this.ack = last;
+    for (const message of messages) {
+      this.deliver(JSON.stringify(message));
+      if (this.closed) return false;
+    }
+    return true;
+  }
+};
+
+// src/sse.ts
+var SseParser = class {
+  constructor() {
+    this.buffer = "";
+    this.event = "";
+    this.data = [];
+    this.sawCr = false;
+  }
+  /** Parses `chunk`; returns the events it completed. */
+  push(chunk) {
+    const out = [];
+    let text = chunk;
+    if (this.sawCr && text.startsWith("\n")) text = text.slice(1);
+    this.sawCr = false;
+    this.buffer += text;
+    let start = 0;
+    for (; ; ) {
+      const end = this.lineEnd(start);
+      if (end < 0) break;
+      const line = this.buffer.slice(start, end);
+      if (this.buffer[end] === "\r") {
+        if (end + 1 === this.buffer.length) {
+          this.sawCr = true;
+          start = end + 1;
+          this.line(line, out);
+          break;
+        }
+        start = this.buffer[end + 1] === "\n" ? end + 2 : end + 1;
+      } else {
+        start = end + 1;
+      }
+      this.line(line, out);
+    }
+    this.buffer = this.buffer.slice(start);
+    return out;
+  }
+  lineEnd(from) {
+    const lf = this.buffer.indexOf("\n", from);
+    const cr = this.buffer.indexOf("\r", from);
+    if (cr < 0) return lf;
+    if (lf < 0) return cr;
+    return Math.min(cr, lf);
+  }
+  line(line, out) {
+    if (line === "") {
+      if (this.data.length > 0) {
+        const event = { event: this.event === "" ? "message" : this.event, data: this.data.join("\n") };
+        if (this.id !== void 0) event.id = this.id;
+        out.push(event);
+      }
+      this.event = "";
+      this.data = [];
+      return;
+    }
+    if (line.startsWith(":")) return;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    switch (field) {
+      case "event":
+        this.event = value;
+        break;
+      case "data":
+        this.data.push(value);
+        break;
+      case "id":
+        if (!value.includes("\0")) this.id = value;
+        break;
+      default:
+        break;
+    }
+  }
+};
+var SseSocket = class extends FallbackSocket {
+  constructor(base, fetchImpl, timers) {
+    super(base, fetchImpl, timers);
+    void this.run();
+  }
+  async run() {
+    const Decoder = host.TextDecoder;
+    if (Decoder === void 0) {
+      this.fail("no TextDecoder here");
+      return;
+    }
+    const decoder = new Decoder();
+    const parser = new SseParser();
+    try {
+      const response = await this.request(`${this.base}/sse`, { headers: { Accept: "text/event-stream" } });
+      if (response === void 0) return;
+      if (!response.ok || response.body === null) {
+        this.fail(`SSE: HTTP ${response.status}`);
+        return;
+      }
+      const reader = response.body.getReader();
+      for (; ; ) {
+        const { done, value } = await reader.read();
+        if (this.closed) {
+          reader.cancel().catch(() => {
+          });
+          return;
+        }
+        if (done) break;
+        for (const event of parser.push(decoder.decode(value, { stream: true }))) {
+          this.dispatch(event);
+          if (this.closed) return;
+        }
+      }
+      this.ended("SSE stream ended");
+    } catch (error) {
+      this.fail(`SSE: ${String(error)}`);
+    }
+  }
+  dispatch(event) {
+    if (event.event === "session") {
+      if (this.session !== void 0) return;
+      let id;
+      try {
+        id = JSON.parse(event.data).session;
+      } catch {
+        id = void 0;
+      }
+      if (typeof id !== "string" || id === "") {
+        this.fail("SSE: a session event without a session id");
+        return;
+      }
+      this.opened(id);
+      return;
+    }
+    if (event.event !== "message" || this.session === void 0) return;
+    this.deliver(event.data);
+  }
+};
+
 // src/subscription.ts
 var Subscription = class extends Emitter {
   /** Made by {@link Client.newSubscription}. */
@@ -461,6 +826,29 @@ var Subscription = class extends Emitter {
   }
 };
 
+// src/transport.ts
+var TRANSPORTS = ["websocket", "sse", "long-poll"];
+function httpBase(url) {
+  const match = /^(wss?|https?):\/\/([^/?#]*)([^?#]*)/i.exec(url);
+  if (match === null) throw new TypeError(`volley: cannot derive an HTTP URL from ${JSON.stringify(url)}`);
+  const scheme = match[1].toLowerCase();
+  const http = scheme === "wss" || scheme === "https" ? "https" : "http";
+  const path = match[3].replace(/\/[^/]*$/, "");
+  return `${http}://${match[2]}${path}`;
+}
+function checkTransports(list) {
+  if (list.length === 0) throw new TypeError("volley: the transports option is empty");
+  const seen = /* @__PURE__ */ new Set();
+  for (const name of list) {
+    if (!TRANSPORTS.includes(name)) {
+      throw new TypeError(`volley: unknown transport ${JSON.stringify(name)} (use ${TRANSPORTS.join(", ")})`);
+    }
+    if (seen.has(name)) throw new TypeError(`volley: transport ${JSON.stringify(name)} is listed twice`);
+    seen.add(name);
+  }
+  return [...list];
+}
+
 // src/version.ts
 var VERSION = "0.1.0";
 
@@ -474,22 +862,31 @@ var Client = class extends Emitter {
   constructor(url, options = {}) {
     super();
     this.stateValue = "disconnected";
-    this.transport = null;
+    this.conn = null;
     this.subs = /* @__PURE__ */ new Map();
     this.queue = [];
     this.attempts = 0;
     this.attemptSeq = 0;
+    /** Index in `transports` of the connection or of the next try. */
+    this.transportIndex = 0;
+    /** Consecutive attempts on this transport that opened and closed before the connect reply. */
+    this.closedBeforeReply = 0;
     this.tokenNeeded = false;
     this.notBefore = 0;
     this.lastClose = { code: 0, reason: "" };
     this.clientId = "";
     this.userId = "";
     this.url = url ?? defaultUrl();
-    const impl = options.WebSocket ?? host.WebSocket;
-    if (impl === void 0) {
+    this.transports = checkTransports(options.transports ?? TRANSPORTS);
+    this.httpUrl = options.httpUrl ?? httpBase(this.url);
+    this.WebSocketImpl = options.WebSocket ?? host.WebSocket;
+    if (this.WebSocketImpl === void 0 && this.transports.includes("websocket")) {
       throw new TypeError("volley: no WebSocket implementation here; pass the WebSocket option");
     }
-    this.WebSocketImpl = impl;
+    this.fetchImpl = options.fetch ?? hostFetch();
+    if (this.fetchImpl === void 0 && this.transports.some((name) => name !== "websocket")) {
+      throw new TypeError("volley: no fetch here for the sse and long-poll transports; pass the fetch option");
+    }
     this.options = options;
     this.timers = options.timers ?? hostTimers;
     this.now = options.now ?? hostNow;
@@ -502,6 +899,13 @@ var Client = class extends Emitter {
   /** The connection state. */
   get state() {
     return this.stateValue;
+  }
+  /**
+   * The transport of the connection (when connected) or of the next try
+   * (when connecting); `null` when disconnected.
+   */
+  get transport() {
+    return this.stateValue === "disconnected" ? null : this.currentTransport();
   }
   /** The client id of the current connection (`""` when not connected). */
   get client() {
@@ -516,9 +920,11 @@ var Client = class extends Emitter {
     if (this.stateValue !== "disconnected") return;
     this.attempts = 0;
     this.notBefore = 0;
+    this.transportIndex = 0;
+    this.closedBeforeReply = 0;
     this.listenOnline();
     this.setState("connecting");
-    this.emit("connecting", { code: 0, reason: "connect called" });
+    this.emit("connecting", { code: 0, reason: "connect called", transport: this.currentTransport() });
     void this.startAttempt();
   }
   /** Closes the connection (1000) and stops reconnecting. Subscriptions are kept and resume on `connect()`. */
@@ -608,7 +1014,7 @@ var Client = class extends Emitter {
   }
   /** Like `call`, with synchronous callbacks (used by subscriptions, whose replies must be handled in order). */
   command(method, params, handler) {
-    const transport = this.transport;
+    const transport = this.conn;
     if (this.stateValue === "connected" && transport !== null && transport.connected) {
       this.send(transport, method, params, handler, this.timeoutMs);
       return;
@@ -626,7 +1032,7 @@ var Client = class extends Emitter {
   }
   /** Sends a command only if connected now; otherwise reports `"disconnected"` (used for resubscription). */
   commandNow(method, params, handler) {
-    const transport = this.transport;
+    const transport = this.conn;
     if (this.stateValue === "connected" && transport !== null && transport.connected) {
       this.send(transport, method, params, handler, this.timeoutMs);
     } else {
@@ -674,16 +1080,20 @@ var Client = class extends Emitter {
     this.openTransport();
   }
   openTransport() {
+    const name = this.currentTransport();
     let ws;
     try {
-      ws = new this.WebSocketImpl(this.url, [SUBPROTOCOL]);
+      ws = this.newSocket(name);
     } catch (error) {
       this.emit("error", { type: "transport", error: asError(error) });
-      this.scheduleReconnect(CONNECT_FAILED_CODE, "WebSocket constructor failed", false);
+      this.attemptFailed(CONNECT_FAILED_CODE, `${name} could not start`);
       return;
     }
     const t = {
       ws,
+      name,
+      opened: false,
+      timedOut: false,
       nextId: 1,
       pending: /* @__PURE__ */ new Map(),
       connected: false,
@@ -694,26 +1104,58 @@ var Client = class extends Emitter {
       attemptTimer: void 0,
       idleTimer: void 0
     };
-    this.transport = t;
+    this.conn = t;
     this.advice = void 0;
     t.attemptTimer = this.timers.setTimeout(() => {
       t.attemptTimer = void 0;
+      t.timedOut = true;
       this.transportDead(t, "connect timeout");
     }, this.timeoutMs);
     ws.onopen = () => {
-      if (this.transport === t) this.sendConnect(t);
+      if (this.conn !== t) return;
+      t.opened = true;
+      this.sendConnect(t);
     };
     ws.onmessage = (event) => {
-      if (this.transport === t) this.receive(t, event.data);
+      if (this.conn === t) this.receive(t, event.data);
     };
     ws.onclose = (event) => {
-      if (this.transport === t) this.transportClosed(t, event.code, event.reason, false);
+      if (this.conn === t) this.transportClosed(t, event.code, event.reason, false);
     };
     ws.onerror = () => {
-      if (this.transport === t) {
-        this.emit("error", { type: "transport", error: new Error("WebSocket error") });
+      if (this.conn === t) {
+        this.emit("error", { type: "transport", error: new Error(`${name} error`) });
       }
     };
+  }
+  newSocket(name) {
+    const fetchImpl = this.fetchImpl;
+    switch (name) {
+      case "websocket":
+        return new this.WebSocketImpl(this.url, [SUBPROTOCOL]);
+      case "sse":
+        return new SseSocket(this.httpUrl, fetchImpl, this.timers);
+      case "long-poll":
+        return new PollSocket(this.httpUrl, fetchImpl, this.timers);
+    }
+  }
+  currentTransport() {
+    return this.transports[this.transportIndex] ?? this.transports[0];
+  }
+  /**
+   * An attempt failed before the connect reply in a way that says this
+   * transport does not get through: try the next one at once; after the last
+   * one, start again from the first with backoff.
+   */
+  attemptFailed(code, reason) {
+    this.closedBeforeReply = 0;
+    if (this.transportIndex + 1 < this.transports.length) {
+      this.transportIndex += 1;
+      this.scheduleReconnect(code, reason, true, false);
+      return;
+    }
+    this.transportIndex = 0;
+    this.scheduleReconnect(code, reason, false);
   }
   sendConnect(t) {
     const params = {};
@@ -733,37 +1175,44 @@ var Client = class extends Emitter {
     t.attemptTimer = void 0;
     t.connected = true;
     t.maxMessageSize = positive(result.max_message_size, Number.MAX_SAFE_INTEGER);
+    t.ws.setMaxMessageSize?.(t.maxMessageSize);
     t.pingIntervalMs = positive(result.ping_interval_ms, 2e4);
     t.pongTimeoutMs = positive(result.pong_timeout_ms, 2e4);
     this.attempts = 0;
     this.notBefore = 0;
+    this.closedBeforeReply = 0;
     this.clientId = typeof result.client === "string" ? result.client : "";
     this.userId = typeof result.user === "string" ? result.user : "";
     this.scheduleRefresh(t, result.expires_in_ms);
     this.setState("connected");
-    const event = { client: this.clientId, user: this.userId, version: String(result.version ?? "") };
+    const event = {
+      client: this.clientId,
+      user: this.userId,
+      version: String(result.version ?? ""),
+      transport: t.name
+    };
     if (typeof result.expires_in_ms === "number") event.expiresInMs = result.expires_in_ms;
     this.emit("connected", event);
-    if (this.transport !== t) return;
+    if (this.conn !== t) return;
     this.armIdle(t);
     for (const sub of this.subs.values()) sub.clientConnected();
     const queued = this.queue;
     this.queue = [];
     for (const item of queued) {
       this.timers.clearTimeout(item.timer);
-      if (this.transport !== t || !t.connected) {
+      if (this.conn !== t || !t.connected) {
         item.handler.error(new VolleyError("disconnected", `${item.method}: connection lost`));
         continue;
       }
       this.send(t, item.method, item.params, item.handler, Math.max(1, item.deadline - this.now()));
     }
   }
-  scheduleReconnect(code, reason, immediate) {
+  scheduleReconnect(code, reason, immediate, counts = true) {
     const attempt = this.attempts;
-    this.attempts += 1;
+    if (counts) this.attempts += 1;
     const jitter = immediate ? 0 : backoffDelay(attempt, this.backoffBaseMs, this.backoffCapMs, this.random);
     const delay = Math.max(jitter, this.notBefore - this.now(), 0);
-    this.emit("connecting", { code, reason, attempt, delayMs: delay });
+    this.emit("connecting", { code, reason, attempt, delayMs: delay, transport: this.currentTransport() });
     if (this.stateValue !== "connecting") return;
     this.reconnectTimer = this.timers.setTimeout(() => void this.startAttempt(), delay);
   }
@@ -823,7 +1272,7 @@ var Client = class extends Emitter {
           if (this.drainTimer !== void 0) this.timers.clearTimeout(this.drainTimer);
           this.drainTimer = this.timers.setTimeout(() => {
             this.drainTimer = void 0;
-            if (this.transport !== t) return;
+            if (this.conn !== t) return;
             this.closeSocket(t, 1e3, "server draining");
             this.transportClosed(t, DisconnectCode.Shutdown, reason, true);
           }, after);
@@ -875,7 +1324,7 @@ var Client = class extends Emitter {
     if (t.idleTimer !== void 0) this.timers.clearTimeout(t.idleTimer);
     t.idleTimer = this.timers.setTimeout(() => {
       t.idleTimer = void 0;
-      if (this.transport !== t || t.pingInFlight) return;
+      if (this.conn !== t || t.pingInFlight) return;
       t.pingInFlight = true;
       this.send(
         t,
@@ -907,17 +1356,17 @@ var Client = class extends Emitter {
   async refresh(t, attempt) {
     this.refreshTimer = void 0;
     const getToken = this.options.getToken;
-    if (this.transport !== t || !t.connected || getToken === void 0) return;
+    if (this.conn !== t || !t.connected || getToken === void 0) return;
     let token;
     try {
       token = await getToken({ reason: "refresh" });
     } catch (error) {
-      if (this.transport !== t) return;
+      if (this.conn !== t) return;
       this.emit("error", { type: "refresh", error: asError(error) });
       if (!(error instanceof UnauthorizedError)) this.retryRefresh(t, attempt);
       return;
     }
-    if (this.transport !== t || !t.connected) return;
+    if (this.conn !== t || !t.connected) return;
     if (token === null || token === void 0 || token === "") {
       this.emit("error", { type: "refresh", error: new Error("getToken returned no token for refresh") });
       return;
@@ -942,7 +1391,7 @@ var Client = class extends Emitter {
     );
   }
   retryRefresh(t, attempt) {
-    if (this.transport !== t || this.expiresAt === void 0) return;
+    if (this.conn !== t || this.expiresAt === void 0) return;
     const delay = backoffDelay(attempt, this.backoffBaseMs, this.backoffCapMs, this.random);
     if (this.now() + delay >= this.expiresAt) return;
     this.refreshTimer = this.timers.setTimeout(() => void this.refresh(t, attempt + 1), delay);
@@ -950,7 +1399,7 @@ var Client = class extends Emitter {
   // ---- ending connections -------------------------------------------------------------
   /** The connection is unusable (timeout, liveness): close it and reconnect as after 1006 (§14.5). */
   transportDead(t, reason) {
-    if (this.transport !== t) return;
+    if (this.conn !== t) return;
     this.closeSocket(t, 1e3, reason);
     this.transportClosed(t, CONNECT_FAILED_CODE, reason, false);
   }
@@ -968,7 +1417,7 @@ var Client = class extends Emitter {
     }
   }
   transportClosed(t, code, reason, immediate) {
-    if (this.transport !== t) return;
+    if (this.conn !== t) return;
     const wasConnected = t.connected;
     this.endTransport(t, code, reason);
     if (this.advice !== void 0 && this.advice.code === code && reason === "") reason = this.advice.reason;
@@ -987,15 +1436,23 @@ var Client = class extends Emitter {
       }
     }
     if (wasConnected) {
+      this.transportIndex = 0;
+      this.closedBeforeReply = 0;
       this.setState("connecting");
       this.emit("disconnected", { code, reason, reconnect: true });
       if (this.stateValue !== "connecting") return;
+    }
+    if (!wasConnected && !immediate && action === "reconnect") {
+      if (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2) {
+        this.attemptFailed(code, reason);
+        return;
+      }
     }
     this.scheduleReconnect(code, reason, immediate);
   }
   /** Forgets the transport: fails its commands, stops its timers, tells the subscriptions. */
   endTransport(t, code, reason) {
-    this.transport = null;
+    this.conn = null;
     t.connected = false;
     if (t.attemptTimer !== void 0) this.timers.clearTimeout(t.attemptTimer);
     if (t.idleTimer !== void 0) this.timers.clearTimeout(t.idleTimer);
@@ -1020,7 +1477,7 @@ var Client = class extends Emitter {
     this.attemptSeq++;
     if (this.reconnectTimer !== void 0) this.timers.clearTimeout(this.reconnectTimer);
     this.reconnectTimer = void 0;
-    const t = this.transport;
+    const t = this.conn;
     if (t !== null) {
       this.closeSocket(t, 1e3, reason);
       this.endTransport(t, code, reason);
@@ -1041,7 +1498,7 @@ var Client = class extends Emitter {
     const previous = this.stateValue;
     if (previous === state) return;
     this.stateValue = state;
-    this.emit("state", { state, previous });
+    this.emit("state", { state, previous, transport: this.transport });
   }
   listenOnline() {
     if (this.options.reconnectOnOnline === false || host.addEventListener === void 0) return;
@@ -1052,6 +1509,8 @@ var Client = class extends Emitter {
       this.timers.clearTimeout(this.reconnectTimer);
       this.reconnectTimer = void 0;
       this.attempts = 0;
+      this.transportIndex = 0;
+      this.closedBeforeReply = 0;
       void this.startAttempt();
     };
     host.addEventListener("online", this.onlineListener);
@@ -1069,6 +1528,10 @@ function positive(value, fallback) {
 function asError(value) {
   return value instanceof Error ? value : new Error(String(value));
 }
+function hostFetch() {
+  const f = globalThis.fetch;
+  return f === void 0 ? void 0 : (url, init) => f.call(globalThis, url, init);
+}
 function defaultUrl() {
   const location = host.location;
   if (location === void 0) {
@@ -1085,6 +1548,7 @@ export {
   PATH,
   SUBPROTOCOL,
   Subscription,
+  TRANSPORTS,
   UnauthorizedError,
   VERSION,
   VolleyError,
