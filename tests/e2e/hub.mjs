@@ -1,7 +1,9 @@
-// Shared by the e2e scenarios: start `volley serve` on a free port, read the
-// bound address from its first stdout line, call its HTTP API, stop it.
-import { spawn } from 'node:child_process';
+// Shared by the e2e scenarios: start `volley serve` on a free port (over
+// http, or https with a self-signed certificate), read the bound address from
+// its first stdout line, call its HTTP API, read its metrics, stop it.
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,12 +30,39 @@ export async function api(base, apiKey, method, body) {
   return json.result;
 }
 
+/**
+ * Makes a self-signed certificate for localhost and 127.0.0.1 in `dir` with
+ * openssl; `{cert, key}` (PEM file paths).
+ */
+export function selfSignedCert(dir) {
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-keyout', key, '-out', cert, '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return { cert, key };
+}
+
+/** The value of the sample `name{labels}` in a Prometheus/OpenMetrics text, or null when absent. */
+export function metricValue(text, name, labels = {}) {
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return null;
+}
+
 /** A running `volley serve`. */
 export class Hub {
-  constructor(proc, addr, apiKey) {
+  constructor(proc, scheme, addr, apiKey, ca) {
     this.proc = proc;
     this.addr = addr;
-    this.base = `http://${addr}`;
+    this.base = `${scheme}://${addr}`;
+    this.ca = ca;
     this.apiKey = apiKey;
     this.output = '';
     this.exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
@@ -47,6 +76,20 @@ export class Hub {
   /** POST /api/METHOD with the API key; resolves with `result`, rejects on an error. */
   api(method, body) {
     return api(this.base, this.apiKey, method, body);
+  }
+
+  /** The text of GET /metrics (over https, trusting the hub's own certificate). */
+  async metrics() {
+    if (this.ca === undefined) return (await fetch(`${this.base}/metrics`)).text();
+    return new Promise((resolve, reject) => {
+      const request = https.get(`${this.base}/metrics`, { ca: this.ca }, (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk) => (body += chunk));
+        response.on('end', () => (response.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: HTTP ${response.statusCode}`))));
+      });
+      request.on('error', reject);
+    });
   }
 
   /** SIGTERM, then SIGKILL after `ms`; resolves with the exit status. */
@@ -74,14 +117,16 @@ export class Hub {
 }
 
 /**
- * Starts `volley serve --listen 127.0.0.1:0 --api-key KEY ...extra` and
- * resolves once its first stdout line names the bound address.
+ * Starts `volley serve --listen 127.0.0.1:0 --api-key KEY ...extra` (with
+ * `tls: {cert, key}` from `selfSignedCert`, over https) and resolves once its
+ * first stdout line names the bound address.
  */
-export function startHub({ apiKey, extraArgs = [], log = () => {} }) {
+export function startHub({ apiKey, extraArgs = [], tls, log = () => {} }) {
   if (!fs.existsSync(VOLLEY_BIN)) {
     throw new Error(`volley binary not found at ${VOLLEY_BIN}: build it with \`cargo build --release -p volley-cli\` or set VOLLEY_BIN`);
   }
-  const args = ['serve', '--listen', '127.0.0.1:0', '--api-key', apiKey, ...extraArgs];
+  const tlsArgs = tls ? ['--tls-cert', tls.cert, '--tls-key', tls.key] : [];
+  const args = ['serve', '--listen', '127.0.0.1:0', '--api-key', apiKey, ...tlsArgs, ...extraArgs];
   log(`starting: ${path.relative(REPO, VOLLEY_BIN) || VOLLEY_BIN} ${args.join(' ')}`);
   const proc = spawn(VOLLEY_BIN, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
   let output = '';
@@ -107,13 +152,13 @@ export function startHub({ apiKey, extraArgs = [], log = () => {} }) {
       if (nl < 0) return;
       clearTimeout(timer);
       const line = buf.slice(0, nl);
-      const m = /^volley serve listening on http:\/\/(127\.0\.0\.1:\d+)\/$/.exec(line);
+      const m = /^volley serve listening on (https?):\/\/(127\.0\.0\.1:\d+)\/$/.exec(line);
       if (!m) {
         proc.kill('SIGKILL');
         reject(new Error(`unexpected first stdout line: ${JSON.stringify(line)}`));
         return;
       }
-      hub = new Hub(proc, m[1], apiKey);
+      hub = new Hub(proc, m[1], m[2], apiKey, tls ? fs.readFileSync(tls.cert) : undefined);
       hub.output = output;
       resolve(hub);
     });

@@ -11,7 +11,10 @@
 #   cluster.mjs two pages on two nodes of scripts/cluster.sh (3 nodes on the
 #             Redis engine, HAProxy) chat and see each other in presence;
 #             page B's node is killed and B resumes on another node with
-#             nothing lost.
+#             nothing lost;
+#   h2.mjs    the demo over https (a self-signed certificate) in Chromium: its
+#             WebSockets go over HTTP/2, as the hub's /metrics show
+#             (volley_connections_by_transport{transport="websocket-h2"}).
 # Each prints one line per check and "N passed, M failed"; the last line is
 # the sum. Exit status 1 if any check failed.
 #
@@ -30,7 +33,7 @@ cd "$HERE"
 total_passed=0
 total_failed=0
 rc=0
-for script in node.mjs demo.mjs cluster.mjs; do
+for script in node.mjs demo.mjs cluster.mjs h2.mjs; do
     echo "== tests/e2e/$script"
     out="$(mktemp)"
     node "$script" "$@" | tee "$out" || rc=1

@@ -21,6 +21,12 @@ let name = "";
 let client = null;
 let chat = null;
 
+// ?transports=sse,long-poll restricts (and orders) the SDK's transports, to try
+// the fallbacks; by default it tries WebSocket, then SSE, then long-polling.
+const page = new URLSearchParams(window.location.search);
+const transports = page.get("transports")?.split(",").map((t) => t.trim()).filter(Boolean);
+const clientOptions = transports && transports.length > 0 ? { transports } : {};
+
 // ---- name -------------------------------------------------------------------------------
 
 function defaultName() {
@@ -64,7 +70,7 @@ function join(chosen) {
   $("room").hidden = false;
   $("chat-title").firstChild.textContent = `Chat as ${name} `;
 
-  client = new Client(undefined, { getToken });
+  client = new Client(undefined, { ...clientOptions, getToken });
   client.on("state", ({ state }) => setStatus(state));
   client.on("connecting", ({ code, reason, delayMs }) => {
     if (code === 0) return setStatus("connecting", "connecting…");
@@ -72,9 +78,10 @@ function join(chosen) {
     const when = delayMs ? ` in ${(delayMs / 1000).toFixed(1)} s` : "";
     setStatus("connecting", `reconnecting${when} (closed: ${why})`);
   });
-  client.on("connected", ({ client: id }) => {
-    setStatus("connected", `connected as ${name}`);
+  client.on("connected", ({ client: id, transport }) => {
+    setStatus("connected", `connected as ${name} (${transport})`);
     document.body.dataset.clientId = id;
+    document.body.dataset.transport = transport;
     $("client-id").textContent = id;
   });
   client.on("disconnected", ({ code, reason, reconnect }) => {
@@ -239,7 +246,7 @@ const points = []; // [{t, price}], oldest first
 // own anonymous connection (the demo's ticker namespace allows anonymous
 // subscribers), so joining, leaving or reconnecting the chat never blanks it.
 function startTicker() {
-  const feed = new Client();
+  const feed = new Client(undefined, clientOptions);
   const ticker = feed.newSubscription(TICKER);
   let loaded = false;
   ticker.on("subscribed", async ({ recovered, wasRecovering }) => {
@@ -294,5 +301,5 @@ function drawChart() {
 
 startTicker();
 
-const fromUrl = new URLSearchParams(window.location.search).get("name");
+const fromUrl = page.get("name");
 if (fromUrl && fromUrl.trim()) join(fromUrl.trim().slice(0, 32));
