@@ -128,7 +128,7 @@ async function typeCheck() {
   let r = await run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: app });
   check("tsc (nodenext): `new Client(url, { WebSocket })` with ws's WebSocket from ESM and CJS, and Node 22's global", r.code === 0, r.code === 0 ? '' : tail(r));
   r = await run(process.execPath, [tsc, '-p', 'tsconfig.dom.json'], { cwd: app });
-  check("tsc (bundler, DOM): the browser's WebSocket", r.code === 0, r.code === 0 ? '' : tail(r));
+  check("tsc (bundler, DOM): the browser's WebSocket and fetch", r.code === 0, r.code === 0 ? '' : tail(r));
 }
 
 async function bundle() {

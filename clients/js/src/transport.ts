@@ -41,21 +41,24 @@ export interface ResponseLike {
   text(): Promise<string>;
 }
 
-/** The request options the fallbacks pass to `fetch`. */
+/**
+ * The request options the fallbacks pass to `fetch`: `headers` a record of
+ * strings, `body` a string, `signal` an `AbortSignal`, `cache` `"no-store"`.
+ * Typed loosely so that the DOM's `RequestInit` fits.
+ */
 export interface RequestInitLike {
   method?: string;
-  headers?: Record<string, string>;
-  body?: string;
-  /** An `AbortSignal` (from the host's `AbortController`). */
+  headers?: unknown;
+  body?: unknown;
   signal?: unknown;
-  cache?: "no-store";
+  cache?: string;
 }
 
 /**
  * A `fetch` function: the host's (browsers, Node 18+) or a test fake. Declared
  * through a method so that the DOM's `fetch` type-checks as it is.
  */
-export type FetchLike = { fetch(url: string, init: RequestInitLike): Promise<ResponseLike> }["fetch"];
+export type FetchLike = { fetch(url: string, init?: RequestInitLike): Promise<ResponseLike> }["fetch"];
 
 /**
  * The HTTP base of the fallback endpoints for the WebSocket URL `url`: the

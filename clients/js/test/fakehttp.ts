@@ -76,6 +76,7 @@ export class FakeRequest {
   readonly path: string;
   readonly query: URLSearchParams;
   readonly body: string | undefined;
+  readonly headers: Record<string, string>;
   answered = false;
   aborted = false;
   private resolve!: (r: ResponseLike) => void;
@@ -90,7 +91,8 @@ export class FakeRequest {
     this.method = init.method ?? "GET";
     this.path = parsed.pathname;
     this.query = parsed.searchParams;
-    this.body = init.body;
+    this.body = init.body as string | undefined;
+    this.headers = (init.headers ?? {}) as Record<string, string>;
     this.response = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
@@ -143,7 +145,7 @@ export class FakeHttp {
   private read = 0;
 
   readonly fetch: FetchLike = (url, init) => {
-    const request = new FakeRequest(url, init);
+    const request = new FakeRequest(url, init ?? {});
     this.requests.push(request);
     return request.response;
   };

@@ -52,7 +52,7 @@ async function takeSend(http: FakeHttp, session: string, seq: number) {
   const post = http.next("POST", "/connection/send");
   expect(post.query.get("session")).toBe(session);
   expect(post.query.get("seq")).toBe(String(seq));
-  expect(post.init.headers?.["Content-Type"]).toBe("text/plain");
+  expect(post.headers["Content-Type"]).toBe("text/plain");
   const commands = post.commands;
   post.reply(204);
   await flush();
@@ -125,7 +125,7 @@ describe("SSE", () => {
     expect(client.transport).toBe("sse");
     const get = http.next("GET", "/connection/sse");
     expect(get.url).toBe("http://hub.test/connection/sse");
-    expect(get.init.headers?.Accept).toBe("text/event-stream");
+    expect(get.headers.Accept).toBe("text/event-stream");
     const stream = get.open();
     stream.write('event: session\ndata: {"sess'); // cut anywhere
     stream.write('ion":"S1"}\n\n');
