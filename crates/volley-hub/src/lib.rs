@@ -39,6 +39,7 @@ mod server;
 mod session;
 mod subscribe;
 mod sync;
+mod transport;
 
 pub use auth::sign_hs256;
 pub use config::{

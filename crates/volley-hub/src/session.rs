@@ -1,8 +1,9 @@
 //! One client connection: the command loop of docs/protocol.md §5-§6.
 //!
-//! A single task owns the WebSocket. It reads commands, runs them one at a
-//! time in arrival order, and moves frames from the connection's outbox to
-//! the socket. Reads are handled first, and the outbox is written out once
+//! A single task owns the connection's carrier (a WebSocket, or a fallback
+//! session: `crate::transport`). It reads commands, runs them one at a time
+//! in arrival order, and moves frames from the connection's outbox to the
+//! carrier. Reads are handled first, and the outbox is written out once
 //! nothing more is readable, so a burst of commands gets one write.
 
 use std::future::{Future, poll_fn};
@@ -12,12 +13,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_core::Stream;
-use futures_sink::Sink;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncRead, AsyncWrite};
-use volley::{CloseCode, Message, WebSocket};
+use volley::Message;
 
 use crate::auth::ConnectClaims;
 use crate::channel;
@@ -28,6 +26,7 @@ use crate::protocol::{
     self, ClientInfo, Command, DisconnectCode, ErrorCode, Parsed, StreamPosition,
 };
 use crate::subscribe::{SubscribeRequest, Subscriber};
+use crate::transport::Transport;
 
 /// Bytes moved from the outbox to the socket per write, at most.
 const WRITE_BUDGET: usize = 64 * 1024;
@@ -127,16 +126,13 @@ struct Connection {
 /// Not an `async fn`: its arguments would be stored twice in the future
 /// (once as arguments, once as locals); the async block below uses the
 /// captured values in place, which keeps an idle connection's task small.
-pub(crate) fn run<S>(
+pub(crate) fn run<T: Transport>(
     hub: Arc<Hub>,
-    ws: WebSocket<S>,
+    ws: T,
     key: u64,
     outbox: Arc<Outbox>,
     ip: IpAddr,
-) -> impl Future<Output = ()>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+) -> impl Future<Output = ()> {
     let connect_timeout = Duration::from_millis(hub.config().limits.connect_timeout_ms);
     let mut conn = Connection {
         tokens: f64::from(hub.config().limits.commands_per_second),
@@ -161,10 +157,7 @@ where
 }
 
 impl Connection {
-    async fn drive<S>(&mut self, ws: &mut WebSocket<S>) -> Option<Ending>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn drive<T: Transport>(&mut self, ws: &mut T) -> Option<Ending> {
         let mut reads = 0usize;
         loop {
             let event = poll_fn(|cx| self.poll_event(cx, ws, &mut reads)).await;
@@ -214,15 +207,12 @@ impl Connection {
 
     /// Reads first; when nothing more is readable (or after a run of reads),
     /// writes the outbox out.
-    fn poll_event<S>(
+    fn poll_event<T: Transport>(
         &mut self,
         cx: &mut Context<'_>,
-        ws: &mut WebSocket<S>,
+        ws: &mut T,
         reads: &mut usize,
-    ) -> Poll<Event>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    ) -> Poll<Event> {
         if let Some(d) = &mut self.deadline
             && d.as_mut().poll(cx).is_ready()
         {
@@ -232,7 +222,7 @@ impl Connection {
         // commands: a client that asks without reading is held back by TCP.
         let backlog = self.outbox.reply_backlog();
         if *reads < MAX_READS_BEFORE_WRITE && !backlog {
-            match Pin::new(&mut *ws).poll_next(cx) {
+            match ws.poll_receive(cx) {
                 Poll::Ready(Some(Ok(message))) => {
                     *reads += 1;
                     return Poll::Ready(Event::Message(message));
@@ -270,7 +260,7 @@ impl Connection {
                 }
                 return Poll::Pending;
             }
-            match Pin::new(&mut *ws).poll_flush(cx) {
+            match ws.poll_flush(cx) {
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => {
                     tracing::debug!("connection {}: {e}", self.key);
@@ -288,16 +278,13 @@ impl Connection {
         }
     }
 
-    fn queue_batch<S>(&self, ws: &mut WebSocket<S>, batch: &mut Vec<Queued>)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    fn queue_batch<T: Transport>(&self, ws: &mut T, batch: &mut Vec<Queued>) {
         let metrics = self.hub.metrics();
         let now = Instant::now();
         let mut bytes = 0;
         let count = batch.len();
         for q in batch.drain(..) {
-            if ws.queue_prepared(&q.frame).is_err() {
+            if ws.queue(&q.frame).is_err() {
                 break;
             }
             bytes += q.frame.len();
@@ -311,10 +298,7 @@ impl Connection {
         metrics.bytes_out.inc_by(bytes as u64);
     }
 
-    async fn finish<S>(&mut self, ws: &mut WebSocket<S>, ending: Ending)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn finish<T: Transport>(&mut self, ws: &mut T, ending: Ending) {
         // Replies queued before the end still go out (a slow consumer's queue
         // was dropped already).
         let mut batch = Vec::new();
@@ -327,7 +311,7 @@ impl Connection {
                 }
                 let reason: Arc<str> = reason.unwrap_or_else(|| code.reason().into());
                 let push = text_frame(protocol::disconnect_push(code, Some(&reason), after));
-                let _ = ws.queue_prepared(&push);
+                let _ = ws.queue(&push);
                 (code.code(), reason)
             }
             Ending::AfterReply(code) => (code.code(), code.reason().into()),
@@ -338,7 +322,7 @@ impl Connection {
             .disconnects
             .get_or_create(&crate::metrics::DisconnectLabels { code })
             .inc();
-        let _ = ws.close(CloseCode(code), &reason).await;
+        ws.close(code, &reason).await;
     }
 
     async fn cleanup(&mut self, ip: IpAddr) {

@@ -1,0 +1,74 @@
+//! What carries a session's messages: the WebSocket, or a fallback
+//! (Server-Sent Events or long-polling, with commands by HTTP POST,
+//! `crate::fallback`).
+//!
+//! The session (`crate::session`) runs its command loop over this trait:
+//! command texts come in, frames from the connection's outbox go out. A
+//! carrier buffers what it was given until its peer has it; the session
+//! stops taking from the outbox while that buffer is over the write
+//! high-water mark, so pushes accumulate in the outbox and its bound (and
+//! slow-consumer policy) applies on every carrier alike.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use volley::{CloseCode, Message, PreparedFrame, WebSocket};
+
+/// Why a carrier can no longer be used: the peer went away or the
+/// connection failed (the session ends as after close 1006).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum Gone {
+    /// The WebSocket failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] volley::Error),
+}
+
+/// One session's carrier.
+pub(crate) trait Transport {
+    /// The next message from the client; `None` when the carrier ended.
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>>;
+
+    /// Bytes given to [`Transport::queue`] that the peer does not have yet.
+    fn buffered_amount(&self) -> usize;
+
+    /// Queues a server message (a text frame) for the client.
+    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone>;
+
+    /// Ready once everything queued reached the peer (or its side of the
+    /// carrier); until then, registers the waker.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>>;
+
+    /// Ends the carrier with a close code (what is queued still goes out).
+    async fn close(&mut self, code: u16, reason: &str);
+}
+
+impl<S> Transport for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>> {
+        Pin::new(self)
+            .poll_next(cx)
+            .map(|m| m.map(|r| r.map_err(Gone::from)))
+    }
+
+    fn buffered_amount(&self) -> usize {
+        WebSocket::buffered_amount(self)
+    }
+
+    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {
+        Ok(self.queue_prepared(frame)?)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Sink::<Message>::poll_flush(Pin::new(self), cx).map_err(Gone::from)
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let _ = WebSocket::close(self, CloseCode(code), reason).await;
+    }
+}
