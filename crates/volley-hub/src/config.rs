@@ -277,6 +277,12 @@ pub struct Limits {
     /// Time for an HTTP API request body to arrive once the head is read and
     /// the API key checked; then 408 and the connection is closed.
     pub api_body_timeout_ms: u64,
+    /// Long-polling: how long a poll is held when no message is waiting
+    /// (then it answers with none).
+    pub poll_timeout_ms: u64,
+    /// Long-polling: a session with no poll for this long after its last
+    /// poll ended is over (as a lost connection).
+    pub session_timeout_ms: u64,
 }
 
 /// hyper's smallest read buffer, the floor of `max_request_head_bytes`.
@@ -301,6 +307,8 @@ impl Default for Limits {
             max_request_head_bytes: 16 * 1024,
             api_max_body_bytes: 1024 * 1024,
             api_body_timeout_ms: 10_000,
+            poll_timeout_ms: 25_000,
+            session_timeout_ms: 30_000,
         }
     }
 }
@@ -488,6 +496,8 @@ impl HubConfig {
             (l.max_connections_per_user, "max_connections_per_user"),
             (l.api_max_body_bytes, "api_max_body_bytes"),
             (l.api_body_timeout_ms as usize, "api_body_timeout_ms"),
+            (l.poll_timeout_ms as usize, "poll_timeout_ms"),
+            (l.session_timeout_ms as usize, "session_timeout_ms"),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroLimit(name));

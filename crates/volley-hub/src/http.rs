@@ -1,4 +1,5 @@
-//! The HTTP side of the hub: the WebSocket endpoint, the API for application
+//! The HTTP side of the hub: the WebSocket endpoint, the fallback
+//! transports' endpoints (`crate::fallback`), the API for application
 //! backends (docs/http-api.md), metrics, health, the demo and admin pages.
 
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +20,7 @@ use volley::{Accept, Rejection};
 
 use crate::assets;
 use crate::commands;
+use crate::fallback;
 use crate::hub::{Admission, Hub, Target};
 use crate::metrics::TransportLabels;
 use crate::protocol::{self, ErrorCode, PATH, SUBPROTOCOL};
@@ -38,6 +40,13 @@ pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
     };
     // GET: an HTTP/1.1 upgrade; CONNECT: HTTP/2 extended CONNECT (RFC 8441).
     base.route(PATH, get(websocket).connect(websocket))
+        .route("/connection/sse", get(fallback::sse))
+        .route(
+            "/connection/poll",
+            get(fallback::poll).post(fallback::poll_open),
+        )
+        .route("/connection/send", post(fallback::send))
+        .route("/connection/session", delete(fallback::close))
         .route("/api/{method}", post(api))
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))
@@ -52,12 +61,42 @@ pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
         .with_state(hub)
 }
 
-async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
-    let ip = request
+/// The client's address the server recorded for this request.
+pub(crate) fn remote_ip(request: &Request) -> IpAddr {
+    request
         .extensions()
         .get::<RemoteIp>()
         .map(|r| r.0)
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// The answer to a connection the hub does not admit (a WebSocket
+/// handshake, or a new fallback session): 503 or 429, with `Retry-After`.
+pub(crate) fn refuse(hub: &Hub, why: Admission, ip: IpAddr) -> Response {
+    let (status, reason, body) = match why {
+        Admission::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "draining\n"),
+        Admission::NodeFull => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection_limit",
+            "too many connections\n",
+        ),
+        Admission::IpFull => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "ip_limit",
+            "too many connections from this address\n",
+        ),
+    };
+    hub.metrics().rejected(reason);
+    tracing::debug!("refused a connection from {ip}: {reason}");
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
+    let ip = remote_ip(&request);
     let check = |req: &volley::ServerRequest| -> Result<Accept, Rejection> {
         if !hub.origin_allowed(req.origin()) {
             hub.metrics().rejected("origin");
@@ -85,28 +124,7 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
     };
     let (key, outbox) = match hub.admit(ip) {
         Ok(admitted) => admitted,
-        Err(why) => {
-            let (status, reason, body) = match why {
-                Admission::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining", "draining\n"),
-                Admission::NodeFull => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "connection_limit",
-                    "too many connections\n",
-                ),
-                Admission::IpFull => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "ip_limit",
-                    "too many connections from this address\n",
-                ),
-            };
-            hub.metrics().rejected(reason);
-            tracing::debug!("refused a WebSocket from {ip}: {reason}");
-            let mut response = (status, body).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return response;
-        }
+        Err(why) => return refuse(&hub, why, ip),
     };
     let transport = TransportLabels {
         transport: match request.version() {
@@ -199,7 +217,9 @@ async fn api(
     ) {
         return closing(api_error(ErrorCode::Unauthorized));
     }
-    let body = match read_body(&hub, request).await {
+    let limits = &hub.config().limits;
+    let timeout = Duration::from_millis(limits.api_body_timeout_ms);
+    let body = match read_body(request, limits.api_max_body_bytes, timeout).await {
         Ok(body) => body,
         Err(response) => return closing(response),
     };
@@ -210,15 +230,18 @@ async fn api(
     }
 }
 
-/// The request's body within the API's limits, or the response that refuses
-/// it (413, 408).
-async fn read_body(hub: &Hub, request: Request) -> Result<Bytes, Response> {
-    let limits = &hub.config().limits;
-    let max = limits.api_max_body_bytes;
+/// The request's body if it holds at most `max` bytes and arrives within
+/// `timeout`, or the response that refuses it (413, 408; 413 before any of
+/// the body is read when its declared length is over).
+pub(crate) async fn read_body(
+    request: Request,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response> {
     let too_large = || {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the API takes bodies of at most {max} bytes\n"),
+            format!("this endpoint takes bodies of at most {max} bytes\n"),
         )
             .into_response()
     };
@@ -230,13 +253,12 @@ async fn read_body(hub: &Hub, request: Request) -> Result<Bytes, Response> {
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    let timeout = Duration::from_millis(limits.api_body_timeout_ms);
     let body = Limited::new(request.into_body(), max);
     match tokio::time::timeout(timeout, body.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => {
-            tracing::debug!("API request body: {e}");
+            tracing::debug!("request body: {e}");
             Err((StatusCode::BAD_REQUEST, "unreadable request body\n").into_response())
         }
         Err(_) => Err((
@@ -249,7 +271,7 @@ async fn read_body(hub: &Hub, request: Request) -> Result<Bytes, Response> {
 
 /// Marks a response that leaves a request body unread as the connection's
 /// last.
-fn closing(mut response: Response) -> Response {
+pub(crate) fn closing(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

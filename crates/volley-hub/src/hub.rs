@@ -41,6 +41,8 @@ pub struct Hub {
     started: Instant,
     /// Wakes the drain's waiters when the last connection ends.
     idle: tokio::sync::Notify,
+    /// The fallback sessions (SSE, long-polling) by id.
+    sessions: crate::fallback::Sessions,
 }
 
 impl std::fmt::Debug for Hub {
@@ -160,6 +162,7 @@ impl Hub {
             draining: AtomicBool::new(false),
             started: Instant::now(),
             idle: tokio::sync::Notify::new(),
+            sessions: crate::fallback::Sessions::default(),
         });
         hub.engine.broker.run(Arc::new(NodeEvents {
             hub: Arc::downgrade(&hub),
@@ -214,6 +217,11 @@ impl Hub {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The fallback sessions by id.
+    pub(crate) fn sessions(&self) -> &crate::fallback::Sessions {
+        &self.sessions
     }
 
     /// The WebSocket configuration of client connections.

@@ -27,6 +27,7 @@ mod commands;
 mod config;
 mod demo;
 pub mod engine;
+mod fallback;
 mod fanout;
 mod http;
 mod hub;

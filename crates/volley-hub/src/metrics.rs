@@ -23,8 +23,8 @@ pub struct RejectLabels {
 /// How a connection reaches the hub.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabels {
-    /// `websocket-h1` (HTTP/1.1 upgrade) or `websocket-h2` (HTTP/2 extended
-    /// CONNECT, RFC 8441).
+    /// `websocket-h1` (HTTP/1.1 upgrade), `websocket-h2` (HTTP/2 extended
+    /// CONNECT, RFC 8441), `sse` (Server-Sent Events) or `long-poll`.
     pub transport: &'static str,
 }
 
@@ -144,7 +144,7 @@ impl Metrics {
         let connections_by_transport = Family::<TransportLabels, Gauge>::default();
         registry.register(
             "connections_by_transport",
-            "Open connections by transport (websocket-h1, websocket-h2)",
+            "Open connections by transport (websocket-h1, websocket-h2, sse, long-poll)",
             connections_by_transport.clone(),
         );
         registry.register(

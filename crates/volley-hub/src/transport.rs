@@ -25,6 +25,10 @@ pub(crate) enum Gone {
     /// The WebSocket failed.
     #[error("websocket: {0}")]
     WebSocket(#[from] volley::Error),
+    /// The fallback session's client went away (its stream ended, it closed
+    /// the session, or it stopped polling).
+    #[error("the client went away")]
+    Fallback,
 }
 
 /// One session's carrier.

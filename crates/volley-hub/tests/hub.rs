@@ -10,14 +10,6 @@ use common::*;
 use serde_json::{Value, json};
 use volley::ClientBuilder;
 
-fn offsets(pubs: &Value) -> Vec<u64> {
-    pubs.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn connect_ping_and_envelope_errors() {
     let hub = TestHub::start(config()).await;

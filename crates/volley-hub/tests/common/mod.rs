@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use volley::{ClientBuilder, MaybeTlsStream, Message, WebSocket};
 use volley_hub::{DrainReport, Hub, HubConfig, NamespaceOptions, Server};
 
+pub mod fallback;
 pub mod haproxy;
 pub mod redis;
 
@@ -194,6 +195,60 @@ pub async fn http(
     (status, value)
 }
 
+/// A `volley.v1` client over any transport: replies picked out from the
+/// pushes, which are kept for later.
+#[allow(async_fn_in_trait)]
+pub trait Volley {
+    /// The next message from the server, or `None` when the session ends.
+    async fn read_message(&mut self) -> Option<Value>;
+    /// Sends a command without waiting; returns its id.
+    async fn send_command(&mut self, method: &str, params: Value) -> u64;
+    /// The pushes read while waiting for replies.
+    fn pushes(&mut self) -> &mut VecDeque<Value>;
+
+    /// Waits for the reply to `id`, keeping pushes for later.
+    async fn reply(&mut self, id: u64) -> Value {
+        loop {
+            let v = self.read_message().await.expect("a reply before the end");
+            if v.get("id").and_then(Value::as_u64) == Some(id) {
+                return v;
+            }
+            assert!(v.get("push").is_some(), "not a push: {v}");
+            self.pushes().push_back(v);
+        }
+    }
+
+    /// Sends a command and waits for its reply.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send_command(method, params).await;
+        self.reply(id).await
+    }
+
+    /// The next push.
+    async fn push(&mut self) -> Value {
+        if let Some(p) = self.pushes().pop_front() {
+            return p;
+        }
+        let v = self.read_message().await.expect("a push before the end");
+        assert!(v.get("push").is_some(), "not a push: {v}");
+        v
+    }
+}
+
+impl Volley for Client {
+    async fn read_message(&mut self) -> Option<Value> {
+        self.read().await
+    }
+
+    async fn send_command(&mut self, method: &str, params: Value) -> u64 {
+        self.send(method, params).await
+    }
+
+    fn pushes(&mut self) -> &mut VecDeque<Value> {
+        &mut self.pushes
+    }
+}
+
 /// A `volley.v1` client.
 pub struct Client {
     pub ws: WebSocket<MaybeTlsStream>,
@@ -268,30 +323,17 @@ impl Client {
 
     /// Waits for the reply to `id`, keeping pushes for later.
     pub async fn reply(&mut self, id: u64) -> Value {
-        loop {
-            let v = self.read().await.expect("a reply before the end");
-            if v.get("id").and_then(Value::as_u64) == Some(id) {
-                return v;
-            }
-            assert!(v.get("push").is_some(), "not a push: {v}");
-            self.pushes.push_back(v);
-        }
+        Volley::reply(self, id).await
     }
 
     /// Sends a command and waits for its reply.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.send(method, params).await;
-        self.reply(id).await
+        Volley::call(self, method, params).await
     }
 
     /// The next push.
     pub async fn push(&mut self) -> Value {
-        if let Some(p) = self.pushes.pop_front() {
-            return p;
-        }
-        let v = self.read().await.expect("a push before the end");
-        assert!(v.get("push").is_some(), "not a push: {v}");
-        v
+        Volley::push(self).await
     }
 
     /// Reads to the end: the pushes seen and the close code.
@@ -306,6 +348,15 @@ impl Client {
     pub async fn subscribe(&mut self, params: Value) -> Value {
         self.call("subscribe", params).await
     }
+}
+
+/// The offsets of a list of publications.
+pub fn offsets(pubs: &Value) -> Vec<u64> {
+    pubs.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect()
 }
 
 /// A result's error code, if it is an error reply.

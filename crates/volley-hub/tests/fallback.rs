@@ -1,0 +1,418 @@
+//! The fallback transports (docs/protocol.md §2.5) over real HTTP against a
+//! real hub: Server-Sent Events and long-polling with commands by POST,
+//! beside WebSocket clients, with recovery, presence, limits, the bad inputs
+//! and the metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::fallback::{Fallback, fetch};
+use common::{Client, TestHub, Volley, WAIT, config, offsets};
+use serde_json::{Value, json};
+use volley_hub::HubConfig;
+
+/// The tests' configuration: pings (and SSE comments) often, so that a
+/// dropped stream is noticed at once; polls held for 2 s at most.
+fn fallback_config() -> HubConfig {
+    let mut c = config();
+    c.limits.ping_interval_ms = 200;
+    c.limits.poll_timeout_ms = 2_000;
+    c
+}
+
+/// The `volley_connections_by_transport` gauge for `transport`.
+async fn open_by_transport(hub: &TestHub, transport: &str) -> u64 {
+    let (_, metrics) = fetch(hub.addr, "GET", "/metrics", &[], Vec::new()).await;
+    let prefix = format!("volley_connections_by_transport{{transport=\"{transport}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// Waits (bounded) until the gauge shows `n` (it moves when a session's task
+/// ends, just after its presence left).
+async fn wait_open(hub: &TestHub, transport: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while open_by_transport(hub, transport).await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{transport} never showed {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_session_connects_subscribes_publishes_and_receives(sse: bool) {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut c = Fallback::connected(&hub, sse).await;
+    assert_eq!(c.info["max_message_size"], 65536);
+    let r = c.call("subscribe", json!({"channel": "chat:lobby"})).await;
+    assert_eq!(r["result"]["recoverable"], true, "{r}");
+    assert_eq!(c.push().await["push"], "join");
+    let r = c
+        .call(
+            "publish",
+            json!({"channel": "chat:lobby", "data": {"text": "hi\nthere"}}),
+        )
+        .await;
+    assert_eq!(r["result"]["offset"], 1, "{r}");
+    let p = c.push().await;
+    assert_eq!(p["push"], "publication");
+    assert_eq!(p["data"], json!({"text": "hi\nthere"}));
+    // An empty POST is a request with no command.
+    c.send_lines(&[]).await;
+    // Two commands in one POST, run in order.
+    let id = c.seq + 100;
+    c.send_lines(&[
+        json!({"id": id, "method": "publish", "params": {"channel": "chat:lobby", "data": "a"}}),
+        json!({"id": id + 1, "method": "publish", "params": {"channel": "chat:lobby", "data": "b"}}),
+    ])
+    .await;
+    assert_eq!(c.reply(id).await["result"]["offset"], 2);
+    assert_eq!(c.reply(id + 1).await["result"]["offset"], 3);
+    assert_eq!(c.push().await["data"], "a");
+    assert_eq!(c.push().await["data"], "b");
+    // A publisher's JSON with line breaks between its tokens (the API keeps
+    // it as sent) still arrives whole.
+    let headers = [("Authorization", "apikey test-api-key")];
+    let raw = "{\"channel\":\"chat:lobby\",\"data\":{\"a\":\r\n1}}";
+    let (status, _) = common::http(hub.addr, "POST", "/api/publish", &headers, raw).await;
+    assert_eq!(status, 200);
+    assert_eq!(c.push().await["data"], json!({"a": 1}));
+    hub.publish("chat:lobby", json!("from the backend")).await;
+    assert_eq!(c.push().await["data"], "from the backend");
+    let label = if sse { "sse" } else { "long-poll" };
+    assert_eq!(open_by_transport(&hub, label).await, 1);
+    if sse {
+        // Every message is one event, numbered from 1 without a gap.
+        let n = c.event_ids.len() as u64;
+        assert_eq!(c.event_ids, (1..=n).collect::<Vec<_>>());
+        assert!(n >= 10, "{:?}", c.event_ids);
+    }
+    assert_eq!(c.close().await, 204);
+    wait_open(&hub, label, 0).await;
+    assert_eq!(c.close().await, 404, "the session is gone");
+}
+
+#[tokio::test]
+async fn an_sse_session_connects_subscribes_publishes_and_receives() {
+    a_session_connects_subscribes_publishes_and_receives(true).await;
+}
+
+#[tokio::test]
+async fn a_long_poll_session_connects_subscribes_publishes_and_receives() {
+    a_session_connects_subscribes_publishes_and_receives(false).await;
+}
+
+/// A WebSocket, an SSE and a long-poll client publish in turn to one
+/// channel: each receives every publication, in the same order, intact.
+#[tokio::test]
+async fn publications_cross_between_websocket_sse_and_long_poll() {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut ws = Client::anonymous(&hub).await;
+    let mut sse = Fallback::connected(&hub, true).await;
+    let mut lp = Fallback::connected(&hub, false).await;
+    let ch = json!({"channel": "plain:mix"});
+    ws.subscribe(ch.clone()).await;
+    sse.call("subscribe", ch.clone()).await;
+    lp.call("subscribe", ch.clone()).await;
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for who in ["ws", "sse", "lp"] {
+            let data = json!({"from": who, "round": round});
+            let params = json!({"channel": "plain:mix", "data": data});
+            let r = match who {
+                "ws" => ws.call("publish", params).await,
+                "sse" => sse.call("publish", params).await,
+                _ => lp.call("publish", params).await,
+            };
+            assert_eq!(r["result"], json!({}), "{r}");
+            sent.push(data);
+        }
+    }
+    let mut got: [Vec<Value>; 3] = Default::default();
+    for _ in 0..sent.len() {
+        got[0].push(ws.push().await["data"].clone());
+        got[1].push(sse.push().await["data"].clone());
+        got[2].push(lp.push().await["data"].clone());
+    }
+    for g in &got {
+        assert_eq!(g, &sent);
+    }
+}
+
+/// A WebSocket client watching `chat:r`'s presence sees `client` leave.
+async fn sees_leave(watcher: &mut Client, client: &str) {
+    loop {
+        let p = watcher.push().await;
+        if p["push"] == "leave" && p["info"]["client"] == client {
+            return;
+        }
+    }
+}
+
+/// A session is lost (its SSE stream drops, or its long-poll client stops
+/// polling and the session expires); a new one recovers exactly what it
+/// missed.
+async fn recovery_after_losing_the_session(sse: bool) {
+    let mut cfg = fallback_config();
+    cfg.limits.session_timeout_ms = 500;
+    let hub = TestHub::start(cfg).await;
+    let mut watcher = Client::anonymous(&hub).await;
+    watcher.subscribe(json!({"channel": "chat:r"})).await;
+    let mut c = Fallback::connected(&hub, sse).await;
+    let r = c.call("subscribe", json!({"channel": "chat:r"})).await;
+    let epoch = r["result"]["epoch"].clone();
+    hub.publish("chat:r", json!(1)).await;
+    loop {
+        let p = c.push().await;
+        if p["push"] == "publication" {
+            assert_eq!(p["offset"], 1);
+            break;
+        }
+    }
+    if sse {
+        c.drop_stream();
+    }
+    sees_leave(&mut watcher, &c.client_id()).await;
+    let status = if sse {
+        c.post(c.seq + 1, "{\"id\":9,\"method\":\"ping\"}").await
+    } else {
+        c.poll_once(0).await.0
+    };
+    assert_eq!(status, 404, "the lost session is gone");
+    for i in 2..=4 {
+        hub.publish("chat:r", json!(i)).await;
+    }
+    let mut again = Fallback::connected(&hub, sse).await;
+    let r = again
+        .call(
+            "subscribe",
+            json!({"channel": "chat:r", "recover": true, "epoch": epoch, "offset": 1}),
+        )
+        .await;
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    let publications = &r["result"]["publications"];
+    assert_eq!(offsets(publications), vec![2, 3, 4]);
+    let data: Vec<_> = publications
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    assert_eq!(data, vec![json!(2), json!(3), json!(4)]);
+    wait_open(&hub, if sse { "sse" } else { "long-poll" }, 1).await;
+}
+
+#[tokio::test]
+async fn recovery_after_a_dropped_sse_stream_returns_exactly_the_missed_publications() {
+    recovery_after_losing_the_session(true).await;
+}
+
+#[tokio::test]
+async fn recovery_after_an_expired_long_poll_session_returns_exactly_the_missed_publications() {
+    recovery_after_losing_the_session(false).await;
+}
+
+#[tokio::test]
+async fn a_lost_poll_response_is_delivered_again_until_acknowledged() {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut c = Fallback::long_poll(&hub).await;
+    c.send_lines(&[json!({"id": 1, "method": "connect", "params": {}})])
+        .await;
+    let (status, first) = c.poll_once(0).await;
+    assert_eq!(status, 200);
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first["last"], 1);
+    assert_eq!(first["messages"][0]["id"], 1);
+    // The response was "lost": the same ack gets the same message again.
+    c.send_lines(&[json!({"id": 2, "method": "ping", "params": {}})])
+        .await;
+    let (_, again) = c.poll_once(0).await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["last"], 2, "{again}");
+    assert_eq!(again["messages"][0], first["messages"][0]);
+    assert_eq!(again["messages"][1]["id"], 2);
+    let (status, body) = c.poll_once(3).await;
+    assert_eq!(status, 400, "ack past the last message sent: {body}");
+    // Acknowledged: they are gone, the next ones follow.
+    c.send_lines(&[json!({"id": 3, "method": "ping", "params": {}})])
+        .await;
+    let (_, next) = c.poll_once(2).await;
+    let next: Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(next["last"], 3);
+    assert_eq!(next["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(next["messages"][0]["id"], 3);
+    // Nothing waiting: the poll is held, then answers empty.
+    let (status, empty) = c.poll_once(3).await;
+    assert_eq!(
+        (status, empty.trim()),
+        (200, "{\"messages\":[],\"last\":3}")
+    );
+}
+
+/// History of `channel` through the API: the publications' data.
+async fn history(hub: &TestHub, channel: &str) -> Vec<Value> {
+    let (status, body) = hub.api("history", json!({"channel": channel})).await;
+    assert_eq!(status, 200, "{body}");
+    body["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_inputs_get_their_answers_and_nothing_is_processed() {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut c = Fallback::connected(&hub, true).await;
+    c.call("subscribe", json!({"channel": "chat:bad"})).await;
+    let publish = |data: Value| {
+        json!({"id": 50, "method": "publish", "params": {"channel": "chat:bad", "data": data}})
+            .to_string()
+    };
+
+    // Over max_message_size: 413, and the command in it did not run.
+    let big = publish(json!("x".repeat(70 * 1024)));
+    assert_eq!(c.post(c.seq + 1, &big).await, 413);
+    // The same seq is still the next one.
+    c.seq += 1;
+    assert_eq!(c.post(c.seq, &publish(json!("once"))).await, 204);
+    assert_eq!(c.reply(50).await["result"]["offset"], 1);
+    // Sent again (its answer was "lost"): 204, not run again.
+    assert_eq!(c.post(c.seq, &publish(json!("once"))).await, 204);
+    // Ahead or behind: 409, not run.
+    assert_eq!(c.post(c.seq + 2, &publish(json!("ahead"))).await, 409);
+    assert_eq!(c.post(c.seq - 1, &publish(json!("behind"))).await, 409);
+    let r = c.call("history", json!({"channel": "chat:bad"})).await;
+    let data: Vec<_> = r["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    assert_eq!(data, vec![json!("once")], "the command ran once");
+    assert_eq!(history(&hub, "chat:bad").await, vec![json!("once")]);
+
+    // Unknown sessions: 404 everywhere.
+    let nobody = "AAAAAAAAAAAAAAAAAAAAAA";
+    for (method, path) in [
+        ("POST", format!("/connection/send?session={nobody}&seq=1")),
+        ("GET", format!("/connection/poll?session={nobody}&ack=0")),
+        ("DELETE", format!("/connection/session?session={nobody}")),
+        // An SSE session cannot be polled.
+        (
+            "GET",
+            format!("/connection/poll?session={}&ack=0", c.session),
+        ),
+    ] {
+        let (status, _) = fetch(hub.addr, method, &path, &[], b"{}".to_vec()).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    // Missing parameters: 400.
+    let (status, _) = fetch(hub.addr, "POST", "/connection/send?seq=1", &[], Vec::new()).await;
+    assert_eq!(status, 400);
+
+    // A line that is not a command: what the WebSocket gets, 4500.
+    c.seq += 1;
+    assert_eq!(c.post(c.seq, "not json").await, 204);
+    let mut last = None;
+    while let Some(v) = c.read().await {
+        last = Some(v);
+    }
+    let last = last.expect("a disconnect push");
+    assert_eq!(
+        (last["push"].as_str(), last["code"].as_u64()),
+        (Some("disconnect"), Some(4500))
+    );
+}
+
+#[tokio::test]
+async fn a_second_concurrent_poll_gets_409() {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut c = Fallback::connected(&hub, false).await;
+    let path = format!("/connection/poll?session={}&ack=1", c.session);
+    // Two polls at once: one is held (nothing is waiting), the other is
+    // refused at once, whichever arrives second.
+    let (a, b) = (path.clone(), path.clone());
+    let addr = hub.addr;
+    let mut first = tokio::spawn(async move { fetch(addr, "GET", &a, &[], Vec::new()).await });
+    let mut second = tokio::spawn(async move { fetch(addr, "GET", &b, &[], Vec::new()).await });
+    let (refused, held) = tokio::select! {
+        r = &mut first => (r.unwrap(), second),
+        r = &mut second => (r.unwrap(), first),
+    };
+    assert_eq!(refused.0, 409, "{}", refused.1);
+    // The held one gets the next message.
+    c.send_lines(&[json!({"id": 7, "method": "ping", "params": {}})])
+        .await;
+    let (status, body) = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["messages"][0]["id"], 7, "{v}");
+}
+
+#[tokio::test]
+async fn presence_shows_fallback_clients_and_they_leave_when_their_session_ends() {
+    let mut cfg = fallback_config();
+    cfg.limits.session_timeout_ms = 500;
+    let hub = TestHub::start(cfg).await;
+    let mut watcher = Client::anonymous(&hub).await;
+    watcher.subscribe(json!({"channel": "chat:p"})).await;
+    let mut sse = Fallback::connected(&hub, true).await;
+    let mut lp = Fallback::connected(&hub, false).await;
+    sse.call("subscribe", json!({"channel": "chat:p"})).await;
+    lp.call("subscribe", json!({"channel": "chat:p"})).await;
+    let r = watcher.call("presence", json!({"channel": "chat:p"})).await;
+    let mut ids: Vec<_> = r["result"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut expected = vec![watcher.client_id(), sse.client_id(), lp.client_id()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(open_by_transport(&hub, "sse").await, 1);
+    assert_eq!(open_by_transport(&hub, "long-poll").await, 1);
+    assert_eq!(open_by_transport(&hub, "websocket-h1").await, 1);
+    // The SSE client closes its session; the long-poll one stops polling.
+    assert_eq!(sse.close().await, 204);
+    sees_leave(&mut watcher, &sse.client_id()).await;
+    sees_leave(&mut watcher, &lp.client_id()).await;
+    let r = watcher.call("presence", json!({"channel": "chat:p"})).await;
+    assert_eq!(r["result"]["clients"].as_array().unwrap().len(), 1, "{r}");
+    wait_open(&hub, "sse", 0).await;
+    wait_open(&hub, "long-poll", 0).await;
+    assert_eq!(hub.hub.connection_count(), 1);
+}
+
+#[tokio::test]
+async fn sessions_are_admitted_like_websocket_handshakes() {
+    let mut cfg = fallback_config();
+    cfg.allowed_origins = vec!["https://good.example".into()];
+    cfg.limits.max_connections_per_ip = 1;
+    let mut hub = TestHub::start(cfg).await;
+    let bad = [("origin", "https://evil.example")];
+    let (status, _) = fetch(hub.addr, "GET", "/connection/sse", &bad, Vec::new()).await;
+    assert_eq!(status, 403);
+    let (status, _) = fetch(hub.addr, "POST", "/connection/poll", &bad, Vec::new()).await;
+    assert_eq!(status, 403);
+    let mut c = Fallback::connected(&hub, true).await;
+    let (status, _) = fetch(hub.addr, "POST", "/connection/poll", &[], Vec::new()).await;
+    assert_eq!(status, 429, "one connection per IP");
+    // The drain tells the SSE client to reconnect, and refuses new sessions.
+    hub.signal();
+    let p = c.push().await;
+    assert_eq!(
+        (p["push"].as_str(), p["code"].as_u64()),
+        (Some("disconnect"), Some(4001))
+    );
+    let (status, _) = fetch(hub.addr, "POST", "/connection/poll", &[], Vec::new()).await;
+    assert_eq!(status, 503);
+}
