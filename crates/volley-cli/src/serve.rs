@@ -41,6 +41,12 @@ pub(crate) struct ServeArgs {
     /// or `limits.listen_backlog` in the file].
     #[arg(long, env = "VOLLEY_BACKLOG")]
     backlog: Option<u32>,
+    /// Push bytes queued for all clients together; past three quarters of it
+    /// the clients with the largest backlogs are disconnected with 4002
+    /// [default: a quarter of the memory this process may use, or
+    /// `limits.outbound_budget_bytes` in the file].
+    #[arg(long, env = "VOLLEY_OUTBOUND_BUDGET", value_name = "BYTES")]
+    outbound_budget: Option<usize>,
     /// The HTTP API key (`Authorization: apikey KEY`) [default: random in the demo].
     #[arg(long, env = "VOLLEY_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -115,6 +121,9 @@ fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
     }
     if let Some(backlog) = args.backlog {
         config.limits.listen_backlog = backlog;
+    }
+    if args.outbound_budget.is_some() {
+        config.limits.outbound_budget_bytes = args.outbound_budget;
     }
     if args.api_key.is_some() {
         config.api_key = args.api_key;

@@ -250,6 +250,11 @@ pub struct Limits {
     pub max_channels_per_connection: usize,
     /// Bytes queued for one client before it is disconnected as slow (4002).
     pub outbound_queue_bytes: usize,
+    /// Push bytes queued for all clients together (the hub-wide budget, see
+    /// docs/limits.md); past three quarters of it the clients with the
+    /// largest backlogs are disconnected with 4002. `None`: a quarter of the
+    /// memory this process may use ([`crate::default_budget`]).
+    pub outbound_budget_bytes: Option<usize>,
     /// Time to a successful `connect` after the WebSocket opens (then 4003).
     pub connect_timeout_ms: u64,
     /// Interval of WebSocket pings.
@@ -297,6 +302,7 @@ impl Default for Limits {
             commands_per_second: 2000,
             max_channels_per_connection: 128,
             outbound_queue_bytes: 1024 * 1024,
+            outbound_budget_bytes: None,
             connect_timeout_ms: 15_000,
             ping_interval_ms: 20_000,
             pong_timeout_ms: 20_000,
@@ -487,6 +493,10 @@ impl HubConfig {
             (l.commands_per_second as usize, "commands_per_second"),
             (l.max_channels_per_connection, "max_channels_per_connection"),
             (l.outbound_queue_bytes, "outbound_queue_bytes"),
+            (
+                l.outbound_budget_bytes.unwrap_or(usize::MAX),
+                "outbound_budget_bytes",
+            ),
             (l.connect_timeout_ms as usize, "connect_timeout_ms"),
             (l.ping_interval_ms as usize, "ping_interval_ms"),
             (l.pong_timeout_ms as usize, "pong_timeout_ms"),

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use volley::{Message, PreparedFrame, WebSocketConfig};
 
 use crate::auth::TokenVerifier;
+use crate::budget::QueueBudget;
 use crate::channel;
 use crate::config::{ConfigError, HubConfig, NamespaceOptions};
 use crate::engine::{
@@ -31,6 +32,8 @@ pub struct Hub {
     config: HubConfig,
     engine: Engine,
     fanout: Fanout,
+    /// The hub-wide budget of queued push bytes.
+    budget: Arc<QueueBudget>,
     node_id: String,
     verifier: TokenVerifier,
     metrics: Metrics,
@@ -149,13 +152,26 @@ impl Hub {
             )
             .build()
             .map_err(|e| ConfigError::Key(format!("limits: {e}")))?;
+        let metrics = Metrics::new();
+        let limit = l
+            .outbound_budget_bytes
+            .unwrap_or_else(crate::budget::default_budget);
+        metrics
+            .outbound_budget_bytes
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+        let budget = Arc::new(QueueBudget::new(
+            limit,
+            metrics.outbound_queued_bytes.clone(),
+            metrics.budget_disconnects.clone(),
+        ));
         let hub = Arc::new(Self {
             config,
             engine,
             fanout: Fanout::new(),
+            budget: budget.clone(),
             node_id: crate::engine::memory::new_epoch(),
             verifier,
-            metrics: Metrics::new(),
+            metrics,
             ws_config,
             registry: Mutex::new(Registry::default()),
             next_key: AtomicU64::new(1),
@@ -167,7 +183,52 @@ impl Hub {
         hub.engine.broker.run(Arc::new(NodeEvents {
             hub: Arc::downgrade(&hub),
         }));
+        // Outside a runtime (a hub built before one starts) there is no
+        // eviction task; the budget still refuses what would pass it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(evict_when_wanted(Arc::downgrade(&hub), budget));
+        }
         Ok(hub)
+    }
+
+    /// Disconnects the clients with the largest backlogs (4002, reconnect
+    /// and recover) until the queued bytes are projected under the budget's
+    /// target, when they are past its trigger. Returns how many.
+    pub(crate) fn evict_largest(&self) -> usize {
+        let budget = &self.budget;
+        let queued = budget.queued();
+        if i64::try_from(queued).unwrap_or(i64::MAX) <= budget.trigger() {
+            return 0;
+        }
+        let outboxes: Vec<Arc<Outbox>> = self.registry().connections.values().cloned().collect();
+        let mut backlogs: Vec<(usize, Arc<Outbox>)> = outboxes
+            .into_iter()
+            .map(|o| (o.backlog(), o))
+            .filter(|(b, _)| *b > 0)
+            .collect();
+        backlogs.sort_unstable_by_key(|(b, _)| std::cmp::Reverse(*b));
+        let mut projected = queued;
+        let mut evicted = 0;
+        for (_, outbox) in backlogs {
+            if projected <= budget.target() {
+                break;
+            }
+            let freed = outbox.evict();
+            if freed > 0 {
+                projected = projected.saturating_sub(freed);
+                evicted += 1;
+            }
+        }
+        budget.disconnected(evicted as u64);
+        if evicted == 0 {
+            return 0;
+        }
+        tracing::warn!(
+            "outbound budget: {queued} of {} bytes queued, disconnected the {evicted} largest \
+             backlogs (4002)",
+            budget.limit()
+        );
+        evicted
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -262,7 +323,10 @@ impl Hub {
         }
         *per_ip += 1;
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.config.limits.outbound_queue_bytes));
+        let outbox = Arc::new(Outbox::new(
+            self.config.limits.outbound_queue_bytes,
+            self.budget.clone(),
+        ));
         reg.connections.insert(key, outbox.clone());
         drop(reg);
         self.metrics.connections.inc();
@@ -682,6 +746,25 @@ impl Hub {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.registry().connections.len()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Lets the eviction task see that the hub is gone.
+        self.budget.wake();
+    }
+}
+
+/// The eviction task: runs [`Hub::evict_largest`] whenever a charge passes
+/// the budget's trigger, until the hub is dropped.
+async fn evict_when_wanted(hub: Weak<Hub>, budget: Arc<QueueBudget>) {
+    loop {
+        budget.wanted().await;
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        hub.evict_largest();
     }
 }
 

@@ -21,6 +21,7 @@
 
 mod assets;
 mod auth;
+mod budget;
 mod channel;
 mod client_ip;
 mod commands;
@@ -43,6 +44,7 @@ mod sync;
 mod transport;
 
 pub use auth::sign_hs256;
+pub use budget::{QueueBudget, default_budget};
 pub use config::{
     AuthConfig, ConfigError, DEFAULT_LISTEN_BACKLOG, DrainConfig, EngineKind, HubConfig, KeyConfig,
     Limits, NamespaceOptions, RedisOptions, RedisUrls, TlsConfig,

@@ -57,6 +57,14 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Clients disconnected for a full outbound queue.
     pub slow_consumer_disconnects: Counter,
+    /// Push bytes queued for clients, charged to the hub-wide budget (see
+    /// `budget.rs` for what is counted).
+    pub outbound_queued_bytes: Gauge,
+    /// The hub-wide budget of queued push bytes.
+    pub outbound_budget_bytes: Gauge,
+    /// Clients disconnected (4002) to keep the queued bytes within the
+    /// hub-wide budget (also counted in `slow_consumer_disconnects`).
+    pub budget_disconnects: Counter,
     /// Connections the hub closed, by code.
     pub disconnects: Family<DisconnectLabels, Counter>,
     /// Handshakes refused, by reason.
@@ -116,6 +124,24 @@ impl Metrics {
         let delivery_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let slow_consumer_disconnects = Counter::default();
         let disconnects = Family::<DisconnectLabels, Counter>::default();
+        let outbound_queued_bytes = Gauge::default();
+        let outbound_budget_bytes = Gauge::default();
+        let budget_disconnects = Counter::default();
+        registry.register(
+            "outbound_queued_bytes",
+            "Push bytes queued for clients, counted against the hub-wide budget",
+            outbound_queued_bytes.clone(),
+        );
+        registry.register(
+            "outbound_budget_bytes",
+            "The hub-wide budget of queued push bytes",
+            outbound_budget_bytes.clone(),
+        );
+        registry.register(
+            "budget_disconnects",
+            "Clients disconnected (4002) to keep queued bytes within the hub-wide budget",
+            budget_disconnects.clone(),
+        );
         let handshakes_rejected = Family::<RejectLabels, Counter>::default();
         let cluster_nodes = Gauge::default();
         let cluster_connections = Gauge::default();
@@ -189,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "slow_consumer_disconnects",
-            "Clients disconnected because their outbound queue overflowed",
+            "Clients disconnected (4002) because their outbound queue overflowed or the hub's budget was spent",
             slow_consumer_disconnects.clone(),
         );
         registry.register(
@@ -213,6 +239,9 @@ impl Metrics {
             publications,
             delivery_latency,
             slow_consumer_disconnects,
+            outbound_queued_bytes,
+            outbound_budget_bytes,
+            budget_disconnects,
             disconnects,
             handshakes_rejected,
             cluster_nodes,

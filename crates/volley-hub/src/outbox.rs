@@ -5,6 +5,11 @@
 //! connection's task moves them to its socket. The queue is bounded in bytes:
 //! a client that does not read is marked slow, its queue is dropped, and its
 //! task disconnects it with 4002 so that it reconnects and recovers.
+//!
+//! Every push is also charged to the hub-wide [`QueueBudget`] while it is
+//! held: in the queue (its frame bytes and its entry), then in the socket's
+//! write buffer (its frame bytes) until the connection's task reports them
+//! written (the `buffered` argument of [`Outbox::poll_take`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -13,7 +18,11 @@ use std::time::Instant;
 
 use volley::PreparedFrame;
 
+use crate::budget::QueueBudget;
 use crate::protocol::DisconnectCode;
+
+/// What a queued push costs the budget besides its frame bytes: its entry.
+const ENTRY: usize = std::mem::size_of::<Queued>();
 
 /// A frame waiting to be written, with the time its publication was made
 /// (for the publish-to-delivery histogram).
@@ -44,6 +53,12 @@ struct Inner {
     frames: VecDeque<Queued>,
     /// Bytes of pushes queued: what the limit applies to.
     bytes: usize,
+    /// Bytes of the queued pushes charged to the budget (their frames and
+    /// entries).
+    charged: usize,
+    /// Bytes of pushes taken for the socket and still charged (until
+    /// [`Outbox::poll_take`] hears that the socket took them).
+    in_flight: usize,
     /// Bytes of replies queued.
     reply_bytes: usize,
     waker: Option<Waker>,
@@ -58,14 +73,17 @@ struct Inner {
 pub struct Outbox {
     inner: Mutex<Inner>,
     limit: usize,
+    budget: Arc<QueueBudget>,
 }
 
 impl Outbox {
-    /// An empty queue that holds at most `limit` bytes of pushes.
-    pub fn new(limit: usize) -> Self {
+    /// An empty queue that holds at most `limit` bytes of pushes, charging
+    /// them to `budget`.
+    pub fn new(limit: usize, budget: Arc<QueueBudget>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             limit,
+            budget,
         }
     }
 
@@ -74,18 +92,47 @@ impl Outbox {
     }
 
     /// Queues a push. Returns `false` when the client is being disconnected
-    /// (the frame is dropped); over the byte limit, the client is marked slow.
+    /// (the frame is dropped); over the byte limit, or when the hub's budget
+    /// cannot take it, the client is marked slow.
     pub fn push(&self, frame: &PreparedFrame, published: Option<Instant>) -> bool {
         let mut inner = self.lock();
         if inner.directive.is_some() {
             return false;
         }
         if inner.bytes + frame.len() > self.limit {
-            Self::overflow(&mut inner);
+            self.overflow(&mut inner);
             return false;
         }
+        if !self.budget.try_charge(frame.len() + ENTRY) {
+            self.budget.disconnected(1);
+            self.overflow(&mut inner);
+            return false;
+        }
+        inner.charged += frame.len() + ENTRY;
         Self::enqueue(&mut inner, frame.clone(), published, false);
         true
+    }
+
+    /// Disconnects the client as slow (4002) to free the hub's budget, unless
+    /// it is being disconnected already. Returns the bytes this frees: its
+    /// queue's at once, its socket buffer's when the connection ends.
+    pub(crate) fn evict(&self) -> usize {
+        let mut inner = self.lock();
+        if inner.directive.is_some() {
+            return 0;
+        }
+        let freed = inner.charged + inner.in_flight;
+        self.overflow(&mut inner);
+        freed
+    }
+
+    /// Bytes charged to the budget for this client (queued and in flight).
+    pub(crate) fn backlog(&self) -> usize {
+        let inner = self.lock();
+        if inner.directive.is_some() {
+            return 0;
+        }
+        inner.charged + inner.in_flight
     }
 
     /// Queues a reply. Replies are not limited here: the client asked for
@@ -123,9 +170,10 @@ impl Outbox {
         self.lock().reply_bytes > self.limit
     }
 
-    fn overflow(inner: &mut Inner) {
+    fn overflow(&self, inner: &mut Inner) {
         inner.frames = VecDeque::new();
         inner.bytes = 0;
+        self.budget.release(std::mem::take(&mut inner.charged));
         inner.reply_bytes = 0;
         inner.directive = Some(Directive::Disconnect(
             DisconnectCode::SlowConsumer,
@@ -159,14 +207,22 @@ impl Outbox {
     }
 
     /// Takes up to `max_bytes` of frames (at least one) into `out`, or the
-    /// directive; registers the waker when there is nothing.
+    /// directive; registers the waker when there is nothing. `buffered` is
+    /// what the connection's socket still buffers: pushes taken before are
+    /// released from the budget down to that amount (the buffer may also
+    /// hold replies, so this keeps at most what it holds).
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
         out: &mut Vec<Queued>,
         max_bytes: usize,
+        buffered: usize,
     ) -> Poll<Directive> {
         let mut inner = self.lock();
+        if inner.in_flight > buffered {
+            self.budget.release(inner.in_flight - buffered);
+            inner.in_flight = buffered;
+        }
         if let Some(d) = &inner.directive {
             return Poll::Ready(d.clone());
         }
@@ -177,11 +233,7 @@ impl Outbox {
             }
             taken += q.frame.len();
             if let Some(q) = inner.frames.pop_front() {
-                if q.reply {
-                    inner.reply_bytes -= q.frame.len();
-                } else {
-                    inner.bytes -= q.frame.len();
-                }
+                self.taken(&mut inner, &q);
                 out.push(q);
             }
         }
@@ -220,14 +272,37 @@ impl Outbox {
     /// before a disconnect).
     pub fn take_all(&self, out: &mut Vec<Queued>) {
         let mut inner = self.lock();
-        out.extend(inner.frames.drain(..));
-        inner.bytes = 0;
-        inner.reply_bytes = 0;
+        let frames = std::mem::take(&mut inner.frames);
+        for q in frames {
+            self.taken(&mut inner, &q);
+            out.push(q);
+        }
+    }
+
+    /// Accounts for a frame leaving the queue for the socket: a push's frame
+    /// bytes stay charged (in flight), its entry is released.
+    fn taken(&self, inner: &mut Inner, q: &Queued) {
+        let len = q.frame.len();
+        if q.reply {
+            inner.reply_bytes -= len;
+        } else {
+            inner.bytes -= len;
+            inner.charged -= len + ENTRY;
+            inner.in_flight += len;
+            self.budget.release(ENTRY);
+        }
     }
 
     /// Bytes of pushes queued (what the limit applies to).
     pub fn queued_bytes(&self) -> usize {
         self.lock().bytes
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let inner = self.lock();
+        self.budget.release(inner.charged + inner.in_flight);
     }
 }
 
@@ -249,9 +324,79 @@ mod tests {
         PreparedFrame::new(&Message::binary(vec![0u8; n]))
     }
 
+    fn budget(limit: usize) -> Arc<QueueBudget> {
+        Arc::new(QueueBudget::new(
+            limit,
+            Default::default(),
+            Default::default(),
+        ))
+    }
+
+    #[test]
+    fn a_push_is_charged_until_the_socket_took_it_and_released_after() {
+        let budget = budget(1 << 20);
+        let outbox = Outbox::new(1 << 20, budget.clone());
+        assert!(outbox.push(&frame(300), None));
+        assert_eq!(budget.queued(), 304 + ENTRY, "its frame and its entry");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        assert_eq!(budget.queued(), 304, "in the socket's buffer: its bytes");
+        assert_eq!(outbox.backlog(), 304);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 100);
+        assert_eq!(budget.queued(), 100, "what the socket still buffers");
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        assert_eq!(budget.queued(), 0);
+        assert!(outbox.push(&frame(300), None));
+        drop(outbox);
+        assert_eq!(budget.queued(), 0, "a dropped outbox releases everything");
+    }
+
+    #[test]
+    fn a_push_past_the_hub_budget_marks_the_client_slow_and_frees_its_queue() {
+        let per_push = 304 + ENTRY;
+        let budget = budget(3 * per_push);
+        let a = Outbox::new(1 << 20, budget.clone());
+        let b = Outbox::new(1 << 20, budget.clone());
+        assert!(a.push(&frame(300), None));
+        assert!(a.push(&frame(300), None));
+        assert!(b.push(&frame(300), None));
+        assert_eq!(budget.queued(), 3 * per_push);
+        assert!(!b.push(&frame(300), None), "the budget is spent");
+        assert_eq!(budget.queued(), 2 * per_push, "b's queue is released");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(
+            b.poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0),
+            Poll::Ready(Directive::Disconnect(
+                DisconnectCode::SlowConsumer,
+                None,
+                None
+            ))
+        );
+        assert_eq!(a.evict(), 2 * per_push, "eviction frees the largest");
+        assert_eq!(budget.queued(), 0);
+        assert_eq!(a.evict(), 0, "once");
+    }
+
+    #[test]
+    fn replies_are_not_charged_and_take_all_keeps_pushes_in_flight() {
+        let budget = budget(1 << 20);
+        let outbox = Outbox::new(1 << 20, budget.clone());
+        outbox.reply(frame(500));
+        assert_eq!(budget.queued(), 0);
+        assert!(outbox.push(&frame(10), None));
+        let mut out = Vec::new();
+        outbox.take_all(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(budget.queued(), 12);
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        assert_eq!(budget.queued(), 0);
+    }
+
     #[test]
     fn overflow_marks_the_client_slow_and_drops_the_queue() {
-        let outbox = Outbox::new(1000);
+        let outbox = Outbox::new(1000, budget(1 << 20));
         let f = frame(300); // 304 bytes on the wire
         assert!(outbox.push(&f, None));
         assert!(outbox.push(&f, None));
@@ -262,7 +407,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, usize::MAX),
+            outbox.poll_take(&mut cx, &mut out, usize::MAX, 0),
             Poll::Ready(Directive::Disconnect(
                 DisconnectCode::SlowConsumer,
                 None,
@@ -275,7 +420,7 @@ mod tests {
 
     #[test]
     fn replies_are_not_limited_but_reported_and_take_respects_the_budget() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, budget(1 << 20));
         outbox.reply(frame(500));
         assert!(outbox.reply_backlog());
         assert!(
@@ -285,7 +430,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, 100),
+            outbox.poll_take(&mut cx, &mut out, 100, 0),
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "one frame even when it is over the budget");
@@ -294,7 +439,7 @@ mod tests {
         out.clear();
         assert!(outbox.push(&frame(10), None));
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, 12),
+            outbox.poll_take(&mut cx, &mut out, 12, 0),
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "the budget stops the second");

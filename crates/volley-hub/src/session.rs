@@ -247,7 +247,11 @@ impl Connection {
             if ws.buffered_amount() < hwm {
                 // A fresh batch each time: an idle connection keeps no buffer.
                 let mut batch = Vec::new();
-                match self.outbox.poll_take(cx, &mut batch, WRITE_BUDGET) {
+                let buffered = ws.buffered_amount();
+                match self
+                    .outbox
+                    .poll_take(cx, &mut batch, WRITE_BUDGET, buffered)
+                {
                     Poll::Ready(Directive::None) => self.queue_batch(ws, &mut batch),
                     Poll::Ready(directive) => return Poll::Ready(Event::Directive(directive)),
                     Poll::Pending => {}
@@ -729,7 +733,14 @@ mod tests {
         let ws =
             volley::WebSocket::from_raw_socket(a, volley::Role::Server, hub.ws_config().clone());
         let ws_size = std::mem::size_of_val(&ws);
-        let outbox = std::sync::Arc::new(crate::outbox::Outbox::new(1000));
+        let outbox = std::sync::Arc::new(crate::outbox::Outbox::new(
+            1000,
+            std::sync::Arc::new(crate::QueueBudget::new(
+                1000,
+                Default::default(),
+                Default::default(),
+            )),
+        ));
         let fut = super::run(
             hub.clone(),
             ws,
