@@ -416,3 +416,48 @@ async fn sessions_are_admitted_like_websocket_handshakes() {
     let (status, _) = fetch(hub.addr, "POST", "/connection/poll", &[], Vec::new()).await;
     assert_eq!(status, 503);
 }
+
+/// A long-poll client that stops polling while publications pour in is a
+/// slow consumer like a WebSocket that stops reading: what it has not taken
+/// counts like a socket's write buffer, the rest fills its outbound queue,
+/// and past the queue's limit it is disconnected with 4002, the last message
+/// its next polls get.
+#[tokio::test]
+async fn a_long_poll_client_that_stops_polling_is_a_slow_consumer() {
+    let mut cfg = fallback_config();
+    cfg.limits.outbound_queue_bytes = 8 * 1024;
+    let hub = TestHub::start(cfg).await;
+    let mut c = Fallback::connected(&hub, false).await;
+    c.call("subscribe", json!({"channel": "plain:slow"})).await;
+    let text = "x".repeat(1024);
+    // 300 KiB through the API (the memory engine delivers as it publishes):
+    // past the 128 KiB the session hands to its carrier, and past the
+    // queue's 8 KiB after that.
+    let n = 300;
+    for i in 0..n {
+        hub.publish("plain:slow", json!({"i": i, "text": text}))
+            .await;
+    }
+    let mut received = Vec::new();
+    let mut last = None;
+    while let Some(v) = c.read().await {
+        if v["push"] == "publication" {
+            received.push(v["data"]["i"].as_u64().unwrap());
+        }
+        last = Some(v);
+    }
+    let last = last.unwrap();
+    assert_eq!(
+        (last["push"].as_str(), last["code"].as_u64()),
+        (Some("disconnect"), Some(4002)),
+        "{last}"
+    );
+    // What it did get is the start of the stream, in order, without a gap.
+    assert!(
+        !received.is_empty() && received.len() < n,
+        "{}",
+        received.len()
+    );
+    assert_eq!(received, (0..received.len() as u64).collect::<Vec<_>>());
+    assert_eq!(hub.hub.metrics().slow_consumer_disconnects.get(), 1);
+}
