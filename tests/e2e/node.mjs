@@ -3,7 +3,10 @@
 // WebSocket. Complements demo.mjs (the browser) with what the pages do not
 // show: the "stop" rule of a non-reconnecting disconnect (4501), and the
 // drain of §14.2 (the 4001 push on SIGTERM: the client leaves by itself after
-// reconnect_after_ms, before the server's grace period ends).
+// reconnect_after_ms, before the server's grace period ends). And the two
+// fallback transports (SSE, long-polling; docs/protocol.md "Transports") on
+// their own against the real hub: the session, batched commands in order,
+// and recovery after a disconnect.
 //
 // One line per check, then `N passed, M failed`; exit status 1 on any failure.
 // Env: VOLLEY_BIN, E2E_TIMEOUT (seconds, default 60).
@@ -17,7 +20,7 @@ import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 
 import { Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
-import { REPO, startHub } from './hub.mjs';
+import { REPO, metricValue, startHub } from './hub.mjs';
 
 const { Client } = await import(pathToFileURL(path.join(REPO, 'crates', 'volley-hub', 'assets', 'volley.js')).href);
 
@@ -50,6 +53,17 @@ function next(emitter, name, test = () => true) {
   });
 }
 
+/** Resolves once every offset of `offsets` is in `seen` (checked every 20 ms, for 5 s at most). */
+function untilSeen(seen, offsets) {
+  return withTimeout(
+    (async () => {
+      while (!offsets.every((o) => seen.includes(o))) await new Promise((res) => setTimeout(res, 20));
+    })(),
+    5000,
+    `offsets ${offsets.join(',')}`,
+  );
+}
+
 /** Records every event of a client as short strings. */
 function recorder(client) {
   const events = [];
@@ -59,12 +73,12 @@ function recorder(client) {
   return events;
 }
 
-function newClient(hub, name) {
+function newClient(hub, name, options = {}) {
   const getToken = async () => {
     const response = await fetch(`${hub.base}/demo/token?name=${encodeURIComponent(name)}`);
     return (await response.json()).token;
   };
-  const client = new Client(`ws://${hub.addr}/connection/websocket`, { WebSocket, getToken });
+  const client = new Client(`ws://${hub.addr}/connection/websocket`, { WebSocket, getToken, ...options });
   clients.push(client);
   return client;
 }
@@ -130,13 +144,7 @@ async function demoHub() {
     for (let i = 0; i < 3; i++) offsets.push((await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text: `m${i}` } })).offset);
     const s = await recovered;
     if (!s.recovered) throw new Error('recovered: false');
-    await withTimeout(
-      (async () => {
-        while (!offsets.every((o) => seen.includes(o))) await new Promise((res) => setTimeout(res, 20));
-      })(),
-      5000,
-      'the published offsets',
-    );
+    await untilSeen(seen, offsets);
     if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
     const d = events.find((e) => e.name === 'disconnected');
     if (d?.code !== 4000 || !d.reconnect) throw new Error(`disconnected event ${JSON.stringify(d)}`);
@@ -196,9 +204,64 @@ async function drainHub() {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
+/** The SDK on one fallback transport alone (no WebSocket tried) against the hub. */
+async function fallbackTransport(hub, transport) {
+  const client = newClient(hub, transport, { transports: [transport] });
+  const events = recorder(client);
+  const chat = client.newSubscription('chat:lobby');
+  const seen = [];
+  chat.on('publication', (p) => seen.push(p.offset));
+
+  await step(`${transport}: connects and subscribes over ${transport}; /metrics count the session`, async () => {
+    const subscribed = next(chat, 'subscribed');
+    chat.subscribe();
+    client.connect();
+    await subscribed;
+    const connected = events.find((e) => e.name === 'connected');
+    if (connected?.transport !== transport || client.transport !== transport) {
+      throw new Error(`connected over ${connected?.transport}, property ${client.transport}`);
+    }
+    const open = metricValue(await hub.metrics(), 'volley_connections_by_transport', { transport });
+    if (!(open >= 1)) throw new Error(`volley_connections_by_transport{transport="${transport}"} = ${open}`);
+    return `client ${client.client}; ${transport} connections ${open}`;
+  });
+
+  await step(`${transport}: 50 publishes issued at once resolve in order, each own copy once`, async () => {
+    const texts = Array.from({ length: 50 }, (_, i) => `${transport} burst ${i}`);
+    const results = await Promise.all(texts.map((text) => chat.publish({ name: transport, text })));
+    const offsets = results.map((r) => r.offset);
+    if (offsets.some((o, i) => i > 0 && o !== offsets[i - 1] + 1)) throw new Error(`offsets ${offsets.join(',')}`);
+    await untilSeen(seen, offsets);
+    if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
+    return `offsets ${offsets[0]}..${offsets[offsets.length - 1]}`;
+  });
+
+  await step(`${transport}: API disconnect by client; back over ${transport} with every missed publication, none twice`, async () => {
+    const recovered = next(chat, 'subscribed', (s) => s.wasRecovering);
+    const before = client.client;
+    const r = await hub.api('disconnect', { client: before, reconnect: true });
+    if (r.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(r)}`);
+    const offsets = [];
+    for (let i = 0; i < 5; i++) offsets.push((await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text: `${transport} away ${i}` } })).offset);
+    const s = await recovered;
+    if (!s.recovered) throw new Error('recovered: false');
+    await untilSeen(seen, offsets);
+    if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
+    const d = events.find((e) => e.name === 'disconnected');
+    if (d?.code !== 4000 || !d.reconnect) throw new Error(`disconnected event ${JSON.stringify(d)}`);
+    if (client.client === before || client.transport !== transport) throw new Error(`client ${client.client} over ${client.transport}`);
+    return `${offsets.length} of ${offsets.length} recovered (offsets ${offsets.join(',')})`;
+  });
+  client.disconnect();
+}
+
 try {
   await demoHub();
   await drainHub();
+  const hub = await startHub({ apiKey: API_KEY, log });
+  hubs.push(hub);
+  await fallbackTransport(hub, 'sse');
+  await fallbackTransport(hub, 'long-poll');
 } catch (e) {
   check('scenario ran to the end', false, e.message.split('\n').slice(0, 6).join(' / '));
 }

@@ -14,13 +14,19 @@
 #             nothing lost;
 #   h2.mjs    the demo over https (a self-signed certificate) in Chromium: its
 #             WebSockets go over HTTP/2, as the hub's /metrics show
-#             (volley_connections_by_transport{transport="websocket-h2"}).
+#             (volley_connections_by_transport{transport="websocket-h2"});
+#   fallback.mjs the demo behind Debian's nginx (started on a free port with
+#             its own config, stopped by PID) in Chromium: behind a proxy
+#             that passes no Upgrade it falls back to SSE, behind one that
+#             buffers to long-polling; both chat with a WebSocket page and
+#             recover every message missed across an HTTP API disconnect.
 # Each prints one line per check and "N passed, M failed"; the last line is
 # the sum. Exit status 1 if any check failed.
 #
 # Env: E2E_SKIP_SETUP=1 skips setup.sh; VOLLEY_BIN picks the binary (default
-# target/release/volley); CHROMIUM_BIN (default /usr/bin/chromium);
-# E2E_TIMEOUT overall limit per script in seconds (default 120 / 60).
+# target/release/volley); CHROMIUM_BIN (default /usr/bin/chromium); NGINX_BIN
+# (default /usr/sbin/nginx);
+# E2E_TIMEOUT overall limit per script in seconds (default 120, 60, or 180 for fallback.mjs).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,7 +39,7 @@ cd "$HERE"
 total_passed=0
 total_failed=0
 rc=0
-for script in node.mjs demo.mjs cluster.mjs h2.mjs; do
+for script in node.mjs demo.mjs cluster.mjs h2.mjs fallback.mjs; do
     echo "== tests/e2e/$script"
     out="$(mktemp)"
     node "$script" "$@" | tee "$out" || rc=1
