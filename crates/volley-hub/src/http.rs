@@ -39,7 +39,7 @@ pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
         None => Router::new().route("/", get(index)),
     };
     // GET: an HTTP/1.1 upgrade; CONNECT: HTTP/2 extended CONNECT (RFC 8441).
-    base.route(PATH, get(websocket).connect(websocket))
+    let fallbacks = Router::new()
         .route("/connection/sse", get(fallback::sse))
         .route(
             "/connection/poll",
@@ -47,6 +47,12 @@ pub(crate) fn router(hub: Arc<Hub>, extra: Option<Router<Arc<Hub>>>) -> Router {
         )
         .route("/connection/send", post(fallback::send))
         .route("/connection/session", delete(fallback::close))
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            fallback::cors,
+        ));
+    base.route(PATH, get(websocket).connect(websocket))
+        .merge(fallbacks)
         .route("/api/{method}", post(api))
         .route("/metrics", get(metrics))
         .route("/health/live", get(|| async { "ok\n" }))

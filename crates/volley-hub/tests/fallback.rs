@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fallback::{Fallback, fetch};
+use common::fallback::{Fallback, fetch, request};
 use common::{Client, TestHub, Volley, WAIT, config, offsets};
 use serde_json::{Value, json};
 use volley_hub::HubConfig;
@@ -406,6 +406,26 @@ async fn sessions_are_admitted_like_websocket_handshakes() {
     let mut c = Fallback::connected(&hub, true).await;
     let (status, _) = fetch(hub.addr, "POST", "/connection/poll", &[], Vec::new()).await;
     assert_eq!(status, 429, "one connection per IP");
+    // A page of an allowed origin may use the endpoints from there (CORS).
+    let good = [("origin", "https://good.example")];
+    let path = format!("/connection/session?session={}", c.session);
+    let r = request(hub.addr, "OPTIONS", &path, &good, Vec::new()).await;
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://good.example");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST, DELETE");
+    c.seq += 1;
+    let path = format!("/connection/send?session={}&seq={}", c.session, c.seq);
+    let body = json!({"id": 99, "method": "ping"}).to_string().into_bytes();
+    let r = request(hub.addr, "POST", &path, &good, body).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://good.example"
+    );
+    assert_eq!(c.reply(99).await["result"], json!({}));
+    let r = request(hub.addr, "OPTIONS", &path, &bad, Vec::new()).await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
     // The drain tells the SSE client to reconnect, and refuses new sessions.
     hub.signal();
     let p = c.push().await;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 
 pub(crate) use link::Link;
-pub(crate) use routes::{close, poll, poll_open, send, sse};
+pub(crate) use routes::{close, cors, poll, poll_open, send, sse};
 
 /// The open fallback sessions of this node, by id.
 #[derive(Debug, Default)]

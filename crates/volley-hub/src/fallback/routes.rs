@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::StreamBody;
 use serde::Deserialize;
@@ -17,6 +18,43 @@ use crate::http::{closing, read_body, refuse, remote_ip};
 use crate::hub::Hub;
 use crate::metrics::TransportLabels;
 use crate::session;
+
+/// Lets pages of allowed origins use the fallback endpoints from another
+/// origin (CORS): a request with an allowed `Origin` gets it back in
+/// `Access-Control-Allow-Origin`, and a preflight (`OPTIONS`, which a
+/// browser sends before a `DELETE`) is answered here. No credentials are
+/// involved: the session id in the URL is the capability.
+pub(crate) async fn cors(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let preflight = request.method() == Method::OPTIONS;
+    let mut response = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = origin
+        && hub.origin_allowed(origin.to_str().ok())
+    {
+        let h = response.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+        if preflight {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+        }
+    }
+    response
+}
 
 fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "no such session\n").into_response()
