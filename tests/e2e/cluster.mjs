@@ -26,11 +26,21 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
-
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
+import { Tally, installGuards, log } from '../browser/harness.mjs';
 import { REPO, VOLLEY_BIN, api } from './hub.mjs';
-import { openPage, sameChat, say, seeEachOther, shot, stepper, waitConnected, waitForText } from './pages.mjs';
+import {
+  closeChromium,
+  launchChromium,
+  openPage,
+  runScenario,
+  sameChat,
+  say,
+  seeEachOther,
+  shot,
+  stepper,
+  waitConnected,
+  waitForText,
+} from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 150) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -69,11 +79,9 @@ const step = stepper(tally, STEP_MS);
 async function cleanup() {
   if (cleaningUp) return cleaningUp;
   cleaningUp = (async () => {
-    if (browser) {
-      const b = browser;
-      browser = null;
-      await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
-    }
+    const b = browser;
+    browser = null;
+    await closeChromium(b);
     stopCluster();
   })();
   return cleaningUp;
@@ -113,11 +121,7 @@ async function main() {
   const publish = (text) => api(nodeBase(0), API_KEY, 'publish', { channel: 'chat:lobby', data: { name: 'api', text } });
   log(`cluster: HAProxy ${base}, nodes ${[0, 1, 2].map((i) => env[`NODE${i}_PORT`]).join(', ')}; ${env.CLUSTER_ENGINE} engine`);
 
-  browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM_BIN, headless: true, timeout: 30_000, args: CHROMIUM_ARGS }),
-    40_000,
-    'launching Chromium',
-  );
+  browser = await launchChromium();
   // Console errors are expected (the killed node's sockets fail); uncaught ones are not.
   const options = (node) => ({ errors: pageErrors, stepMs: STEP_MS, consoleErrors: false, initScript: { fn: steer, arg: nodeWs(node) } });
   const pageA = await openPage(browser, 'A', `${base}/?name=Ada`, options(0));
@@ -193,20 +197,15 @@ async function main() {
   check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
 }
 
-let crashed = false;
-try {
-  await main();
-} catch (e) {
-  crashed = true;
-  check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
-}
-if ((crashed || tally.failed > 0) && dir) {
-  for (const name of ['node0.log', 'node1.log', 'node2.log', 'haproxy.log']) {
-    const file = path.join(dir, name);
-    if (fs.existsSync(file)) log(`${name} (last 1500 chars):\n${fs.readFileSync(file, 'utf8').slice(-1500)}`);
-  }
-}
-await cleanup();
-if (dir) fs.rmSync(dir, { recursive: true, force: true });
-log(tally.summary());
-process.exit(tally.failed > 0 ? 1 : 0);
+await runScenario(main, {
+  tally,
+  cleanup,
+  onFailure: () => {
+    if (!dir) return;
+    for (const name of ['node0.log', 'node1.log', 'node2.log', 'haproxy.log']) {
+      const file = path.join(dir, name);
+      if (fs.existsSync(file)) log(`${name} (last 1500 chars):\n${fs.readFileSync(file, 'utf8').slice(-1500)}`);
+    }
+  },
+  onEnd: () => dir && fs.rmSync(dir, { recursive: true, force: true }),
+});

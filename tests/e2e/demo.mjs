@@ -30,11 +30,23 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
-
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
+import { Tally, installGuards, log } from '../browser/harness.mjs';
 import { REPO, startHub } from './hub.mjs';
-import { clientId, messages, openPage as openPageIn, sameChat, say, seeEachOther, shot as shotIn, stepper, waitConnected, waitForText } from './pages.mjs';
+import {
+  clientId,
+  closeChromium,
+  launchChromium,
+  messages,
+  openPage as openPageIn,
+  runScenario,
+  sameChat,
+  say,
+  seeEachOther,
+  shot as shotIn,
+  stepper,
+  waitConnected,
+  waitForText,
+} from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 120) * 1000;
 const SHOTS = path.resolve(REPO, process.env.E2E_SCREENSHOTS || 'target/e2e-screenshots');
@@ -60,11 +72,9 @@ const step = stepper(tally, STEP_MS);
 async function cleanup() {
   if (cleaningUp) return cleaningUp;
   cleaningUp = (async () => {
-    if (browser) {
-      const b = browser;
-      browser = null;
-      await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
-    }
+    const b = browser;
+    browser = null;
+    await closeChromium(b);
     if (hub) await hub.stop();
   })();
   return cleaningUp;
@@ -113,16 +123,7 @@ async function main() {
     return `${files.length} files`;
   });
 
-  browser = await withTimeout(
-    chromium.launch({
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      timeout: 30_000,
-      args: CHROMIUM_ARGS,
-    }),
-    40_000,
-    'launching Chromium',
-  );
+  browser = await launchChromium();
   log(`chromium ${browser.version()}`);
 
   const pageA = await openPage('A', `${base}/`);
@@ -295,15 +296,9 @@ async function main() {
   check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
 }
 
-let crashed = false;
-try {
-  await main();
-} catch (e) {
-  crashed = true;
-  check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
-}
-await cleanup();
-if ((crashed || tally.failed > 0) && hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
-log(`screenshots in ${SHOTS}`);
-log(tally.summary());
-process.exit(tally.failed > 0 ? 1 : 0);
+await runScenario(main, {
+  tally,
+  cleanup,
+  onFailure: () => hub && log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`),
+  onEnd: () => log(`screenshots in ${SHOTS}`),
+});

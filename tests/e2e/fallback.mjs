@@ -21,13 +21,24 @@
 
 import { randomBytes } from 'node:crypto';
 
-import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
+import { Tally, installGuards, log } from '../browser/harness.mjs';
 import { metricValue, startHub } from './hub.mjs';
 import { startNginx } from './nginx.mjs';
-import { clientId, openPage, sameChat, say, seeEachOther, stepper, waitConnected, waitForText } from './pages.mjs';
+import {
+  clientId,
+  closeChromium,
+  launchChromium,
+  openPage,
+  runScenario,
+  sameChat,
+  say,
+  seeEachOther,
+  stepper,
+  waitConnected,
+  waitForText,
+} from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 180) * 1000;
 const STEP_MS = 15_000;
@@ -44,11 +55,9 @@ let hub = null;
 let browser = null;
 
 async function cleanup() {
-  if (browser) {
-    const b = browser;
-    browser = null;
-    await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
-  }
+  const b = browser;
+  browser = null;
+  await closeChromium(b);
   for (const p of proxies.splice(0)) await p.stop();
   if (hub) await hub.stop();
 }
@@ -125,11 +134,7 @@ async function main() {
     return `directly: open; through nginx: ${proxied}`;
   });
 
-  browser = await withTimeout(
-    chromium.launch({ executablePath: CHROMIUM_BIN, headless: true, timeout: 30_000, args: CHROMIUM_ARGS }),
-    40_000,
-    'launching Chromium',
-  );
+  browser = await launchChromium();
   log(`chromium ${browser.version()}`);
   const options = { errors: pageErrors, stepMs: FALLBACK_MS, consoleErrors: false };
 
@@ -208,17 +213,11 @@ async function main() {
   tally.check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
 }
 
-let crashed = false;
-try {
-  await main();
-} catch (e) {
-  crashed = true;
-  tally.check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
-}
-if (crashed || tally.failed > 0) {
-  for (const p of proxies) log(`nginx ${p.port} error log (last 1000 chars):\n${p.errorLog().slice(-1000)}`);
-  if (hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
-}
-await cleanup();
-log(tally.summary());
-process.exit(tally.failed > 0 ? 1 : 0);
+await runScenario(main, {
+  tally,
+  cleanup,
+  onFailure: () => {
+    for (const p of proxies) log(`nginx ${p.port} error log (last 1000 chars):\n${p.errorLog().slice(-1000)}`);
+    if (hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
+  },
+});

@@ -14,11 +14,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { chromium } from 'playwright-core';
-
-import { CHROMIUM_ARGS, CHROMIUM_BIN, Tally, installGuards, log, withTimeout } from '../browser/harness.mjs';
+import { Tally, installGuards, log } from '../browser/harness.mjs';
 import { metricValue, selfSignedCert, startHub } from './hub.mjs';
-import { openPage, say, stepper, waitConnected } from './pages.mjs';
+import { closeChromium, launchChromium, openPage, runScenario, say, stepper, waitConnected } from './pages.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.E2E_TIMEOUT || 60) * 1000;
 const STEP_MS = 15_000;
@@ -33,11 +31,9 @@ let browser = null;
 let dir = null;
 
 async function cleanup() {
-  if (browser) {
-    const b = browser;
-    browser = null;
-    await withTimeout(b.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
-  }
+  const b = browser;
+  browser = null;
+  await closeChromium(b);
   if (hub) await hub.stop();
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 }
@@ -59,16 +55,7 @@ async function main() {
   hub = await startHub({ apiKey: API_KEY, tls, log });
   log(`volley serve listening on ${hub.base}/`);
 
-  browser = await withTimeout(
-    chromium.launch({
-      executablePath: CHROMIUM_BIN,
-      headless: true,
-      timeout: 30_000,
-      args: [...CHROMIUM_ARGS, '--ignore-certificate-errors'],
-    }),
-    40_000,
-    'launching Chromium',
-  );
+  browser = await launchChromium(['--ignore-certificate-errors']);
   log(`chromium ${browser.version()}`);
 
   const options = { errors: pageErrors, stepMs: STEP_MS };
@@ -115,14 +102,8 @@ async function main() {
   tally.check('no uncaught errors in the pages', pageErrors.length === 0, pageErrors.slice(0, 3).join(' | '));
 }
 
-let crashed = false;
-try {
-  await main();
-} catch (e) {
-  crashed = true;
-  tally.check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
-}
-await cleanup();
-if ((crashed || tally.failed > 0) && hub) log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`);
-log(tally.summary());
-process.exit(tally.failed > 0 ? 1 : 0);
+await runScenario(main, {
+  tally,
+  cleanup,
+  onFailure: () => hub && log(`volley output (last 2000 chars):\n${hub.output.slice(-2000)}`),
+});

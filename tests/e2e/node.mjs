@@ -64,6 +64,30 @@ function untilSeen(seen, offsets) {
   );
 }
 
+/**
+ * Disconnects a client through the HTTP API (`target`: `{user}` or `{client}`,
+ * reconnect: true), publishes `count` messages to chat:lobby while it is away
+ * (texts `${label}0`...), and checks that it came back by itself after a 4000
+ * with every one of them recovered, none twice (`seen`: the offsets its
+ * subscription `chat` delivered; `events`: its recorder). The offsets.
+ */
+async function awayAndBack(hub, { chat, seen, events }, target, count, label) {
+  const recovered = next(chat, 'subscribed', (s) => s.wasRecovering);
+  const r = await hub.api('disconnect', { ...target, reconnect: true });
+  if (r.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(r)}`);
+  const offsets = [];
+  for (let i = 0; i < count; i++) {
+    offsets.push((await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text: `${label}${i}` } })).offset);
+  }
+  const s = await recovered;
+  if (!s.recovered) throw new Error('recovered: false');
+  await untilSeen(seen, offsets);
+  if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
+  const d = events.find((e) => e.name === 'disconnected');
+  if (d?.code !== 4000 || !d.reconnect) throw new Error(`disconnected event ${JSON.stringify(d)}`);
+  return offsets;
+}
+
 /** Records every event of a client as short strings. */
 function recorder(client) {
   const events = [];
@@ -137,17 +161,7 @@ async function demoHub() {
   });
 
   await step('API disconnect (reconnect: true) by user: 4000, back by itself, the missed ones recovered', async () => {
-    const recovered = next(chat, 'subscribed', (s) => s.wasRecovering);
-    const r = await hub.api('disconnect', { user: client.user, reconnect: true });
-    if (r.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(r)}`);
-    const offsets = [];
-    for (let i = 0; i < 3; i++) offsets.push((await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text: `m${i}` } })).offset);
-    const s = await recovered;
-    if (!s.recovered) throw new Error('recovered: false');
-    await untilSeen(seen, offsets);
-    if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
-    const d = events.find((e) => e.name === 'disconnected');
-    if (d?.code !== 4000 || !d.reconnect) throw new Error(`disconnected event ${JSON.stringify(d)}`);
+    await awayAndBack(hub, { chat, seen, events }, { user: client.user }, 3, 'm');
     return `offsets seen ${seen.join(',')}`;
   });
 
@@ -237,18 +251,8 @@ async function fallbackTransport(hub, transport) {
   });
 
   await step(`${transport}: API disconnect by client; back over ${transport} with every missed publication, none twice`, async () => {
-    const recovered = next(chat, 'subscribed', (s) => s.wasRecovering);
     const before = client.client;
-    const r = await hub.api('disconnect', { client: before, reconnect: true });
-    if (r.disconnected !== 1) throw new Error(`disconnected ${JSON.stringify(r)}`);
-    const offsets = [];
-    for (let i = 0; i < 5; i++) offsets.push((await hub.api('publish', { channel: 'chat:lobby', data: { name: 'api', text: `${transport} away ${i}` } })).offset);
-    const s = await recovered;
-    if (!s.recovered) throw new Error('recovered: false');
-    await untilSeen(seen, offsets);
-    if (new Set(seen).size !== seen.length) throw new Error(`duplicates: ${seen.join(',')}`);
-    const d = events.find((e) => e.name === 'disconnected');
-    if (d?.code !== 4000 || !d.reconnect) throw new Error(`disconnected event ${JSON.stringify(d)}`);
+    const offsets = await awayAndBack(hub, { chat, seen, events }, { client: before }, 5, `${transport} away `);
     if (client.client === before || client.transport !== transport) throw new Error(`client ${client.client} over ${client.transport}`);
     return `${offsets.length} of ${offsets.length} recovered (offsets ${offsets.join(',')})`;
   });

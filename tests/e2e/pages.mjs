@@ -1,9 +1,47 @@
-// Page helpers of the demo page shared by the e2e scenarios in Chromium
-// (demo.mjs, cluster.mjs): open a page, wait until it is connected, read the
-// chat as rendered.
+// What the e2e scenarios in Chromium share (demo.mjs, cluster.mjs, h2.mjs,
+// fallback.mjs): launch and close Chromium, run a scenario to its summary,
+// open a demo page, wait until it is connected, read the chat as rendered.
 import path from 'node:path';
 
-import { withTimeout } from '../browser/harness.mjs';
+import { chromium } from 'playwright-core';
+
+import { CHROMIUM_ARGS, CHROMIUM_BIN, log, withTimeout } from '../browser/harness.mjs';
+
+/** Launches Debian's Chromium, headless, with the shared flags and `extraArgs`. */
+export function launchChromium(extraArgs = []) {
+  return withTimeout(
+    chromium.launch({ executablePath: CHROMIUM_BIN, headless: true, timeout: 30_000, args: [...CHROMIUM_ARGS, ...extraArgs] }),
+    40_000,
+    'launching Chromium',
+  );
+}
+
+/** Closes `browser` (if any) within 10 s; a failure is a warning. */
+export async function closeChromium(browser) {
+  if (!browser) return;
+  await withTimeout(browser.close(), 10_000, 'closing Chromium').catch((e) => log(`warning: ${e.message}`));
+}
+
+/**
+ * Runs a scenario's `main` to the end and exits: a throw is one failed check
+ * of `tally`; when any check failed, `onFailure()` (print the services' logs)
+ * runs before `cleanup()`; `onEnd()` after it; then the summary line, and
+ * exit status 1 on any failure.
+ */
+export async function runScenario(main, { tally, cleanup, onFailure = () => {}, onEnd = () => {} }) {
+  let crashed = false;
+  try {
+    await main();
+  } catch (e) {
+    crashed = true;
+    tally.check('scenario ran to the end', false, e.message.split('\n').slice(0, 8).join(' / '));
+  }
+  if (crashed || tally.failed > 0) onFailure();
+  await cleanup();
+  onEnd();
+  log(tally.summary());
+  process.exit(tally.failed > 0 ? 1 : 0);
+}
 
 /**
  * Opens `url` in a new context of `browser`. Uncaught errors (and console
