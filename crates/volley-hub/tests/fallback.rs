@@ -246,6 +246,12 @@ async fn a_lost_poll_response_is_delivered_again_until_acknowledged() {
     assert_eq!(next["last"], 3);
     assert_eq!(next["messages"].as_array().unwrap().len(), 1);
     assert_eq!(next["messages"][0]["id"], 3);
+    let (status, body) = c.poll_once(1).await;
+    assert_eq!(status, 400, "ack behind an earlier one: {body}");
+    // No cache may keep a poll's answer.
+    let path = format!("/connection/poll?session={}&ack=2", c.session);
+    let r = request(hub.addr, "GET", &path, &[], Vec::new()).await;
+    assert_eq!(r.headers()["cache-control"], "no-store");
     // Nothing waiting: the poll is held, then answers empty.
     let (status, empty) = c.poll_once(3).await;
     assert_eq!(

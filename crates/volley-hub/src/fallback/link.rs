@@ -58,6 +58,8 @@ struct State {
     last_seq: u64,
     /// Long-poll: the highest sequence number a poll response carried.
     sent_through: u64,
+    /// Long-poll: the highest `ack` received.
+    acked: u64,
     /// The session ended: no message follows those in `out`.
     finished: bool,
     /// The client went away: its stream ended, it closed the session, or
@@ -94,8 +96,9 @@ pub(crate) enum Intake {
 pub(crate) enum PollRefusal {
     /// Another poll of the session is under way (409).
     Busy,
-    /// The `ack` is past the last message sent (400).
-    AckAhead,
+    /// The `ack` is past the last message sent, or behind one acknowledged
+    /// before (400).
+    BadAck,
 }
 
 /// One fallback session's shared state.
@@ -131,6 +134,7 @@ impl Link {
                 out_bytes: 0,
                 last_seq: 0,
                 sent_through: 0,
+                acked: 0,
                 finished: false,
                 gone: false,
                 polling: false,
@@ -223,9 +227,10 @@ impl Link {
         if s.polling {
             return Err(PollRefusal::Busy);
         }
-        if ack > s.sent_through {
-            return Err(PollRefusal::AckAhead);
+        if ack > s.sent_through || ack < s.acked {
+            return Err(PollRefusal::BadAck);
         }
+        s.acked = ack;
         while s.out.front().is_some_and(|m| m.seq <= ack) {
             if let Some(m) = s.out.pop_front() {
                 s.out_bytes -= m.json.len();

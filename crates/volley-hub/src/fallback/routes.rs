@@ -147,10 +147,10 @@ pub(crate) async fn poll(State(hub): State<Arc<Hub>>, Query(q): Query<PollQuery>
         Err(PollRefusal::Busy) => {
             return (StatusCode::CONFLICT, "another poll is under way\n").into_response();
         }
-        Err(PollRefusal::AckAhead) => {
+        Err(PollRefusal::BadAck) => {
             return (
                 StatusCode::BAD_REQUEST,
-                "ack is past the last message sent\n",
+                "ack is past the last message sent, or behind an earlier ack\n",
             )
                 .into_response();
         }
@@ -170,7 +170,15 @@ pub(crate) async fn poll(State(hub): State<Arc<Hub>>, Query(q): Query<PollQuery>
         body.extend_from_slice(m);
     }
     body.extend_from_slice(format!("],\"last\":{last}}}\n").as_bytes());
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    // Never from a cache: each poll's answer is new.
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
