@@ -487,3 +487,61 @@ async fn a_long_poll_client_that_stops_polling_is_a_slow_consumer() {
     assert_eq!(received, (0..received.len() as u64).collect::<Vec<_>>());
     assert_eq!(hub.hub.metrics().slow_consumer_disconnects.get(), 1);
 }
+
+/// Behind a CDN or on an https page, the stream and the POSTs travel as
+/// streams of one HTTP/2 connection (here h2c).
+#[tokio::test]
+async fn an_sse_session_and_its_posts_share_one_http2_connection() {
+    use http_body_util::{BodyExt, Full};
+    let mut cfg = fallback_config();
+    cfg.h2c = true;
+    let hub = TestHub::start(cfg).await;
+    let tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let get = |path: String, method: &str, body: &'static str| {
+        let mut sender = sender.clone();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", hub.addr))
+            .header("content-type", "text/plain")
+            .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        async move { sender.send_request(req).await.unwrap() }
+    };
+    let response = get("/connection/sse".into(), "GET", "").await;
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut text = String::new();
+    // Reads the stream until `needle` has arrived.
+    let mut until = async |needle: &str, text: &mut String| {
+        while !text.contains(needle) {
+            let frame = tokio::time::timeout(WAIT, body.frame()).await.unwrap();
+            let data = frame.unwrap().unwrap().into_data().unwrap();
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    };
+    until("\n\n", &mut text).await;
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let session: Value = serde_json::from_str(data).unwrap();
+    let session = session["session"].as_str().unwrap().to_string();
+    let post = get(
+        format!("/connection/send?session={session}&seq=1"),
+        "POST",
+        "{\"id\":1,\"method\":\"connect\",\"params\":{}}",
+    )
+    .await;
+    assert_eq!(post.status(), 204);
+    until("\"id\":1,\"result\"", &mut text).await;
+    assert!(
+        text.contains("id: 1\ndata: {\"id\":1,\"result\":{"),
+        "{text}"
+    );
+    assert_eq!(open_by_transport(&hub, "sse").await, 1);
+}
