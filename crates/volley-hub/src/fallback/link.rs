@@ -2,7 +2,8 @@
 //! HTTP requests that carry it: commands posted and not yet read by the
 //! session, and the server's messages, numbered, until the client has them.
 //!
-//! The session task sees it through [`Carrier`] (a [`Transport`]); the SSE
+//! The session task sees it through [`super::carrier::Carrier`] (a
+//! `Transport`); the SSE
 //! stream takes messages as it writes them; a long-poll takes them without
 //! removing them, and the next poll's `ack` drops them, so that a poll whose
 //! response was lost is answered again.
@@ -16,9 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
-use volley::{Message, PreparedFrame};
-
-use crate::transport::{Gone, Transport};
 
 /// How the server's messages reach the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,7 +269,7 @@ impl Link {
     /// Ready once a long-poll session has had no poll for `timeout` (its
     /// client is taken as gone), registering the waker otherwise. An SSE
     /// session never idles out: its stream's end says when the client left.
-    fn poll_idle(
+    pub(super) fn poll_idle(
         &self,
         cx: &mut Context<'_>,
         sleep: &mut Pin<Box<Sleep>>,
@@ -313,6 +311,67 @@ impl Link {
     }
 }
 
+/// The session task's side (through [`super::carrier::Carrier`]).
+impl Link {
+    /// The next command posted; `None` once the client has gone.
+    pub(super) fn poll_command(&self, cx: &Context<'_>) -> Poll<Option<String>> {
+        let mut s = self.lock();
+        if s.gone {
+            return Poll::Ready(None);
+        }
+        match s.commands.pop_front() {
+            Some(text) => {
+                if s.commands.is_empty() {
+                    wake(&mut s.intake);
+                }
+                Poll::Ready(Some(text))
+            }
+            None => {
+                register(&mut s.session, cx);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Bytes of messages the client does not have yet.
+    pub(super) fn unsent_bytes(&self) -> usize {
+        self.lock().out_bytes
+    }
+
+    /// Numbers a message and keeps it for the client.
+    pub(super) fn send(&self, json: Bytes) {
+        let mut s = self.lock();
+        s.last_seq += 1;
+        let seq = s.last_seq;
+        s.out_bytes += json.len();
+        s.out.push_back(Numbered { seq, json });
+        wake(&mut s.consumer);
+    }
+
+    /// Ready once the client has every message (or has gone).
+    pub(super) fn poll_sent(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut s = self.lock();
+        if s.out_bytes == 0 || s.gone {
+            return Poll::Ready(());
+        }
+        register(&mut s.session, cx);
+        Poll::Pending
+    }
+
+    /// Whether the client has gone.
+    pub(super) fn is_gone(&self) -> bool {
+        self.lock().gone
+    }
+
+    /// The session ended: no message follows those kept.
+    pub(super) fn finish(&self) {
+        let mut s = self.lock();
+        s.finished = true;
+        wake(&mut s.consumer);
+        wake(&mut s.intake);
+    }
+}
+
 /// A long-poll under way; dropping it ends the poll.
 #[derive(Debug)]
 pub(crate) struct PollGuard<'a> {
@@ -325,107 +384,5 @@ impl Drop for PollGuard<'_> {
         s.polling = false;
         s.idle_since = Instant::now();
         wake(&mut s.session);
-    }
-}
-
-/// The session task's side of a [`Link`].
-#[derive(Debug)]
-pub(crate) struct Carrier {
-    link: std::sync::Arc<Link>,
-    idle: Pin<Box<Sleep>>,
-    session_timeout: Duration,
-}
-
-impl Carrier {
-    /// The carrier of a session; a long-poll session whose client does not
-    /// poll for `session_timeout` is over.
-    pub(crate) fn new(link: std::sync::Arc<Link>, session_timeout: Duration) -> Self {
-        Self {
-            link,
-            idle: Box::pin(tokio::time::sleep(session_timeout)),
-            session_timeout,
-        }
-    }
-
-    fn poll_alive(&mut self, cx: &mut Context<'_>) -> Result<(), Gone> {
-        if self
-            .link
-            .poll_idle(cx, &mut self.idle, self.session_timeout)
-            .is_ready()
-        {
-            self.link.client_gone();
-        }
-        if self.link.lock().gone {
-            return Err(Gone::Fallback);
-        }
-        Ok(())
-    }
-}
-
-impl Transport for Carrier {
-    fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>> {
-        if self.poll_alive(cx).is_err() {
-            return Poll::Ready(None);
-        }
-        let mut s = self.link.lock();
-        match s.commands.pop_front() {
-            Some(text) => {
-                if s.commands.is_empty() {
-                    wake(&mut s.intake);
-                }
-                Poll::Ready(Some(Ok(Message::text(text))))
-            }
-            None => {
-                register(&mut s.session, cx);
-                Poll::Pending
-            }
-        }
-    }
-
-    fn buffered_amount(&self) -> usize {
-        self.link.lock().out_bytes
-    }
-
-    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {
-        let header = frame.len() - frame.payload().len();
-        let json = frame.bytes().slice(header..);
-        let mut s = self.link.lock();
-        s.last_seq += 1;
-        let seq = s.last_seq;
-        s.out_bytes += json.len();
-        s.out.push_back(Numbered { seq, json });
-        wake(&mut s.consumer);
-        Ok(())
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
-        self.poll_alive(cx)?;
-        let mut s = self.link.lock();
-        if s.out_bytes == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        register(&mut s.session, cx);
-        Poll::Pending
-    }
-
-    async fn close(&mut self, _code: u16, _reason: &str) {
-        // The `disconnect` push, when there is one, is the last message; the
-        // stream ends (or polls get 404) after it.
-        self.finish();
-    }
-}
-
-impl Carrier {
-    fn finish(&self) {
-        let mut s = self.link.lock();
-        s.finished = true;
-        wake(&mut s.consumer);
-        wake(&mut s.intake);
-    }
-}
-
-impl Drop for Carrier {
-    fn drop(&mut self) {
-        self.finish();
     }
 }

@@ -4,10 +4,11 @@
 //! the client's commands by `POST /connection/send`.
 //!
 //! A fallback session is one connection of the hub, run by the same command
-//! loop as a WebSocket (`crate::session` over the [`link::Carrier`]
+//! loop as a WebSocket (`crate::session` over the [`carrier::Carrier`]
 //! transport): it counts in the connection limits, presence, metrics and
 //! the drain alike. Its HTTP requests find it by its id in [`Sessions`].
 
+mod carrier;
 mod link;
 mod routes;
 mod sse;

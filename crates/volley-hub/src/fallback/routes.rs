@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::StreamBody;
 use serde::Deserialize;
 
-use super::link::{Carrier, Intake, Kind, Link, PollRefusal};
+use super::carrier::Carrier;
+use super::link::{Intake, Kind, Link, PollRefusal};
 use super::sse::EventStream;
 use crate::http::{closing, read_body, refuse, remote_ip};
 use crate::hub::Hub;
