@@ -22,6 +22,11 @@
 #   API_KEY, ADMIN_KEY, TOKEN_SECRET   shared by the nodes (default: random)
 #   CLUSTER_ENGINE   redis (default); `memory` starts the same processes with
 #                    independent memory engines (only to check this script)
+#   SHARDS           2 (default) or 1 (shard 0 alone; no failover then)
+#   SHARD1_SENTINEL  1 (default): shard 1 is a master, a replica and a Sentinel;
+#                    0: a single redis-server like shard 0 (bench/cluster.sh)
+#   REDIS_CPUS, NODE_CPUS   CPU lists to pin the Redis servers and the nodes to
+#                    with taskset (default: not pinned)
 #
 # The tests (the cluster chaos test, the browser test) drive it with the
 # subcommands; docs/cluster.md explains the setup.
@@ -31,6 +36,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODES="${NODES:-3}"
 CLUSTER_ENGINE="${CLUSTER_ENGINE:-redis}"
 SHARD0_AOF="${SHARD0_AOF:-1}"
+SHARDS="${SHARDS:-2}"
+SHARD1_SENTINEL="${SHARD1_SENTINEL:-1}"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
@@ -57,6 +64,13 @@ redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 # ---- the pieces ---------------------------------------------------------------
 
+# pinned CPUS CMD...: CMD under taskset when CPUS is set.
+pinned() {
+    local cpus="$1"
+    shift
+    if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
 # start_redis NAME PORT AOF(0|1) [redis-server args...]
 start_redis() {
     local name="$1" port="$2" aof="$3"
@@ -64,7 +78,7 @@ start_redis() {
     mkdir -p "$DIR/$name"
     local persistence=(--appendonly no)
     [ "$aof" = 1 ] && persistence=(--appendonly yes --appendfsync always)
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" --save "" \
+    pinned "${REDIS_CPUS:-}" redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" --save "" \
         "${persistence[@]}" --logfile "$DIR/$name/redis.log" "$@" </dev/null >/dev/null 2>&1 &
     echo $! >"$DIR/$name.pid"
     wait_for 10 "redis $name on port $port" redis_up "$port"
@@ -83,7 +97,7 @@ sentinel down-after-milliseconds shard1 1000
 sentinel failover-timeout shard1 5000
 sentinel parallel-syncs shard1 1
 EOF
-    redis-sentinel "$DIR/sentinel/sentinel.conf" </dev/null >/dev/null 2>&1 &
+    pinned "${REDIS_CPUS:-}" redis-sentinel "$DIR/sentinel/sentinel.conf" </dev/null >/dev/null 2>&1 &
     echo $! >"$DIR/sentinel.pid"
     wait_for 10 "sentinel on port $SENTINEL_PORT" redis_up "$SENTINEL_PORT"
 }
@@ -102,8 +116,12 @@ node_args() { # I
         --token-secret "$TOKEN_SECRET" --trusted-proxy 127.0.0.1/32)
     [ -n "${NODE_CONFIG:-}" ] && args+=(--config "$NODE_CONFIG")
     if [ "$CLUSTER_ENGINE" = redis ]; then
-        args+=(--engine redis --redis-url "redis://127.0.0.1:$SHARD0_PORT"
-            --redis-url "redis+sentinel://127.0.0.1:$SENTINEL_PORT/shard1")
+        args+=(--engine redis --redis-url "redis://127.0.0.1:$SHARD0_PORT")
+        if [ "$SHARDS" = 2 ] && [ "$SHARD1_SENTINEL" = 1 ]; then
+            args+=(--redis-url "redis+sentinel://127.0.0.1:$SENTINEL_PORT/shard1")
+        elif [ "$SHARDS" = 2 ]; then
+            args+=(--redis-url "redis://127.0.0.1:$SHARD1_MASTER_PORT")
+        fi
     fi
     printf '%s\n' "${args[@]}"
 }
@@ -112,7 +130,7 @@ start_node() { # I
     local i="$1" port_var="NODE$1_PORT"
     local args
     mapfile -t args < <(node_args "$i")
-    "$VOLLEY_BIN" "${args[@]}" </dev/null >>"$DIR/node$i.log" 2>&1 &
+    pinned "${NODE_CPUS:-}" "$VOLLEY_BIN" "${args[@]}" </dev/null >>"$DIR/node$i.log" 2>&1 &
     echo $! >"$DIR/node$i.pid"
     wait_for 30 "node $i on port ${!port_var}" http_ok "http://127.0.0.1:${!port_var}/health/ready"
 }
@@ -169,6 +187,10 @@ start() { # DIR
         "$VOLLEY_BIN" serve --help | grep -q -- '--engine' ||
             die "$VOLLEY_BIN has no --engine (the Redis engine); CLUSTER_ENGINE=memory runs separate nodes"
     fi
+    case "$SHARDS/$SHARD1_SENTINEL" in
+        1/* | 2/0 | 2/1) ;;
+        *) die "SHARDS must be 1 or 2 and SHARD1_SENTINEL 0 or 1" ;;
+    esac
     API_KEY="${API_KEY:-$(random_hex)}"
     ADMIN_KEY="${ADMIN_KEY:-$(random_hex)}"
     TOKEN_SECRET="${TOKEN_SECRET:-$(random_hex)}"
@@ -179,6 +201,10 @@ start() { # DIR
         echo "VOLLEY_BIN=$VOLLEY_BIN"
         echo "NODE_CONFIG=${NODE_CONFIG:-}"
         echo "SHARD0_AOF=$SHARD0_AOF"
+        echo "SHARDS=$SHARDS"
+        echo "SHARD1_SENTINEL=$SHARD1_SENTINEL"
+        echo "REDIS_CPUS=${REDIS_CPUS:-}"
+        echo "NODE_CPUS=${NODE_CPUS:-}"
         echo "API_KEY=$API_KEY"
         echo "ADMIN_KEY=$ADMIN_KEY"
         echo "TOKEN_SECRET=$TOKEN_SECRET"
@@ -198,11 +224,15 @@ start() { # DIR
             echo "SENTINEL_PORT=$SENTINEL_PORT"
         } >>"$DIR/cluster.env"
         start_redis redis0 "$SHARD0_PORT" "$SHARD0_AOF"
-        start_redis redis1a "$SHARD1_MASTER_PORT" 1
-        start_redis redis1b "$SHARD1_REPLICA_PORT" 1 --replicaof 127.0.0.1 "$SHARD1_MASTER_PORT"
-        wait_for 10 "the replica of shard 1" replica_synced
-        start_sentinel
-        wait_for 10 "the sentinel's view of the replica" sentinel_knows_replica
+        if [ "$SHARDS" = 2 ] && [ "$SHARD1_SENTINEL" = 1 ]; then
+            start_redis redis1a "$SHARD1_MASTER_PORT" 1
+            start_redis redis1b "$SHARD1_REPLICA_PORT" 1 --replicaof 127.0.0.1 "$SHARD1_MASTER_PORT"
+            wait_for 10 "the replica of shard 1" replica_synced
+            start_sentinel
+            wait_for 10 "the sentinel's view of the replica" sentinel_knows_replica
+        elif [ "$SHARDS" = 2 ]; then
+            start_redis redis1a "$SHARD1_MASTER_PORT" "$SHARD0_AOF"
+        fi
     fi
     local i port
     for ((i = 0; i < NODES; i++)); do

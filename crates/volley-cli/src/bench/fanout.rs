@@ -10,6 +10,10 @@
 //! order: each push's offset is checked against the subscriber's position,
 //! and its `seq` against the event published at that offset.
 //!
+//! On a cluster (the Redis engine), `--subscribe-addr` spreads the
+//! subscribers over other nodes while events are published on `--addr`:
+//! the same numbers, across nodes (bench/cluster.sh).
+//!
 //! Pushes are read cheaply: only `"offset":` and `"seq":` are located in the
 //! text; no JSON tree is built on the hot path.
 
@@ -32,6 +36,12 @@ pub(crate) struct FanoutArgs {
     /// The hub's address, host:port (WebSocket at /connection/websocket, HTTP API at /api/).
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
+    /// Nodes of a cluster the subscribers connect to instead (host:port,
+    /// comma-separated; subscriber i goes to the (i mod n)-th); events are
+    /// still published on --addr, so with `--subscribe-addr B` every
+    /// delivery crosses from node A to node B.
+    #[arg(long, value_delimiter = ',')]
+    subscribe_addr: Vec<String>,
     /// The hub's HTTP API key.
     #[arg(long, env = "VOLLEY_API_KEY")]
     api_key: String,
@@ -560,8 +570,8 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
 
 /// What the arguments settle before anything connects.
 struct Plan {
-    server: SocketAddr,
-    url: String,
+    /// The subscribers' nodes: address and WebSocket URL.
+    nodes: Vec<(SocketAddr, String)>,
     config: WebSocketConfig,
     subscribers: usize,
     publishers: u64,
@@ -571,13 +581,22 @@ struct Plan {
 
 impl Plan {
     fn new(a: &FanoutArgs) -> Result<Self, FanoutError> {
-        let server = a
-            .addr
-            .parse()
-            .map_err(|e| FanoutError::Setup(format!("--addr {}: {e}", a.addr)))?;
+        let addrs = if a.subscribe_addr.is_empty() {
+            std::slice::from_ref(&a.addr)
+        } else {
+            &a.subscribe_addr[..]
+        };
+        let nodes = addrs
+            .iter()
+            .map(|addr| {
+                let server = addr
+                    .parse()
+                    .map_err(|e| FanoutError::Setup(format!("subscriber address {addr}: {e}")))?;
+                Ok((server, format!("ws://{addr}/connection/websocket")))
+            })
+            .collect::<Result<Vec<_>, FanoutError>>()?;
         Ok(Self {
-            server,
-            url: format!("ws://{}/connection/websocket", a.addr),
+            nodes,
             config: client_config().map_err(FanoutError::Setup)?,
             subscribers: a.subscribers.max(1),
             publishers: a.publishers.max(1) as u64,
@@ -628,8 +647,8 @@ async fn connect_subscribers(a: &FanoutArgs, plan: &Plan) -> Result<Vec<(Ws, u64
             .acquire_owned()
             .await
             .map_err(|_| FanoutError::Thread)?;
-        let (url, channel, config) = (plan.url.clone(), a.channel.clone(), plan.config.clone());
-        let server = plan.server;
+        let (server, url) = plan.nodes[index % plan.nodes.len()].clone();
+        let (channel, config) = (a.channel.clone(), plan.config.clone());
         joins.push(tokio::task::spawn_local(async move {
             let r = subscribe(index, server, &url, &channel, config).await;
             drop(permit);
@@ -970,7 +989,7 @@ async fn report_step(
     emit(
         a.json.as_deref(),
         &serde_json::json!({
-            "mode": "fanout", "label": a.label, "subscribers": n, "step": step.index, "rate": rate,
+            "mode": "fanout", "label": a.label, "subscribers": n, "nodes": plan.nodes.len(), "step": step.index, "rate": rate,
             "achieved_rate": achieved, "events": published, "scheduled_events": count, "deliveries": deliveries,
             "expected_deliveries": published * n as u64, "complete": complete,
             "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
