@@ -8,6 +8,7 @@
 #   bench/cluster.sh                        (everything, 3 runs)
 #   SCENARIOS=latency RUNS=5 bench/cluster.sh
 #   SMOKE=1 bench/cluster.sh                (tiny counts, a few seconds each: CI)
+#   HUB_BIN=/tmp/old/volley bench/cluster.sh (nodes of another build, same load generator)
 #
 # Scenarios:
 #   throughput  publications/s through one node's HTTP API (`volley bench
@@ -55,10 +56,10 @@ fi
 SCENARIOS="${SCENARIOS:-throughput latency fanout}"
 PUBLISH_CONNECTIONS="${PUBLISH_CONNECTIONS:-16}"
 PUBLISH_BATCH="${PUBLISH_BATCH:-100}"
-BIN="${VOLLEY_BIN:-$ROOT/target/release/volley}"
+BIN="${VOLLEY_BIN:-$ROOT/target/release/volley}"   # the load generator (and the nodes unless HUB_BIN)
 OUT="${OUT:-target/bench/cluster}"
 [ -x "$BIN" ] || cargo build --release -p volley-cli
-export VOLLEY_BIN="$BIN"
+export VOLLEY_BIN="${HUB_BIN:-$BIN}"   # what scripts/cluster.sh starts
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 rm -f "$OUT"/*.jsonl

@@ -64,11 +64,10 @@ redis_up() { [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 # ---- the pieces ---------------------------------------------------------------
 
-# pinned CPUS CMD...: CMD under taskset when CPUS is set.
-pinned() {
-    local cpus="$1"
-    shift
-    if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+# pin CPUS: the command prefix that pins to CPUS (taskset execs the command,
+# so `$!` stays the server's PID), or nothing.
+pin() {
+    [ -z "$1" ] || printf '%s\n' taskset -c "$1"
 }
 
 # start_redis NAME PORT AOF(0|1) [redis-server args...]
@@ -76,9 +75,10 @@ start_redis() {
     local name="$1" port="$2" aof="$3"
     shift 3
     mkdir -p "$DIR/$name"
-    local persistence=(--appendonly no)
+    local persistence=(--appendonly no) pinned
+    mapfile -t pinned < <(pin "${REDIS_CPUS:-}")
     [ "$aof" = 1 ] && persistence=(--appendonly yes --appendfsync always)
-    pinned "${REDIS_CPUS:-}" redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" --save "" \
+    "${pinned[@]}" redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR/$name" --save "" \
         "${persistence[@]}" --logfile "$DIR/$name/redis.log" "$@" </dev/null >/dev/null 2>&1 &
     echo $! >"$DIR/$name.pid"
     wait_for 10 "redis $name on port $port" redis_up "$port"
@@ -97,7 +97,9 @@ sentinel down-after-milliseconds shard1 1000
 sentinel failover-timeout shard1 5000
 sentinel parallel-syncs shard1 1
 EOF
-    pinned "${REDIS_CPUS:-}" redis-sentinel "$DIR/sentinel/sentinel.conf" </dev/null >/dev/null 2>&1 &
+    local pinned
+    mapfile -t pinned < <(pin "${REDIS_CPUS:-}")
+    "${pinned[@]}" redis-sentinel "$DIR/sentinel/sentinel.conf" </dev/null >/dev/null 2>&1 &
     echo $! >"$DIR/sentinel.pid"
     wait_for 10 "sentinel on port $SENTINEL_PORT" redis_up "$SENTINEL_PORT"
 }
@@ -128,9 +130,10 @@ node_args() { # I
 
 start_node() { # I
     local i="$1" port_var="NODE$1_PORT"
-    local args
+    local args pinned
     mapfile -t args < <(node_args "$i")
-    pinned "${NODE_CPUS:-}" "$VOLLEY_BIN" "${args[@]}" </dev/null >>"$DIR/node$i.log" 2>&1 &
+    mapfile -t pinned < <(pin "${NODE_CPUS:-}")
+    "${pinned[@]}" "$VOLLEY_BIN" "${args[@]}" </dev/null >>"$DIR/node$i.log" 2>&1 &
     echo $! >"$DIR/node$i.pid"
     wait_for 30 "node $i on port ${!port_var}" http_ok "http://127.0.0.1:${!port_var}/health/ready"
 }

@@ -3,8 +3,9 @@
 #   fmt, clippy, release build, cargo test, the SDK's checks (vitest and
 #   its packed tarball in a scratch project, against the release binary),
 #   the hub's third-party Python client test and chaos test, the end-to-end
-#   demo test in headless Chromium, interop tests, the browser test, a
-#   smoke run of the side-by-side benchmark harness (bench/compare),
+#   demo test in headless Chromium, interop tests, the browser test,
+#   smoke runs of the side-by-side benchmark harness (bench/compare) and of
+#   the cluster benchmarks (bench/cluster.sh),
 #   Autobahn|Testsuite server + client roles (in parallel), fuzz smoke test.
 # Each step is bounded by `timeout` and timed; a summary is printed at the end.
 # A failing step does not stop the later ones, except that the tests that need
@@ -222,6 +223,9 @@ if step_ok build; then
     step "bench smoke" 1200 env ROUNDS=1 DURATION=0.5 WARMUP=0.2 IDLE=200 \
         SCENARIOS="echo-100x20-k16 echo-1x1m-k4 latency-32 idle" \
         OUT=target/bench/compare-smoke bench/compare
+    # The cluster benchmarks, briefly (tiny counts, one run): their clusters
+    # start and stop, and every offset and delivery passes the checks.
+    step "bench cluster smoke" 600 env SMOKE=1 OUT=target/bench/cluster-smoke bench/cluster.sh
     if [ -n "${AUTOBAHN_SKIP:-}" ]; then
         not_run autobahn "$AUTOBAHN_SKIP"
     else
@@ -234,6 +238,7 @@ else
     skip interop "release build failed"
     skip browser "release build failed"
     skip "bench smoke" "release build failed"
+    skip "bench cluster smoke" "release build failed"
     skip autobahn "release build failed"
 fi
 

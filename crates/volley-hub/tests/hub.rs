@@ -662,6 +662,21 @@ async fn http_api_methods() {
     assert_eq!(responses[1]["result"]["offset"], 1);
     assert_eq!(responses[2]["error"]["code"], 102);
     assert_eq!(ada.push().await["data"], json!({"k": 1}));
+    // A channel named twice is published twice, in the list's order.
+    let (_, b) = hub
+        .api(
+            "broadcast",
+            json!({"channels": ["feed:api", "chat:api", "feed:api"], "data": {"k": 2}}),
+        )
+        .await;
+    let offsets_of: Vec<_> = b["result"]["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets_of, [2, 2, 3]);
+    assert_eq!(ada.push().await["data"], json!({"k": 2}));
 
     let (_, b) = hub.api("presence", json!({"channel": "chat:api"})).await;
     assert_eq!(b["result"]["clients"][0]["user"], "42");
@@ -670,7 +685,7 @@ async fn http_api_methods() {
         .await;
     assert_eq!(b["result"], json!({"num_clients": 1, "num_users": 1}));
     let (_, b) = hub.api("history", json!({"channel": "chat:api"})).await;
-    assert_eq!(offsets(&b["result"]["publications"]), [1]);
+    assert_eq!(offsets(&b["result"]["publications"]), [1, 2]);
     let (_, b) = hub.api("channels", json!({})).await;
     let names: Vec<_> = b["result"]["channels"]
         .as_array()

@@ -291,11 +291,19 @@ mod tests {
         let none = seen("", &[]);
         assert_eq!(check_stream(&[&none]), Ok(None));
         let gap = seen("e", &[8, 10]);
-        assert!(check_stream(&[&a, &gap]).unwrap_err().contains("9 to 9"));
+        assert!(
+            check_stream(&[&a, &b, &gap])
+                .unwrap_err()
+                .contains("9 to 9")
+        );
         let dup = seen("e", &[6]);
-        assert!(check_stream(&[&a, &dup]).unwrap_err().contains("twice"));
+        assert!(check_stream(&[&a, &b, &dup]).unwrap_err().contains("twice"));
         let other = seen("f", &[4]);
-        assert!(check_stream(&[&a, &other]).unwrap_err().contains("epochs"));
+        assert!(
+            check_stream(&[&a, &b, &other])
+                .unwrap_err()
+                .contains("epochs")
+        );
     }
 
     #[test]
