@@ -118,6 +118,11 @@ pub struct RedisOptions {
     pub durable_replicas: u32,
     /// How long the durable publish waits for the replicas (then error 100).
     pub durable_timeout_ms: u64,
+    /// Publications a node sends to a shard in one script call at most. The
+    /// publishes waiting while a call is made go in the next one, so under
+    /// load the script's own cost is paid once per batch; alone, a publish
+    /// goes at once. 1: one call per publication.
+    pub publish_batch: u32,
 }
 
 impl Default for RedisOptions {
@@ -130,6 +135,7 @@ impl Default for RedisOptions {
             node_heartbeat_ms: 2_000,
             durable_replicas: 0,
             durable_timeout_ms: 1_000,
+            publish_batch: 64,
         }
     }
 }
@@ -525,6 +531,7 @@ impl HubConfig {
             (r.presence_ttl_ms, "redis.presence_ttl_ms"),
             (r.node_heartbeat_ms, "redis.node_heartbeat_ms"),
             (r.durable_timeout_ms, "redis.durable_timeout_ms"),
+            (u64::from(r.publish_batch), "redis.publish_batch"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Key(format!("{name} must be greater than 0")));

@@ -1,7 +1,8 @@
 //! The engine conformance kit: the same checks against the memory engine and
 //! the Redis engine (a real redis-server per test), in process, through the
 //! `Broker` and `PresenceStore` traits alone (no hub, no sockets between the
-//! hub and the engine): offsets in order within one epoch, history size and
+//! hub and the engine): offsets in order within one epoch (also for
+//! publishes made at once), history size and
 //! TTL, exact recovery or "unrecoverable", a stream reset, presence with its
 //! expiry, join/leave and control messages between nodes.
 
@@ -204,6 +205,47 @@ async fn offsets_are_in_order_within_one_epoch(kit: Kit) {
     assert_eq!((r.epoch, r.offset), (None, None));
     let seen = kit.events.wait(21).await;
     assert_eq!(seen[20], Seen::Publication(None, None, "7".into()));
+}
+
+/// Publishes made at once (the Redis engine batches them into script calls):
+/// each channel's offsets are given once each, and its history holds each
+/// publication at the offset its publisher was told.
+async fn concurrent_publishes_get_each_offset_once(kit: Kit) {
+    let broker = &kit.engine.broker;
+    let options = history(1000, 60);
+    let channels = ["k0", "k1", "k2", "k3"];
+    let options = &options;
+    let publishes = (0..400u64).map(|v| {
+        let channel = channels[v as usize % channels.len()];
+        async move {
+            let r = broker
+                .publish(channel, options, new_publication(v))
+                .await
+                .unwrap();
+            (channel, v, r.epoch.unwrap().to_string(), r.offset.unwrap())
+        }
+    });
+    let results = futures_util::future::join_all(publishes).await;
+    for channel in channels {
+        let mut told: Vec<_> = results.iter().filter(|r| r.0 == channel).collect();
+        told.sort_by_key(|r| r.3);
+        let all = broker
+            .history(channel, &options, HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            told.iter().map(|r| r.3).collect::<Vec<_>>(),
+            (1..=100).collect::<Vec<_>>()
+        );
+        assert!(told.iter().all(|r| *r.2 == *all.epoch));
+        let stored: Vec<_> = all
+            .publications
+            .iter()
+            .map(|p| (p.offset.unwrap(), p.data.get().to_string()))
+            .collect();
+        let expected: Vec<_> = told.iter().map(|r| (r.3, r.1.to_string())).collect();
+        assert_eq!(stored, expected, "{channel}");
+    }
 }
 
 async fn history_keeps_its_size_and_recovers_exactly(kit: Kit) {
@@ -445,6 +487,7 @@ macro_rules! conformance {
 
 conformance!(
     offsets_are_in_order_within_one_epoch,
+    concurrent_publishes_get_each_offset_once,
     history_keeps_its_size_and_recovers_exactly,
     a_stream_expires_history_ttl_after_its_last_publication,
     reading_without_create_makes_no_stream_and_reset_ends_one,

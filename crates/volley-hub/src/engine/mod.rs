@@ -28,7 +28,7 @@ pub use memory::{MemoryBroker, MemoryPresence};
 pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
 /// An engine failure (error 100 to the client, temporary).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
     /// The backing store is unavailable.

@@ -6,8 +6,9 @@
 //!   name, so adding a shard moves only a part of the channels.
 //! - A publish is one Lua script: the next offset, the epoch (made when the
 //!   stream is new), the history entry, the keys' TTLs and the pub/sub
-//!   message, atomically. Concurrent publishes share one multiplexed
-//!   connection per shard, which pipelines them.
+//!   message, atomically. The publishes waiting for a shard go in one call
+//!   of the script (up to `redis.publish_batch`), and the calls share one
+//!   multiplexed connection per shard, which pipelines them.
 //! - Each node holds one pub/sub connection per shard, subscribed to the
 //!   channels it has local subscribers for (and to the control channel on
 //!   the first shard). When that connection drops, the node reconnects by
@@ -33,7 +34,7 @@ use crate::protocol::{ClientInfo, Publication};
 mod scripts;
 mod shard;
 
-use shard::{Shard, SubCommand};
+use shard::{Publish, Shard, SubCommand};
 
 /// Why the Redis engine cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -171,21 +172,22 @@ impl RedisEngine {
             shard.check(r)?;
             return Ok(PublishResult::default());
         }
-        let (meta, list) = self.stream_keys(channel);
-        let r: Result<(String, u64), _> = self
-            .scripts
-            .publish
-            .key(meta)
-            .key(list)
-            .arg(super::memory::new_epoch())
-            .arg(options.history_ttl)
-            .arg(options.history_size)
-            .arg(ts)
-            .arg(json)
-            .arg(self.pubsub_name(channel))
-            .invoke_async(&mut conn)
-            .await;
-        let (epoch, offset) = shard.check(r)?;
+        let (stream, list) = self.stream_keys(channel);
+        let (epoch, offset) = shard
+            .publish(
+                Publish {
+                    stream,
+                    list,
+                    new_epoch: super::memory::new_epoch(),
+                    ttl: options.history_ttl,
+                    size: options.history_size,
+                    ts,
+                    json,
+                    pubsub: self.pubsub_name(channel),
+                },
+                &self.scripts.publish,
+            )
+            .await?;
         if self.options.durable_replicas > 0 {
             let acked: Result<u32, _> = redis::cmd("WAIT")
                 .arg(self.options.durable_replicas)
@@ -369,7 +371,7 @@ impl Broker for RedisEngine {
         for (i, shard) in self.shards.iter().enumerate() {
             let control = (i == 0).then(|| self.control_name());
             let handler = self.handler();
-            shard.start(control, handler);
+            shard.start(control, handler, self.scripts.publish.clone());
         }
     }
 

@@ -8,24 +8,32 @@
 
 use redis::Script;
 
-/// Publish with history. KEYS: stream, history. ARGV: a new epoch (used
-/// when the stream is new), TTL in seconds, history size, time in ms, the
-/// publication's JSON, the pub/sub channel. Returns `{epoch, offset}`.
+/// Publish with history, one or more publications (of any channels of the
+/// shard) in one call: the script's own cost is paid once per batch. Per
+/// publication i (from 0), KEYS[2i+1], KEYS[2i+2]: stream, history; ARGV[6i+1]
+/// to ARGV[6i+6]: a new epoch (used when the stream is new), TTL in seconds,
+/// history size, time in ms, the publication's JSON, the pub/sub channel.
+/// Returns `{{epoch, offset}, ...}` in the same order.
 const PUBLISH: &str = r"
-local epoch = redis.call('hget', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('hset', KEYS[1], 'e', epoch, 'o', 0)
-  redis.call('del', KEYS[2])
+local results = {}
+for i = 0, #KEYS / 2 - 1 do
+  local stream, list, a = KEYS[2 * i + 1], KEYS[2 * i + 2], 6 * i
+  local epoch = redis.call('hget', stream, 'e')
+  if not epoch then
+    epoch = ARGV[a + 1]
+    redis.call('hset', stream, 'e', epoch, 'o', 0)
+    redis.call('del', list)
+  end
+  local offset = redis.call('hincrby', stream, 'o', 1)
+  local entry = offset .. ' ' .. ARGV[a + 4] .. ' ' .. ARGV[a + 5]
+  redis.call('rpush', list, entry)
+  redis.call('ltrim', list, -tonumber(ARGV[a + 3]), -1)
+  redis.call('expire', stream, ARGV[a + 2])
+  redis.call('expire', list, ARGV[a + 2])
+  redis.call('publish', ARGV[a + 6], 'p ' .. epoch .. ' ' .. entry)
+  results[i + 1] = {epoch, offset}
 end
-local offset = redis.call('hincrby', KEYS[1], 'o', 1)
-local entry = offset .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
-redis.call('rpush', KEYS[2], entry)
-redis.call('ltrim', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('expire', KEYS[1], ARGV[2])
-redis.call('expire', KEYS[2], ARGV[2])
-redis.call('publish', ARGV[6], 'p ' .. epoch .. ' ' .. entry)
-return {epoch, offset}
+return results
 ";
 
 /// Read a stream. KEYS: stream, history. ARGV: a new epoch, TTL in seconds,

@@ -1,6 +1,7 @@
 //! One Redis shard: where it is (a URL, or a master behind Sentinels), a
-//! multiplexed command connection that reopens after a failure, and this
-//! node's pub/sub connection with the task that reads it.
+//! multiplexed command connection that reopens after a failure, the task
+//! that batches this node's publishes into calls of the publish script, and
+//! this node's pub/sub connection with the task that reads it.
 //!
 //! Nothing here blocks: commands wait at most the configured timeouts, and
 //! reconnecting happens in the background with a bounded backoff.
@@ -15,7 +16,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Client, RedisError, RedisResult};
+use redis::{Client, RedisError, RedisResult, Script};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{RedisConfigError, connection_config, unavailable};
@@ -51,6 +52,32 @@ pub(super) enum SubCommand {
     Unsubscribe(String),
 }
 
+/// One publication with history, as the publish script takes it.
+pub(super) struct Publish {
+    /// The stream's key (epoch and top offset).
+    pub(super) stream: String,
+    /// The history list's key.
+    pub(super) list: String,
+    /// The epoch to start when the stream is new.
+    pub(super) new_epoch: String,
+    /// The keys' TTL, seconds.
+    pub(super) ttl: u64,
+    /// History entries kept.
+    pub(super) size: usize,
+    /// The time of the publication, ms since the Unix epoch.
+    pub(super) ts: u64,
+    /// The publication's JSON.
+    pub(super) json: String,
+    /// The channel's pub/sub name.
+    pub(super) pubsub: String,
+}
+
+/// A publication waiting for the batcher, and where its result goes.
+struct Queued {
+    publish: Publish,
+    reply: oneshot::Sender<Result<(String, u64), EngineError>>,
+}
+
 /// One shard.
 pub(super) struct Shard {
     name: String,
@@ -61,6 +88,8 @@ pub(super) struct Shard {
     /// The pub/sub connection is up.
     subscribed: Arc<AtomicBool>,
     commands: Mutex<Option<mpsc::UnboundedSender<SubCommand>>>,
+    /// The batcher's queue, once started.
+    publishes: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
 }
 
 impl Shard {
@@ -99,6 +128,7 @@ impl Shard {
             connecting: tokio::sync::Mutex::new(()),
             subscribed: Arc::new(AtomicBool::new(false)),
             commands: Mutex::new(None),
+            publishes: Mutex::new(None),
         })
     }
 
@@ -167,13 +197,76 @@ impl Shard {
         }
     }
 
-    /// Starts the pub/sub reader; `control` is the control channel when this
-    /// shard carries it.
-    pub(super) fn start(self: &Arc<Self>, control: Option<String>, handler: Handler) {
+    /// Starts the pub/sub reader (`control` is the control channel when this
+    /// shard carries it) and the publish batcher.
+    pub(super) fn start(
+        self: &Arc<Self>,
+        control: Option<String>,
+        handler: Handler,
+        script: Script,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         *lock(&self.commands) = Some(tx);
         let shard = Arc::downgrade(self);
-        tokio::spawn(reader(shard, rx, control, handler));
+        tokio::spawn(reader(shard.clone(), rx, control, handler));
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.publishes) = Some(tx);
+        let max = (self.options.publish_batch as usize).max(1);
+        tokio::spawn(batcher(shard, rx, script, max));
+    }
+
+    /// Publishes with history: `(epoch, offset)`. Through the batcher once
+    /// the engine runs.
+    pub(super) async fn publish(
+        &self,
+        publish: Publish,
+        script: &Script,
+    ) -> Result<(String, u64), EngineError> {
+        let queue = lock(&self.publishes).clone();
+        let Some(queue) = queue else {
+            let mut results = self.publish_batch(script, &[publish]).await?;
+            return results
+                .pop()
+                .ok_or_else(|| unavailable("no result from the publish script"));
+        };
+        let (reply, result) = oneshot::channel();
+        queue
+            .send(Queued { publish, reply })
+            .map_err(|_| unavailable("the publish batcher stopped"))?;
+        result
+            .await
+            .map_err(|_| unavailable("the publish batcher stopped"))?
+    }
+
+    /// One call of the publish script for a batch: a result per publication,
+    /// in order.
+    async fn publish_batch(
+        &self,
+        script: &Script,
+        batch: &[Publish],
+    ) -> Result<Vec<(String, u64)>, EngineError> {
+        let mut conn = self.connection().await?;
+        let mut invocation = script.prepare_invoke();
+        for p in batch {
+            invocation.key(&p.stream).key(&p.list);
+            invocation
+                .arg(&p.new_epoch)
+                .arg(p.ttl)
+                .arg(p.size)
+                .arg(p.ts)
+                .arg(&p.json)
+                .arg(&p.pubsub);
+        }
+        let r: RedisResult<Vec<(String, u64)>> = invocation.invoke_async(&mut conn).await;
+        let results = self.check(r)?;
+        if results.len() != batch.len() {
+            return Err(EngineError::Protocol(format!(
+                "{} results from the publish script for {} publications",
+                results.len(),
+                batch.len()
+            )));
+        }
+        Ok(results)
     }
 }
 
@@ -186,6 +279,45 @@ fn connection_lost(e: &RedisError) -> bool {
             e.kind(),
             redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         )
+}
+
+/// The publish batcher: takes every publication waiting (up to `max`) and
+/// makes one script call of them, without waiting for the previous call's
+/// answer (the calls pipeline on the multiplexed connection). A publication
+/// alone goes at once; under load the queue fills while a call is being
+/// made, and the next call takes it all. Ends when the shard is dropped.
+async fn batcher(
+    shard: std::sync::Weak<Shard>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    script: Script,
+    max: usize,
+) {
+    loop {
+        let mut batch = Vec::new();
+        if queue.recv_many(&mut batch, max).await == 0 {
+            return;
+        }
+        let Some(this) = shard.upgrade() else {
+            return;
+        };
+        let script = script.clone();
+        tokio::spawn(async move {
+            let (publishes, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|q| (q.publish, q.reply)).unzip();
+            match this.publish_batch(&script, &publishes).await {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// The pub/sub reader: (re)connects, (re)subscribes, and hands messages to
