@@ -9,12 +9,17 @@
 #   SCENARIOS=latency RUNS=5 bench/cluster.sh
 #   SMOKE=1 bench/cluster.sh                (tiny counts, a few seconds each: CI)
 #   HUB_BIN=/tmp/old/volley bench/cluster.sh (nodes of another build, same load generator)
+#   THROUGHPUT_HUB_BIN=/tmp/old/volley bench/cluster.sh (adds that build's node
+#                                         on one Redis to the throughput variants)
 #
 # Scenarios:
 #   throughput  publications/s through one node's HTTP API (`volley bench
 #               publish`: C connections, `broadcast` to B channels per request,
-#               round-robin over 1000 channels): the memory engine, one Redis,
-#               two Redis shards. Every reply's offset is checked (per channel:
+#               round-robin over 1000 channels): the memory engine, one Redis
+#               (also with redis.publish_batch = 1: one script call per
+#               publication, as before batching), two Redis shards. With
+#               THROUGHPUT_HUB_BIN, also one Redis under that build's nodes
+#               (an older build, side by side). Every reply's offset is checked (per channel:
 #               consecutive, once, one epoch, and the stream's top read back).
 #               Pinned: Redis on CPU 0; the node and the load generator on CPU 1.
 #   latency     publish-to-delivery at LATENCY_RATE publications/s (`volley
@@ -98,6 +103,7 @@ history_size = 100
 history_ttl = 300
 allow_anonymous = true
 TOML
+{ cat "$WORK/node.toml"; printf '\n[redis]\npublish_batch = 1\n'; } >"$WORK/node-unbatched.toml"
 export NODE_CONFIG="$WORK/node.toml" SHARD0_AOF=0 SHARD1_SENTINEL=0
 
 # up NAME ENGINE NODES SHARDS REDIS_CPUS NODE_CPUS: a fresh cluster; sets NODE0..
@@ -137,18 +143,68 @@ bounded() {
     [ "$rc" -eq 0 ] || FAILED+=("exit $rc: $*")
 }
 
+# cpu_ticks PID...: user + system clock ticks of the processes, summed.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$@"; do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# script_calls PORT...: EVALSHA calls the Redis servers have run (not
+# counting those refused with NOSCRIPT before the script was loaded).
+script_calls() {
+    local port total=0 n
+    for port in "$@"; do
+        n="$(redis-cli -p "$port" info commandstats |
+            sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*failed_calls=\([0-9]*\).*/\1 - \2/p')"
+        total=$((total + ${n:-0}))
+    done
+    echo "$total"
+}
+
 throughput() { # RUN
-    local variant engine shards
-    for variant in memory redis-1-shard redis-2-shards; do
+    local variant engine shards variants=(memory redis-1-shard redis-1-shard-unbatched redis-2-shards)
+    [ -z "${THROUGHPUT_HUB_BIN:-}" ] || variants+=(redis-1-shard-other-build)
+    for variant in "${variants[@]}"; do
+        local config="$WORK/node.toml" hub="$VOLLEY_BIN"
         case "$variant" in
             memory) engine=memory shards=1 ;;
             redis-1-shard) engine=redis shards=1 ;;
+            redis-1-shard-unbatched) engine=redis shards=1 config="$WORK/node-unbatched.toml" ;;
+            redis-1-shard-other-build) engine=redis shards=1 hub="$THROUGHPUT_HUB_BIN" ;;
             redis-2-shards) engine=redis shards=2 ;;
         esac
-        up "tp-$variant" "$engine" 1 "$shards" 0 1
+        NODE_CONFIG="$config" VOLLEY_BIN="$hub" up "tp-$variant" "$engine" 1 "$shards" 0 1
+        local redis_pids=() redis_ports=() cpu0 line
+        if [ "$engine" = redis ]; then
+            redis_pids=("$(cat "$CURRENT/redis0.pid")")
+            redis_ports=("$SHARD0_PORT")
+            if [ "$shards" = 2 ]; then
+                redis_pids+=("$(cat "$CURRENT/redis1a.pid")")
+                redis_ports+=("$SHARD1_MASTER_PORT")
+            fi
+        fi
+        cpu0="$(cpu_ticks "$(cat "$CURRENT/node0.pid")") $(cpu_ticks "${redis_pids[@]}")"
         bounded $((PUBLISH_SECONDS * 4 + 60)) taskset -c 1 "$BIN" bench publish --addr "${NODE_ADDRS[0]}" \
             --api-key "$API_KEY" -n 1000 --prefix bench:c -b "$PUBLISH_BATCH" -c "$PUBLISH_CONNECTIONS" \
-            -d "$PUBLISH_SECONDS" --label "$variant" >>"$OUT/throughput.jsonl"
+            -d "$PUBLISH_SECONDS" --label "$variant" >"$WORK/publish.out"
+        line="$(cat "$WORK/publish.out")"
+        # The CPU the node and Redis spent, per publication (robust to what
+        # other processes take from the cores), and the script calls made.
+        [ -z "$line" ] || python3 - "$line" $cpu0 "$(cpu_ticks "$(cat "$CURRENT/node0.pid")")" \
+            "$(cpu_ticks "${redis_pids[@]}")" "$(script_calls "${redis_ports[@]}")" "$(getconf CLK_TCK)" \
+            >>"$OUT/throughput.jsonl" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+node0, redis0, node1, redis1, calls, hz = map(int, sys.argv[2:8])
+n = max(r["publications"], 1)
+r["node_cpu_us_per_publication"] = 1e6 * (node1 - node0) / hz / n
+r["redis_cpu_us_per_publication"] = 1e6 * (redis1 - redis0) / hz / n if calls else None
+r["script_calls"] = calls
+print(json.dumps(r))
+PY
         down
     done
 }
@@ -219,11 +275,16 @@ rate = lambda v: f"{v:,.0f}"
 tp = rows("throughput.jsonl")
 if tp:
     print("\n### Publications per second (median, range over runs)\n")
-    print("| variant | runs | publications/s | request p50 | request p99 |")
-    print("|---|---|---|---|---|")
+    print("| variant | runs | publications/s | request p50 | request p99 | node CPU per publication | Redis CPU per publication | publications per script call |")
+    print("|---|---|---|---|---|---|---|---|")
+    us = lambda v: f"{v:.1f} µs"
     for label, rs in by(tp, lambda r: r["label"]).items():
+        per_call = [r["publications"] / r["script_calls"] for r in rs if r.get("script_calls")]
         print(f"| {label} | {len(rs)} | {stat([r['publications_per_sec'] for r in rs], rate)} | "
-              f"{stat([r['request_p50_ms'] for r in rs], ms)} | {stat([r['request_p99_ms'] for r in rs], ms)} |")
+              f"{stat([r['request_p50_ms'] for r in rs], ms)} | {stat([r['request_p99_ms'] for r in rs], ms)} | "
+              f"{stat([r.get('node_cpu_us_per_publication') for r in rs], us)} | "
+              f"{stat([r.get('redis_cpu_us_per_publication') for r in rs], us)} | "
+              f"{stat(per_call, lambda v: f'{v:.1f}') if per_call else '-'} |")
 lat = rows("latency.jsonl")
 lat = [r for r in lat if r["mode"] == "fanout"]
 if lat:
