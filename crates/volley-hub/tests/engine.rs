@@ -230,7 +230,7 @@ async fn concurrent_publishes_get_each_offset_once(kit: Kit) {
         let mut told: Vec<_> = results.iter().filter(|r| r.0 == channel).collect();
         told.sort_by_key(|r| r.3);
         let all = broker
-            .history(channel, &options, HistoryQuery::default())
+            .history(channel, options, HistoryQuery::default())
             .await
             .unwrap();
         assert_eq!(
