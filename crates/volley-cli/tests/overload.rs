@@ -9,8 +9,10 @@
 //!   (`volley_budget_disconnects_total` > 0);
 //! - the hub's VmRSS grows by less than the budget plus what the channel's
 //!   history retains plus a fixed allowance (allocator and runtime);
-//! - every reader gets every publication exactly once, in order, and is
-//!   never disconnected;
+//! - every reader gets every publication exactly once, in order, and (in
+//!   the small run, where readers keep up) is never disconnected; in the
+//!   full-scale run, where the hub itself is overloaded, a reader that falls
+//!   behind may be disconnected and must recover like the stalled ones;
 //! - every stalled subscriber either got everything too or, once it reads,
 //!   finds its connection ended (the `disconnect` push 4002 with
 //!   `reconnect: true`, or the close alone) and, reconnecting with recovery,
@@ -53,6 +55,10 @@ struct Load {
     /// Bytes of each publication's data.
     payload: usize,
     history: usize,
+    /// The readers read faster than the hub sends: none may be disconnected
+    /// (in the full-scale run the hub itself is overloaded, and readers that
+    /// fall behind may be; they must recover like the others).
+    readers_keep_up: bool,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +71,7 @@ async fn the_budget_bounds_the_hub_and_readers_lose_nothing() {
         seconds: 8,
         payload: 32 * 1024,
         history: 10_000,
+        readers_keep_up: true,
     })
     .await;
 }
@@ -90,6 +97,7 @@ async fn full_scale_overload() {
         seconds: env("OVERLOAD_SECONDS", 60),
         payload: env("OVERLOAD_PAYLOAD", 512) as usize,
         history: 100_000,
+        readers_keep_up: false,
     })
     .await;
 }
@@ -100,7 +108,9 @@ struct Shared {
     last: tokio::sync::watch::Sender<u64>,
     /// Stalled subscribers whose connection had ended when they read.
     ended: AtomicUsize,
-    /// ... of which with the `disconnect` push 4002.
+    /// Readers disconnected (they could not keep up).
+    readers_disconnected: AtomicUsize,
+    /// Subscribers told with the `disconnect` push 4002.
     told_4002: AtomicUsize,
     /// Recoveries answered `recovered: true` with exactly what was missed.
     recovered: AtomicUsize,
@@ -151,6 +161,7 @@ allow_anonymous = true
     let shared = Arc::new(Shared {
         last: tokio::sync::watch::Sender::new(0),
         ended: AtomicUsize::new(0),
+        readers_disconnected: AtomicUsize::new(0),
         told_4002: AtomicUsize::new(0),
         recovered: AtomicUsize::new(0),
         told_missed: AtomicUsize::new(0),
@@ -159,7 +170,7 @@ allow_anonymous = true
     let mut readers = Vec::new();
     for _ in 0..load.readers {
         let (ws, top) = subscriber(&url, false).await;
-        readers.push(tokio::spawn(read_all(ws, top, shared.clone())));
+        readers.push(tokio::spawn(read_all(url.clone(), ws, top, shared.clone())));
     }
     let mut stalled = Vec::new();
     for _ in 0..load.stalled {
@@ -229,10 +240,12 @@ allow_anonymous = true
             .unwrap();
     }
     let ended = shared.ended.load(Ordering::Relaxed);
+    let readers_disconnected = shared.readers_disconnected.load(Ordering::Relaxed);
     println!(
-        "overload: {ended} of {} stalled subscribers disconnected ({} with the 4002 push), \
-         {} recovered exactly, {} told recovered: false",
+        "overload: {ended} of {} stalled subscribers and {readers_disconnected} of {} readers disconnected \
+         ({} with the 4002 push), {} recovered exactly, {} told recovered: false",
         load.stalled,
+        load.readers,
         shared.told_4002.load(Ordering::Relaxed),
         shared.recovered.load(Ordering::Relaxed),
         shared.told_missed.load(Ordering::Relaxed),
@@ -245,8 +258,14 @@ allow_anonymous = true
     );
     assert!(budget_disconnects > 0, "the budget disconnected no one");
     assert!(ended > 0, "no stalled subscriber was disconnected");
+    if load.readers_keep_up {
+        assert_eq!(
+            readers_disconnected, 0,
+            "a reader that keeps up is never disconnected"
+        );
+    }
     assert_eq!(
-        ended,
+        ended + readers_disconnected,
         shared.recovered.load(Ordering::Relaxed) + shared.told_missed.load(Ordering::Relaxed),
         "every disconnected subscriber recovered or was told it could not"
     );
@@ -371,7 +390,13 @@ fn offset_of(push: &Value, expected: u64) -> u64 {
 }
 
 /// A reader: every publication after `top`, in order, until the last one.
-async fn read_all(mut ws: WebSocket<TcpStream>, (_, top): (String, u64), shared: Arc<Shared>) {
+/// Disconnected (only when it could not keep up), it recovers and goes on.
+async fn read_all(
+    url: String,
+    mut ws: WebSocket<TcpStream>,
+    (epoch, top): (String, u64),
+    shared: Arc<Shared>,
+) {
     let mut last = shared.last.subscribe();
     let mut seen = top;
     loop {
@@ -380,13 +405,69 @@ async fn read_all(mut ws: WebSocket<TcpStream>, (_, top): (String, u64), shared:
             return;
         }
         tokio::select! {
-            push = next(&mut ws) => {
-                let push = push.expect("a reader is never disconnected");
-                seen = offset_of(&push, seen + 1);
-            }
+            message = next(&mut ws) => match message {
+                Some(push) if push["push"] == "publication" => seen = offset_of(&push, seen + 1),
+                other => {
+                    ended(&mut ws, other, &shared).await;
+                    shared.readers_disconnected.fetch_add(1, Ordering::Relaxed);
+                    match recover(&url, &epoch, seen, &shared).await {
+                        Some((again, at)) => (ws, seen) = (again, at),
+                        None => return,
+                    }
+                }
+            },
             _ = last.changed(), if end == 0 => {}
         }
     }
+}
+
+/// The end of a connection: the `disconnect` push 4002 with `reconnect:
+/// true` then the close, or the close alone (with 4002, when its frame came).
+async fn ended(ws: &mut WebSocket<TcpStream>, message: Option<Value>, shared: &Shared) {
+    if let Some(push) = message {
+        assert_eq!(push["push"], "disconnect", "{push}");
+        assert_eq!(push["code"], 4002, "{push}");
+        assert_eq!(push["reconnect"], true, "{push}");
+        shared.told_4002.fetch_add(1, Ordering::Relaxed);
+        assert!(next(ws).await.is_none(), "the close follows");
+    }
+    if let Some(frame) = ws.close_frame() {
+        assert_eq!(u16::from(frame.code), 4002, "{frame:?}");
+    }
+}
+
+/// Reconnects and resubscribes with recovery from `seen`: the new
+/// connection and the offset recovered up to, or `None` when told
+/// `recovered: false`.
+async fn recover(
+    url: &str,
+    epoch: &str,
+    mut seen: u64,
+    shared: &Shared,
+) -> Option<(WebSocket<TcpStream>, u64)> {
+    let mut ws = open(url, false).await;
+    let result = call(
+        &mut ws,
+        2,
+        "subscribe",
+        json!({"channel": CHANNEL, "recover": true, "epoch": epoch, "offset": seen}),
+    )
+    .await;
+    if result["recovered"] != true {
+        shared.told_missed.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    for p in result["publications"].as_array().unwrap() {
+        seen += 1;
+        assert_eq!(p["offset"].as_u64(), Some(seen), "{p}");
+    }
+    assert_eq!(
+        result["offset"].as_u64(),
+        Some(seen),
+        "recovered up to the top"
+    );
+    shared.recovered.fetch_add(1, Ordering::Relaxed);
+    Some((ws, seen))
 }
 
 /// A stalled subscriber reads at last: publications in order, then either
@@ -402,41 +483,15 @@ async fn catch_up(
     let mut seen = top;
     while seen < last {
         match next(&mut ws).await {
-            Some(push) if push["push"] == "disconnect" => {
-                assert_eq!(push["code"], 4002, "{push}");
-                assert_eq!(push["reconnect"], true, "{push}");
-                shared.told_4002.fetch_add(1, Ordering::Relaxed);
-                assert!(next(&mut ws).await.is_none(), "the close follows");
-                break;
+            Some(push) if push["push"] == "publication" => seen = offset_of(&push, seen + 1),
+            other => {
+                ended(&mut ws, other, &shared).await;
+                shared.ended.fetch_add(1, Ordering::Relaxed);
+                if let Some((_, at)) = recover(&url, &epoch, seen, &shared).await {
+                    assert_eq!(at, last, "recovered up to the last publication");
+                }
+                return;
             }
-            Some(push) => seen = offset_of(&push, seen + 1),
-            None => break,
         }
-    }
-    if seen >= last {
-        return;
-    }
-    if let Some(frame) = ws.close_frame() {
-        assert_eq!(u16::from(frame.code), 4002, "{frame:?}");
-    }
-    shared.ended.fetch_add(1, Ordering::Relaxed);
-    let mut ws = open(&url, false).await;
-    let result = call(
-        &mut ws,
-        2,
-        "subscribe",
-        json!({"channel": CHANNEL, "recover": true, "epoch": epoch, "offset": seen}),
-    )
-    .await;
-    if result["recovered"] == true {
-        let publications = result["publications"].as_array().unwrap();
-        for p in publications {
-            seen += 1;
-            assert_eq!(p["offset"].as_u64(), Some(seen), "{p}");
-        }
-        assert_eq!(seen, last, "recovered up to the last publication");
-        shared.recovered.fetch_add(1, Ordering::Relaxed);
-    } else {
-        shared.told_missed.fetch_add(1, Ordering::Relaxed);
     }
 }
