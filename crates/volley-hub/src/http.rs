@@ -162,7 +162,14 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
     response.map(Body::new)
 }
 
-/// An API error: an HTTP status and the protocol's error object.
+/// The `Retry-After` of a temporary API error, in seconds: about how long a
+/// node takes to reopen its Redis connections after an outage
+/// (docs/http-api.md).
+const API_RETRY_AFTER_SECS: &str = "1";
+
+/// An API error: an HTTP status and the protocol's error object. A
+/// temporary error (the engine unreachable, code 100) is a 503 with
+/// `Retry-After`: the call was refused and may be repeated unchanged.
 fn api_error(code: ErrorCode) -> Response {
     let status = match code {
         ErrorCode::BadRequest | ErrorCode::UnknownChannel | ErrorCode::UnrecoverablePosition => {
@@ -171,10 +178,19 @@ fn api_error(code: ErrorCode) -> Response {
         ErrorCode::MethodNotFound => StatusCode::NOT_FOUND,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::NotAvailable => StatusCode::BAD_REQUEST,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        code if code.temporary() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let body = protocol::to_json(&json!({ "error": protocol::ReplyError::from(code) }));
-    json_response(status, body)
+    let mut response = json_response(status, body);
+    if code.temporary() {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(API_RETRY_AFTER_SECS),
+        );
+    }
+    response
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {

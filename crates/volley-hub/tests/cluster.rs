@@ -344,11 +344,30 @@ async fn while_redis_is_down_publishes_fail_with_100_and_the_node_is_not_ready()
         .call("publish", json!({"channel": "plain:x", "data": 1}))
         .await;
     assert_eq!(error_code(&r), Some(100), "{r}");
-    let (status, body) = hubs[0]
-        .api("publish", json!({"channel": "plain:x", "data": 1}))
-        .await;
-    assert_eq!(status, 500, "{body}");
+    // The API refuses it the same way: 503, error 100, and when to retry.
+    let (status, head, body) = common::http_with_head(
+        hubs[0].addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", &format!("apikey {}", common::API_KEY))],
+        &json!({"channel": "plain:x", "data": 1}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], 100);
+    assert_eq!(body["error"]["temporary"], true);
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("retry-after: 1")),
+        "{head}"
+    );
+    // So does a disconnect, which cannot reach the other nodes.
+    let (status, body) = hubs[0].api("disconnect", json!({"user": "nobody"})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!(100)),
+        "{body}"
+    );
     // The connection stays open and answers.
     let r = c.call("ping", json!({})).await;
     assert!(r["result"].is_object(), "{r}");
@@ -458,7 +477,7 @@ async fn a_durable_publish_waits_for_a_replica_and_fails_without_one() {
         .await;
     assert_eq!(
         (status, &body["error"]["code"]),
-        (500, &json!(100)),
+        (503, &json!(100)),
         "{body}"
     );
 }

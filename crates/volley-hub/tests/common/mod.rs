@@ -170,6 +170,18 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Value) {
+    let (status, _, value) = http_with_head(addr, method, path, headers, body).await;
+    (status, value)
+}
+
+/// [`http`], with the response head (status line and headers) too.
+pub async fn http_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -192,7 +204,7 @@ pub async fn http(
     // The hub's API answers with Content-Length; chunked bodies are not expected.
     assert!(!head.to_ascii_lowercase().contains("chunked"), "{head}");
     let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    (status, value)
+    (status, head.to_string(), value)
 }
 
 /// A `volley.v1` client over any transport: replies picked out from the
