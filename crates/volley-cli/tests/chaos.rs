@@ -38,7 +38,8 @@
 //! (`cluster_chaos_without_persistence`) shard 0's channels must be.
 //!
 //! `CHAOS_SWALLOW_GAP=1` makes one client drop one publication without a
-//! word, to show that the checker fails on a silent gap.
+//! word, to show that the checker fails on a silent gap; a short run of the
+//! small version does so in every `cargo test` and must fail.
 //!
 //! Written from docs/protocol.md and the `volley serve` contract only.
 
@@ -140,6 +141,12 @@ struct Counters {
     maybe_absent: AtomicU64,
     /// `unsubscribe` pushes with `resubscribe: true`.
     resubscribe_pushes: AtomicU64,
+    /// Subscribes refused with a temporary error (Redis unreachable), retried.
+    subscribe_refusals: AtomicU64,
+    /// Publishes refused with 503 and error 100, retried.
+    publish_refusals: AtomicU64,
+    /// HTTP disconnects refused with 503 and error 100, retried.
+    disconnect_refusals: AtomicU64,
     close_codes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<Vec<String>>,
     error_count: AtomicU64,
@@ -208,6 +215,39 @@ struct Sub {
     gap_told: bool,
     /// Subscribe reply seen on the current connection.
     live: bool,
+    /// Temporary subscribe refusals in a row (the backoff's attempt).
+    refusals: u32,
+    /// When to subscribe again after a temporary refusal.
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// The SDK's backoff (clients/js `backoffDelay`, docs/protocol.md §14.1):
+/// a random delay below `min(20 s, 500 ms * 2^attempt)`.
+fn backoff(attempt: u32, rng: &mut Rng) -> Duration {
+    let ceiling = (500u64 << attempt.min(20)).min(20_000);
+    Duration::from_millis(rng.below(ceiling))
+}
+
+/// Whether a failed reply may succeed when sent again (the SDK's
+/// `isTemporary`, docs/protocol.md §12).
+fn temporary(error: &Value) -> bool {
+    matches!(error["code"].as_u64(), Some(100 | 106 | 110)) || error["temporary"] == json!(true)
+}
+
+/// The subscribe command for `s`: with `recover` from its position once it
+/// has one.
+fn subscribe_command(shared: &Shared, s: &Sub, id: u64) -> Value {
+    let mut params = json!({"channel": shared.channels[s.channel]});
+    if let Some(epoch) = &s.epoch {
+        params["recover"] = json!(true);
+        params["epoch"] = json!(epoch);
+        params["offset"] = json!(s.pos);
+        shared
+            .counters
+            .recovering_subscribes
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    json!({"id": id, "method": "subscribe", "params": params})
 }
 
 enum End {
@@ -235,6 +275,8 @@ async fn client(
             last_k: 0,
             gap_told: false,
             live: false,
+            refusals: 0,
+            retry_at: None,
         })
         .collect();
     let mut rng = Rng::new(seed);
@@ -284,6 +326,7 @@ async fn client(
             &mut drop_rx,
             &mut final_rx,
             first,
+            &mut rng,
         )
         .await;
         shared.client_ids.lock().unwrap()[index] = None;
@@ -315,6 +358,9 @@ fn complete(subs: &[Sub], fin: &Option<Arc<Vec<u64>>>) -> bool {
 
 /// One connection's life: connect, (re)subscribe with recovery, then check
 /// every publication until the connection ends or the client is complete.
+/// A subscribe refused with a temporary error is sent again after the SDK's
+/// backoff, on the same connection, as the SDK does.
+#[allow(clippy::too_many_arguments)]
 async fn session<S>(
     index: usize,
     shared: &Shared,
@@ -323,6 +369,7 @@ async fn session<S>(
     drop_rx: &mut mpsc::UnboundedReceiver<()>,
     final_rx: &mut watch::Receiver<Option<Arc<Vec<u64>>>>,
     first: bool,
+    rng: &mut Rng,
 ) -> End
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -341,10 +388,33 @@ where
     let mut fin = final_rx.borrow().clone();
     for s in subs.iter_mut() {
         s.live = false;
+        // The connect reply resubscribes every channel.
+        s.retry_at = None;
     }
     loop {
+        let next_retry = subs.iter().filter_map(|s| s.retry_at).min();
         let message = tokio::select! {
             m = ws.recv() => m,
+            () = tokio::time::sleep_until(next_retry.unwrap_or_else(tokio::time::Instant::now)),
+                if next_retry.is_some() =>
+            {
+                let now = tokio::time::Instant::now();
+                for (i, s) in subs.iter_mut().enumerate() {
+                    if s.retry_at.is_some_and(|t| t <= now) {
+                        s.retry_at = None;
+                        let cmd = subscribe_command(shared, s, next_id);
+                        pending.insert(next_id, i);
+                        next_id += 1;
+                        if ws.feed(Message::text(cmd.to_string())).await.is_err() {
+                            return End::Lost;
+                        }
+                    }
+                }
+                if ws.flush().await.is_err() {
+                    return End::Lost;
+                }
+                continue;
+            }
             Some(()) = drop_rx.recv() => {
                 c.own_drops.fetch_add(1, Ordering::Relaxed);
                 return End::Lost;
@@ -399,14 +469,7 @@ where
                 shared.client_ids.lock().unwrap()[index] = Some(cid);
                 // Resubscribe every channel, back to back, with recovery where we have a position.
                 for (i, s) in subs.iter().enumerate() {
-                    let mut params = json!({"channel": shared.channels[s.channel]});
-                    if let Some(epoch) = &s.epoch {
-                        params["recover"] = json!(true);
-                        params["epoch"] = json!(epoch);
-                        params["offset"] = json!(s.pos);
-                        c.recovering_subscribes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let cmd = json!({"id": next_id, "method": "subscribe", "params": params});
+                    let cmd = subscribe_command(shared, s, next_id);
                     pending.insert(next_id, i);
                     next_id += 1;
                     if ws.feed(Message::text(cmd.to_string())).await.is_err() {
@@ -424,9 +487,18 @@ where
             };
             let s = &mut subs[i];
             let Some(r) = msg.get("result") else {
+                if temporary(&msg["error"]) {
+                    // Refused for now (Redis unreachable): again after the
+                    // SDK's backoff, per channel.
+                    c.subscribe_refusals.fetch_add(1, Ordering::Relaxed);
+                    s.retry_at = Some(tokio::time::Instant::now() + backoff(s.refusals, rng));
+                    s.refusals += 1;
+                    continue;
+                }
                 err(format!("subscribe failed: {msg}"));
                 return End::Fatal;
             };
+            s.refusals = 0;
             let epoch = r.get("epoch").and_then(Value::as_str).map(str::to_owned);
             let offset = r.get("offset").and_then(Value::as_u64);
             let (Some(epoch), Some(offset)) = (epoch, offset) else {
@@ -561,12 +633,10 @@ where
                 c.resubscribe_pushes.fetch_add(1, Ordering::Relaxed);
                 let s = &mut subs[i];
                 if !s.live {
-                    continue; // a resubscribe is already on its way
+                    continue; // a resubscribe is already on its way (or due)
                 }
                 s.live = false;
-                c.recovering_subscribes.fetch_add(1, Ordering::Relaxed);
-                let cmd = json!({"id": next_id, "method": "subscribe", "params": {
-                    "channel": channel, "recover": true, "epoch": s.epoch, "offset": s.pos}});
+                let cmd = subscribe_command(shared, s, next_id);
                 pending.insert(next_id, i);
                 next_id += 1;
                 if ws.send(Message::text(cmd.to_string())).await.is_err() {
@@ -662,6 +732,7 @@ async fn chaos_clients_recover_every_publication_exactly_once() {
         env_or("CHAOS_CLIENTS", 200),
         env_or("CHAOS_CHANNELS", 20),
         Mode::Single,
+        swallow_gap_from_env(),
     )
     .await;
 }
@@ -679,6 +750,7 @@ async fn cluster_chaos_every_publication_exactly_once_or_told_missed() {
         env_or("CHAOS_CLIENTS", 300),
         env_or("CHAOS_CHANNELS", 30),
         Mode::Cluster { shard0_aof: true },
+        swallow_gap_from_env(),
     )
     .await;
 }
@@ -695,6 +767,7 @@ async fn cluster_chaos_without_persistence() {
         env_or("CHAOS_CLIENTS", 300),
         env_or("CHAOS_CHANNELS", 30),
         Mode::Cluster { shard0_aof: false },
+        swallow_gap_from_env(),
     )
     .await;
 }
@@ -703,7 +776,20 @@ async fn cluster_chaos_without_persistence() {
 /// clients on 8 channels, 200 publications/s for 4 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_small_clients_recover_every_publication_exactly_once() {
-    run_chaos(4.0, 200.0, 40, 8, Mode::Single).await;
+    run_chaos(4.0, 200.0, 40, 8, Mode::Single, swallow_gap_from_env()).await;
+}
+
+/// The checker is not blind: a shorter small run in which one client drops
+/// one publication without a word must fail, naming the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "gap: pushed offset")]
+async fn chaos_small_fails_when_a_client_swallows_a_publication() {
+    run_chaos(2.0, 200.0, 20, 4, Mode::Single, true).await;
+}
+
+/// `CHAOS_SWALLOW_GAP=1`: make one client drop one publication silently.
+fn swallow_gap_from_env() -> bool {
+    std::env::var("CHAOS_SWALLOW_GAP").as_deref() == Ok("1")
 }
 
 /// What the clients run against.
@@ -757,7 +843,14 @@ impl Target {
     }
 }
 
-async fn run_chaos(secs: f64, rate: f64, n_clients: usize, n_channels: usize, mode: Mode) {
+async fn run_chaos(
+    secs: f64,
+    rate: f64,
+    n_clients: usize,
+    n_channels: usize,
+    mode: Mode,
+    swallow_gap: bool,
+) {
     let seed: u64 = env_or("CHAOS_SEED", seed_from_clock());
     let history_size: u64 = env_or("CHAOS_HISTORY_SIZE", 10_000);
     let test_start = Instant::now();
@@ -799,7 +892,7 @@ allow_anonymous = true
         allow_told_gaps: cluster,
         maybe: Mutex::new(vec![BTreeSet::new(); n_channels]),
         told_gaps_per_channel: Mutex::new(vec![0; n_channels]),
-        swallow_gap: AtomicBool::new(std::env::var("CHAOS_SWALLOW_GAP").as_deref() == Ok("1")),
+        swallow_gap: AtomicBool::new(swallow_gap),
         counters: Counters::default(),
         client_ids: Mutex::new(vec![None; n_clients]),
         subscribed: AtomicU64::new(0),
@@ -897,11 +990,15 @@ allow_anonymous = true
                             }
                             break;
                         }
-                        Ok((_, v))
+                        Ok((503, v))
                             if cluster
                                 && v["error"]["code"].as_u64() == Some(100)
                                 && Instant::now() < give_up =>
                         {
+                            shared
+                                .counters
+                                .publish_refusals
+                                .fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                         Ok((status, v)) if !cluster || status < 500 => {
@@ -950,19 +1047,28 @@ allow_anonymous = true
                     let Some(id) = id else { continue };
                     let c = &shared.counters;
                     c.http_disconnects_sent.fetch_add(1, Ordering::Relaxed);
-                    match post(
-                        &mut http,
-                        "disconnect",
-                        &json!({"client": id, "reconnect": true}),
-                    )
-                    .await
-                    {
-                        Ok((200, v)) => {
-                            let n = v["result"]["disconnected"].as_u64().unwrap_or(0);
-                            c.http_disconnects_effective.fetch_add(n, Ordering::Relaxed);
+                    // A 503 with error 100 (Redis unreachable: the other
+                    // nodes were not told) is repeated; bounded.
+                    let give_up = Instant::now() + Duration::from_secs(10);
+                    loop {
+                        let body = json!({"client": id, "reconnect": true});
+                        match post(&mut http, "disconnect", &body).await {
+                            Ok((200, v)) => {
+                                let n = v["result"]["disconnected"].as_u64().unwrap_or(0);
+                                c.http_disconnects_effective.fetch_add(n, Ordering::Relaxed);
+                            }
+                            Ok((503, v))
+                                if v["error"]["code"].as_u64() == Some(100)
+                                    && Instant::now() < give_up =>
+                            {
+                                c.disconnect_refusals.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                continue;
+                            }
+                            Ok((status, v)) => c.error(format!("HTTP disconnect: {status} {v}")),
+                            Err(e) => c.error(format!("HTTP disconnect: {e}")),
                         }
-                        Ok((status, v)) => c.error(format!("HTTP disconnect: {status} {v}")),
-                        Err(e) => c.error(format!("HTTP disconnect: {e}")),
+                        break;
                     }
                 } else {
                     let _ = droppers[victim].send(());
@@ -1059,6 +1165,12 @@ allow_anonymous = true
         "chaos: subscribes answered recovered:false {}, unsubscribe pushes with resubscribe {}",
         c.told_gaps.load(Ordering::Relaxed),
         c.resubscribe_pushes.load(Ordering::Relaxed),
+    );
+    println!(
+        "chaos: temporary refusals retried: subscribes {}, publishes {}, HTTP disconnects {}",
+        c.subscribe_refusals.load(Ordering::Relaxed),
+        c.publish_refusals.load(Ordering::Relaxed),
+        c.disconnect_refusals.load(Ordering::Relaxed),
     );
     println!(
         "chaos: reconnects {}, recovering subscribes {}, recovered {}, own TCP drops {}, HTTP disconnects {} sent / {} effective, connect failures {}",
