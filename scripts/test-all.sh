@@ -2,7 +2,8 @@
 # Runs every test of the project, in this order:
 #   fmt, clippy, release build, cargo test, the SDK's checks (vitest and
 #   its packed tarball in a scratch project, against the release binary),
-#   the hub's third-party Python client test and chaos test, the end-to-end
+#   the hub's third-party Python client test and chaos test, the cluster
+#   chaos test (scripts/cluster.sh: Redis, Sentinel, HAProxy), the end-to-end
 #   demo test in headless Chromium, interop tests, the browser test,
 #   smoke runs of the side-by-side benchmark harness (bench/compare) and of
 #   the cluster benchmarks (bench/cluster.sh),
@@ -214,6 +215,9 @@ step sdk 900 clients/js/test.sh
 if step_ok build; then
     step "hub python client" 600 tests/hub/run.sh
     step "hub chaos" 900 cargo test --release -p volley-cli --test chaos chaos_clients -- --ignored --nocapture
+    # The cluster's (scripts/cluster.sh: Redis, Sentinel, HAProxy), one
+    # cluster at a time: with AOF on shard 0 (60 s), then without (20 s).
+    step "cluster chaos" 900 cargo test --release -p volley-cli --test chaos cluster_ -- --ignored --nocapture --test-threads=1
     step "e2e chromium" 900 tests/e2e/run.sh
     step interop 900 tests/interop/run.sh
     step browser 900 tests/browser/run.sh
@@ -234,6 +238,7 @@ if step_ok build; then
 else
     skip "hub python client" "release build failed"
     skip "hub chaos" "release build failed"
+    skip "cluster chaos" "release build failed"
     skip "e2e chromium" "release build failed"
     skip interop "release build failed"
     skip browser "release build failed"
