@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Directive, Outbox};
 use crate::protocol::{self, DisconnectCode, ErrorCode};
 use crate::protocol::{ClientInfo, Publication};
+use crate::throttle::{Throttle, WARN_EVERY};
 
 /// The hub's shared state.
 pub struct Hub {
@@ -46,6 +47,10 @@ pub struct Hub {
     idle: tokio::sync::Notify,
     /// The fallback sessions (SSE, long-polling) by id.
     sessions: crate::fallback::Sessions,
+    /// Failures to list the cluster's nodes, warned about once per interval.
+    nodes_warning: Throttle,
+    /// Failures to announce this node, the same.
+    announce_warning: Throttle,
 }
 
 impl std::fmt::Debug for Hub {
@@ -179,6 +184,8 @@ impl Hub {
             started: Instant::now(),
             idle: tokio::sync::Notify::new(),
             sessions: crate::fallback::Sessions::default(),
+            nodes_warning: Throttle::new(WARN_EVERY),
+            announce_warning: Throttle::new(WARN_EVERY),
         });
         hub.engine.broker.run(Arc::new(NodeEvents {
             hub: Arc::downgrade(&hub),
@@ -615,7 +622,13 @@ impl Hub {
         let mut nodes = vec![self.node_info()];
         match self.broker().nodes().await {
             Ok(others) => nodes.extend(others.into_iter().filter(|n| n.id != self.node_id)),
-            Err(e) => tracing::debug!("listing nodes: {e}"),
+            Err(e) => {
+                if let Some(held) = self.nodes_warning.allow(Instant::now()) {
+                    tracing::warn!(
+                        "listing the cluster's nodes: {e} (and {held} more failures since the last warning); info, channels and the cluster metrics show only this node"
+                    );
+                }
+            }
         }
         nodes
     }
@@ -676,8 +689,12 @@ impl Hub {
             }
             if last_announce.is_none_or(|at| at.elapsed() >= announce_every) {
                 last_announce = Some(Instant::now());
-                if let Err(e) = self.broker().announce(&self.node_info()).await {
-                    tracing::debug!("announcing the node: {e}");
+                if let Err(e) = self.broker().announce(&self.node_info()).await
+                    && let Some(held) = self.announce_warning.allow(Instant::now())
+                {
+                    tracing::warn!(
+                        "announcing the node: {e} (and {held} more failures since the last warning); other nodes stop listing it"
+                    );
                 }
                 let nodes = self.nodes().await;
                 let connections: usize = nodes.iter().map(|n| n.num_connections).sum();

@@ -41,6 +41,7 @@ mod server;
 mod session;
 mod subscribe;
 mod sync;
+mod throttle;
 mod transport;
 
 pub use auth::sign_hs256;

@@ -262,32 +262,33 @@ impl RedisEngine {
         &self.shards[0]
     }
 
+    /// A node's announcement.
+    fn node_key(&self, id: &str) -> String {
+        format!("{}.node.{id}", self.options.prefix)
+    }
+
+    /// The index of live nodes: a sorted set of node ids scored by the time
+    /// (ms) their announcement expires.
+    fn nodes_index(&self) -> String {
+        format!("{}.nodes", self.options.prefix)
+    }
+
+    /// The nodes whose announcement has not expired: the ids from the index
+    /// (never a scan of the keyspace), then their announcements.
     async fn nodes_now(&self) -> Result<Vec<NodeInfo>, EngineError> {
         let shard = self.first();
         let mut conn = shard.connection().await?;
-        let pattern = format!("{}.node.*", self.options.prefix);
-        let mut cursor: u64 = 0;
-        let mut keys: Vec<String> = Vec::new();
-        // Bounded: a few nodes, a few pages.
-        for _ in 0..100 {
-            let r: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await;
-            let (next, page) = shard.check(r)?;
-            keys.extend(page);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        if keys.is_empty() {
+        let r: Result<Vec<String>, _> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.nodes_index())
+            .arg(now_ms())
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await;
+        let ids = shard.check(r)?;
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let keys: Vec<String> = ids.iter().map(|id| self.node_key(id)).collect();
         let r: Result<Vec<Option<String>>, _> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
         let values = shard.check(r)?;
@@ -298,6 +299,43 @@ impl RedisEngine {
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(nodes)
+    }
+
+    /// Writes this node's announcement and its place in the index, and
+    /// drops the index's expired entries, in one transaction.
+    async fn announce_now(&self, node: &NodeInfo) -> Result<(), EngineError> {
+        let shard = self.first();
+        let json = serde_json::to_string(node).map_err(|e| EngineError::Protocol(e.to_string()))?;
+        let ttl = self.options.node_heartbeat_ms.saturating_mul(3);
+        let now = now_ms();
+        let index = self.nodes_index();
+        let mut conn = shard.connection().await?;
+        let r: Result<(), _> = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.node_key(&node.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("ZADD")
+            .arg(&index)
+            .arg(now.saturating_add(ttl))
+            .arg(&node.id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(format!("({now}"))
+            .ignore()
+            // The index goes when the last node stops announcing itself.
+            .cmd("PEXPIRE")
+            .arg(&index)
+            .arg(ttl)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        shard.check(r)
     }
 }
 
@@ -476,20 +514,7 @@ impl Broker for RedisEngine {
     }
 
     fn announce<'a>(&'a self, node: &'a NodeInfo) -> EngineFuture<'a, ()> {
-        Box::pin(async move {
-            let shard = self.first();
-            let json =
-                serde_json::to_string(node).map_err(|e| EngineError::Protocol(e.to_string()))?;
-            let mut conn = shard.connection().await?;
-            let r: Result<(), _> = redis::cmd("SET")
-                .arg(format!("{}.node.{}", self.options.prefix, node.id))
-                .arg(json)
-                .arg("PX")
-                .arg(self.options.node_heartbeat_ms.saturating_mul(3))
-                .query_async(&mut conn)
-                .await;
-            shard.check(r)
-        })
+        Box::pin(self.announce_now(node))
     }
 
     fn nodes(&self) -> EngineFuture<'_, Vec<NodeInfo>> {
