@@ -356,6 +356,31 @@ fn complete(subs: &[Sub], fin: &Option<Arc<Vec<u64>>>) -> bool {
     }
 }
 
+/// Sends the subscribe commands of `which` (indices into `subs`) back to
+/// back, remembering their ids in `pending`; false when the connection is
+/// gone.
+async fn send_subscribes<S>(
+    ws: &mut volley::WebSocket<S>,
+    shared: &Shared,
+    subs: &[Sub],
+    which: &[usize],
+    next_id: &mut u64,
+    pending: &mut BTreeMap<u64, usize>,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for &i in which {
+        let cmd = subscribe_command(shared, &subs[i], *next_id);
+        pending.insert(*next_id, i);
+        *next_id += 1;
+        if ws.feed(Message::text(cmd.to_string())).await.is_err() {
+            return false;
+        }
+    }
+    ws.flush().await.is_ok()
+}
+
 /// One connection's life: connect, (re)subscribe with recovery, then check
 /// every publication until the connection ends or the client is complete.
 /// A subscribe refused with a temporary error is sent again after the SDK's
@@ -399,18 +424,13 @@ where
                 if next_retry.is_some() =>
             {
                 let now = tokio::time::Instant::now();
-                for (i, s) in subs.iter_mut().enumerate() {
-                    if s.retry_at.is_some_and(|t| t <= now) {
-                        s.retry_at = None;
-                        let cmd = subscribe_command(shared, s, next_id);
-                        pending.insert(next_id, i);
-                        next_id += 1;
-                        if ws.feed(Message::text(cmd.to_string())).await.is_err() {
-                            return End::Lost;
-                        }
-                    }
+                let due: Vec<usize> = (0..subs.len())
+                    .filter(|i| subs[*i].retry_at.is_some_and(|t| t <= now))
+                    .collect();
+                for i in &due {
+                    subs[*i].retry_at = None;
                 }
-                if ws.flush().await.is_err() {
+                if !send_subscribes(ws, shared, subs, &due, &mut next_id, &mut pending).await {
                     return End::Lost;
                 }
                 continue;
@@ -468,15 +488,8 @@ where
                     .to_string();
                 shared.client_ids.lock().unwrap()[index] = Some(cid);
                 // Resubscribe every channel, back to back, with recovery where we have a position.
-                for (i, s) in subs.iter().enumerate() {
-                    let cmd = subscribe_command(shared, s, next_id);
-                    pending.insert(next_id, i);
-                    next_id += 1;
-                    if ws.feed(Message::text(cmd.to_string())).await.is_err() {
-                        return End::Lost;
-                    }
-                }
-                if ws.flush().await.is_err() {
+                let all: Vec<usize> = (0..subs.len()).collect();
+                if !send_subscribes(ws, shared, subs, &all, &mut next_id, &mut pending).await {
                     return End::Lost;
                 }
                 continue;
