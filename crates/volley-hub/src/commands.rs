@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::auth::TokenError;
-use crate::engine::{HistoryError, HistoryQuery, HistoryResult, NewPublication, PublishResult};
+use crate::engine::{
+    EngineError, HistoryError, HistoryQuery, HistoryResult, NewPublication, PublishResult,
+};
 use crate::hub::Hub;
 use crate::protocol::{ClientInfo, ErrorCode, StreamPosition};
 
@@ -62,7 +64,10 @@ pub(crate) async fn publish(
         .await
         .map_err(|e| {
             tracing::warn!("publish to {channel}: {e}");
-            ErrorCode::Internal
+            match e {
+                EngineError::OutcomeUnknown(_) => ErrorCode::OutcomeUnknown,
+                _ => ErrorCode::Internal,
+            }
         })?;
     hub.metrics().publications.inc();
     Ok(result)

@@ -169,7 +169,9 @@ const API_RETRY_AFTER_SECS: &str = "1";
 
 /// An API error: an HTTP status and the protocol's error object. A
 /// temporary error (the engine unreachable, code 100) is a 503 with
-/// `Retry-After`: the call was refused and may be repeated unchanged.
+/// `Retry-After`: the call was refused and may be repeated unchanged. A
+/// publish the engine did not answer is a 504 (code 100 too): it may or may
+/// not have been published, and repeating it may publish it twice.
 fn api_error(code: ErrorCode) -> Response {
     let status = match code {
         ErrorCode::BadRequest | ErrorCode::UnknownChannel | ErrorCode::UnrecoverablePosition => {
@@ -179,12 +181,13 @@ fn api_error(code: ErrorCode) -> Response {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::NotAvailable => StatusCode::BAD_REQUEST,
         ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::OutcomeUnknown => StatusCode::GATEWAY_TIMEOUT,
         code if code.temporary() => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let body = protocol::to_json(&json!({ "error": protocol::ReplyError::from(code) }));
     let mut response = json_response(status, body);
-    if code.temporary() {
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         response.headers_mut().insert(
             header::RETRY_AFTER,
             HeaderValue::from_static(API_RETRY_AFTER_SECS),

@@ -45,13 +45,17 @@ pub enum ErrorCode {
     TooManyChannels,
     /// 113: `since` is not a position in the current stream.
     UnrecoverablePosition,
+    /// 100 too: the engine was asked but did not answer; the operation (a
+    /// publish) may or may not have taken effect. The HTTP API tells it
+    /// apart (504) from a refusal (503).
+    OutcomeUnknown,
 }
 
 impl ErrorCode {
     /// The numeric code.
     pub fn code(self) -> u16 {
         match self {
-            Self::Internal => 100,
+            Self::Internal | Self::OutcomeUnknown => 100,
             Self::Unauthorized => 101,
             Self::UnknownChannel => 102,
             Self::PermissionDenied => 103,
@@ -72,6 +76,7 @@ impl ErrorCode {
     pub fn message(self) -> &'static str {
         match self {
             Self::Internal => "internal server error",
+            Self::OutcomeUnknown => "engine did not answer, outcome unknown",
             Self::Unauthorized => "unauthorized",
             Self::UnknownChannel => "unknown channel",
             Self::PermissionDenied => "permission denied",
@@ -92,7 +97,7 @@ impl ErrorCode {
     pub fn temporary(self) -> bool {
         matches!(
             self,
-            Self::Internal | Self::LimitExceeded | Self::TooManyRequests
+            Self::Internal | Self::OutcomeUnknown | Self::LimitExceeded | Self::TooManyRequests
         )
     }
 }

@@ -444,6 +444,40 @@ async fn channels_spread_over_two_shards_and_still_cross_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_whose_answer_times_out_is_504_outcome_unknown() {
+    let Some(redis) = RedisServer::start(Persistence::None) else {
+        return;
+    };
+    let mut c = node_config(&[&redis]);
+    c.redis.command_timeout_ms = 300;
+    let hub = TestHub::start(c).await;
+    hub.publish("feed:t", json!(1)).await;
+    // Redis holds write commands (scripts too) for 1.5 s: the publish is
+    // sent, its answer does not come within the timeout.
+    redis.command(&["CLIENT", "PAUSE", "1500", "WRITE"]);
+    let (status, body) = hub
+        .api("publish", json!({"channel": "feed:t", "data": 2}))
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"], &body["error"]["message"]),
+        (
+            504,
+            &json!(100),
+            &json!("engine did not answer, outcome unknown")
+        ),
+        "{body}"
+    );
+    // The node goes on once Redis does.
+    eventually("a publish after the pause", || async {
+        hub.api("publish", json!({"channel": "feed:t", "data": 3}))
+            .await
+            .0
+            == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_publish_waits_for_a_replica_and_fails_without_one() {
     let Some(master) = RedisServer::start(Persistence::None) else {
         return;
@@ -472,12 +506,14 @@ async fn a_durable_publish_waits_for_a_replica_and_fails_without_one() {
         "replicated"
     );
     replica.kill();
+    // Stored on the master, unconfirmed by the replica: published or not
+    // (504), not a refusal to repeat (503).
     let (status, body) = hub
         .api("publish", json!({"channel": "feed:d", "data": 2}))
         .await;
     assert_eq!(
         (status, &body["error"]["code"]),
-        (503, &json!(100)),
+        (504, &json!(100)),
         "{body}"
     );
 }

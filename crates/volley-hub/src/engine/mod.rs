@@ -31,9 +31,14 @@ pub type EngineFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The backing store is unavailable.
+    /// The backing store is unavailable: the operation was not done.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The operation was sent to the backing store but its answer never
+    /// came (the connection dropped, or the answer timed out): it may or
+    /// may not have taken effect.
+    #[error("engine outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The backing store answered something this node cannot read.
     #[error("engine protocol: {0}")]
     Protocol(String),

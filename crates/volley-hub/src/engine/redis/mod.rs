@@ -196,7 +196,8 @@ impl RedisEngine {
                 .await;
             let acked = shard.check(acked)?;
             if acked < self.options.durable_replicas {
-                return Err(EngineError::Unavailable(format!(
+                // Stored on the master, maybe lost in a failover.
+                return Err(EngineError::OutcomeUnknown(format!(
                     "publication {offset} in {channel} reached {acked} of {} replicas",
                     self.options.durable_replicas
                 )));

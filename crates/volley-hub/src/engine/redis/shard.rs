@@ -171,13 +171,20 @@ impl Shard {
 
     /// Passes a command's result on; a failure of the connection (not of
     /// the command) drops it, so that the next command reconnects (to the
-    /// new master, behind Sentinels).
+    /// new master, behind Sentinels). A command whose answer was lost may
+    /// have run: [`EngineError::OutcomeUnknown`]; one Redis refused, or
+    /// that never reached it, did not: [`EngineError::Unavailable`].
     pub(super) fn check<T>(&self, result: RedisResult<T>) -> Result<T, EngineError> {
         result.map_err(|e| {
             if connection_lost(&e) {
                 *lock(&self.conn) = None;
             }
-            unavailable(format!("{}: {e}", self.name))
+            let what = format!("{}: {e}", self.name);
+            if outcome_unknown(&e) {
+                EngineError::OutcomeUnknown(what)
+            } else {
+                unavailable(what)
+            }
         })
     }
 
@@ -268,6 +275,13 @@ impl Shard {
         }
         Ok(results)
     }
+}
+
+/// Whether a command that failed so may still have run: the connection
+/// broke or the answer timed out after it was sent. A refused connection,
+/// or an error reply (`READONLY`, `LOADING`...), means it did not.
+fn outcome_unknown(e: &RedisError) -> bool {
+    !e.is_connection_refusal() && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
 }
 
 fn connection_lost(e: &RedisError) -> bool {
