@@ -3,6 +3,7 @@
 //!
 //! The defaults, and why, are in `docs/limits.md`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::deflate::DeflateConfig;
@@ -64,8 +65,17 @@ impl Default for HeadLimits {
 /// assert!(Config::builder().max_message_size(0).build().is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Cloning is cheap: the values are shared (every connection built from one
+/// configuration points at them, so an idle connection carries a pointer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    values: Arc<Values>,
+}
+
+/// The values of a [`Config`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Values {
     max_message_size: usize,
     max_frame_size: usize,
     close_timeout: Duration,
@@ -73,7 +83,7 @@ pub struct Config {
     deflate: Option<DeflateConfig>,
 }
 
-impl Default for Config {
+impl Default for Values {
     fn default() -> Self {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
@@ -85,45 +95,53 @@ impl Default for Config {
     }
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            values: Arc::new(Values::default()),
+        }
+    }
+}
+
 impl Config {
     /// A builder starting from the defaults.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder {
-            config: Self::default(),
+            config: Values::default(),
         }
     }
 
     /// Largest message accepted, after reassembly and decompression.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.values.max_message_size
     }
 
     /// Largest single frame accepted.
     pub fn max_frame_size(&self) -> usize {
-        self.max_frame_size
+        self.values.max_frame_size
     }
 
     /// How long to wait for the peer's close frame after sending ours.
     pub fn close_timeout(&self) -> Duration {
-        self.close_timeout
+        self.values.close_timeout
     }
 
     /// Limits on the opening handshake.
     pub fn head_limits(&self) -> HeadLimits {
-        self.head
+        self.values.head
     }
 
     /// permessage-deflate settings; `None` when compression is neither
     /// offered nor accepted.
     pub fn deflate(&self) -> Option<&DeflateConfig> {
-        self.deflate.as_ref()
+        self.values.deflate.as_ref()
     }
 }
 
 /// Builds a [`Config`], validating it in [`build`](Self::build).
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
-    config: Config,
+    config: Values,
 }
 
 impl ConfigBuilder {
@@ -192,7 +210,9 @@ impl ConfigBuilder {
             }
             d.validate()?;
         }
-        Ok(self.config)
+        Ok(Config {
+            values: Arc::new(self.config),
+        })
     }
 }
 

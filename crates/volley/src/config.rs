@@ -1,5 +1,6 @@
 //! Configuration of the tokio layer, around the protocol core's [`Config`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use volley_proto::Keepalive;
@@ -12,9 +13,17 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default read size: 64 KiB (one buffer per thread, shared by its connections).
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 
-/// The configuration of a [`WebSocket`](crate::WebSocket).
+///
+/// Cloning is cheap: the values are shared (every connection built from one
+/// configuration points at them, so an idle connection carries a pointer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebSocketConfig {
+    values: Arc<Values>,
+}
+
+/// The values of a [`WebSocketConfig`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Values {
     protocol: Config,
     write_high_water_mark: usize,
     handshake_timeout: Duration,
@@ -22,7 +31,7 @@ pub struct WebSocketConfig {
     keepalive: Option<Keepalive>,
 }
 
-impl Default for WebSocketConfig {
+impl Default for Values {
     fn default() -> Self {
         Self {
             protocol: Config::default(),
@@ -34,46 +43,54 @@ impl Default for WebSocketConfig {
     }
 }
 
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            values: Arc::new(Values::default()),
+        }
+    }
+}
+
 impl WebSocketConfig {
     /// A builder starting from the defaults.
     pub fn builder() -> WebSocketConfigBuilder {
         WebSocketConfigBuilder {
-            config: Self::default(),
+            config: Values::default(),
         }
     }
 
     /// The protocol core's configuration (limits, close timeout, compression).
     pub fn protocol(&self) -> &Config {
-        &self.protocol
+        &self.values.protocol
     }
 
     /// `send`, `feed` and the `Sink` wait while more than this many bytes
     /// are buffered.
     pub fn write_high_water_mark(&self) -> usize {
-        self.write_high_water_mark
+        self.values.write_high_water_mark
     }
 
     /// Time allowed for the opening handshake.
     pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
+        self.values.handshake_timeout
     }
 
     /// Bytes read from the transport at a time, into a buffer shared by the
     /// connections of a thread.
     pub fn read_buffer_size(&self) -> usize {
-        self.read_buffer_size
+        self.values.read_buffer_size
     }
 
     /// Keepalive pings, off by default.
     pub fn keepalive(&self) -> Option<Keepalive> {
-        self.keepalive
+        self.values.keepalive
     }
 }
 
 /// Builds a [`WebSocketConfig`], validated in [`build`](Self::build).
 #[derive(Clone, Debug)]
 pub struct WebSocketConfigBuilder {
-    config: WebSocketConfig,
+    config: Values,
 }
 
 impl WebSocketConfigBuilder {
@@ -125,6 +142,8 @@ impl WebSocketConfigBuilder {
                 return Err(ConfigError::Zero("keepalive timeout"));
             }
         }
-        Ok(self.config)
+        Ok(WebSocketConfig {
+            values: Arc::new(self.config),
+        })
     }
 }
