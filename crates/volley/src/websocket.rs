@@ -62,8 +62,9 @@ pub struct WebSocket<S> {
     wpos: usize,
     timer: Option<Pin<Box<Sleep>>>,
     timer_deadline: Option<Instant>,
-    peer_close: Option<CloseFrame>,
-    pending_error: Option<Error>,
+    /// Boxed, as the error below: an idle connection pays a pointer.
+    peer_close: Option<Box<CloseFrame>>,
+    pending_error: Option<Box<Error>>,
     finish: Finish,
     /// Pong frames received (wrapping).
     pongs: u32,
@@ -291,7 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// The peer's Close frame, once received.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+        self.peer_close.as_deref()
     }
 
     /// The state of the protocol core.
@@ -434,13 +435,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     self.pongs = self.pongs.wrapping_add(1);
                     self.conn.measure_rtt(std::time::Instant::now());
                 }
-                Event::Close(frame) => self.peer_close = frame,
+                Event::Close(frame) => self.peer_close = frame.map(Box::new),
                 Event::Failed(e) => {
                     if self.pending_error.is_none() {
-                        self.pending_error = Some(match e {
+                        self.pending_error = Some(Box::new(match e {
                             ProtocolError::KeepaliveTimeout => Error::KeepaliveTimeout,
                             e => e.into(),
-                        });
+                        }));
                     }
                 }
             }
@@ -501,7 +502,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ) -> Poll<Option<Result<Message>>> {
         loop {
             if self.finish == Finish::Done {
-                return Poll::Ready(self.pending_error.take().map(Err));
+                return Poll::Ready(self.pending_error.take().map(|e| Err(*e)));
             }
             if let Some(message) = self.next_message() {
                 return Poll::Ready(Some(Ok(message)));
@@ -511,7 +512,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 // The transport is gone: nothing more can be said to the peer.
                 self.finish = Finish::Done;
                 if self.pending_error.is_none() && self.conn.state() != State::Closed {
-                    self.pending_error = Some(e.into());
+                    self.pending_error = Some(Box::new(e.into()));
                 }
                 continue;
             }
@@ -548,7 +549,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Ok(_) => {}
                 Err(e) => {
                     self.conn.receive_eof();
-                    self.pending_error = Some(e.into());
+                    self.pending_error = Some(Box::new(e.into()));
                 }
             }
         }
@@ -646,5 +647,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
         let this = self.get_mut();
         this.start_close(CloseCode::NORMAL, "")?;
         this.poll_flush_all(cx, Half::Write)
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// What an idle server connection holds inline (no buffer is allocated
+    /// before data arrives). Printed with
+    /// `cargo test -p volley --lib sizes -- --nocapture`.
+    #[test]
+    fn an_idle_websocket_is_small() {
+        let parts = [
+            (
+                "WebSocket<TcpStream>",
+                size_of::<WebSocket<tokio::net::TcpStream>>(),
+            ),
+            ("  TcpStream", size_of::<tokio::net::TcpStream>()),
+            ("  Connection", size_of::<Connection>()),
+            ("  WebSocketConfig", size_of::<WebSocketConfig>()),
+            ("  CloseFrame (boxed)", size_of::<CloseFrame>()),
+            ("  Error (boxed)", size_of::<Error>()),
+            ("  Option<Instant>", size_of::<Option<Instant>>()),
+        ];
+        for (name, size) in parts {
+            println!("{name:<28} {size:>4} bytes");
+        }
+        // The boxed echo task of `volley echo` is this and a little more:
+        // 448 bytes is one of jemalloc's size classes; growing past it
+        // costs every idle connection 64 bytes (measured in BENCHMARKS.md).
+        assert!(
+            size_of::<WebSocket<tokio::net::TcpStream>>() <= 448,
+            "WebSocket<TcpStream> grew to {} bytes",
+            size_of::<WebSocket<tokio::net::TcpStream>>()
+        );
+        assert_eq!(size_of::<WebSocketConfig>(), size_of::<usize>());
     }
 }

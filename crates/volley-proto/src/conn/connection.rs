@@ -106,7 +106,8 @@ pub struct Connection {
     config: Config,
     state: State,
     header: [u8; MAX_HEADER_LEN],
-    header_len: usize,
+    /// Bytes in `header` (a header split across reads), at most 14.
+    header_len: u8,
     frame: Option<FrameInProgress>,
     control: Vec<u8>,
     assembler: Assembler,
@@ -116,7 +117,8 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     /// Boxed: connections without keepalive pay one pointer.
     keepalive: Option<Box<KeepaliveTimer>>,
-    ending: Option<Ending>,
+    /// Boxed: set once, at the end of input.
+    ending: Option<Box<Ending>>,
     /// Payload bytes of the current message as declared on the wire.
     wire_len: u64,
     /// Boxed: its codec state is large, and most connections never
@@ -229,7 +231,7 @@ impl Connection {
         if let Some(event) = self.events.pop_front() {
             return Some(event);
         }
-        match self.ending.take()? {
+        match *self.ending.take()? {
             Ending::Close(close) => self.on_close(close),
             Ending::Failed(err) => self.fail(err),
         }
@@ -244,7 +246,7 @@ impl Connection {
     /// Stops parsing; the ending is applied once earlier events are polled.
     fn end_input(&mut self, ending: Ending) {
         self.frame = None;
-        self.ending = Some(ending);
+        self.ending = Some(Box::new(ending));
     }
 
     /// Moves the bytes waiting to be written into `buf` (swapping buffers when
@@ -369,5 +371,45 @@ impl Connection {
             d.inflater.reset();
         }
         self.events.push_back(Event::Failed(err));
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// What an idle connection holds inline (an idle connection owns no heap
+    /// buffer: every `Vec` and `VecDeque` here is empty until data arrives).
+    /// Printed with `cargo test -p volley-proto sizes -- --nocapture`.
+    #[test]
+    fn an_idle_connection_is_small() {
+        let parts = [
+            ("Connection", size_of::<Connection>()),
+            ("  Config", size_of::<Config>()),
+            ("  State", size_of::<State>()),
+            (
+                "  Option<FrameInProgress>",
+                size_of::<Option<FrameInProgress>>(),
+            ),
+            ("  Assembler", size_of::<Assembler>()),
+            ("  VecDeque<Event>", size_of::<VecDeque<Event>>()),
+            ("  Transmit", size_of::<Transmit>()),
+            ("  Ending (boxed)", size_of::<Ending>()),
+            ("  Utf8Validator", size_of::<Utf8Validator>()),
+            ("Event", size_of::<Event>()),
+        ];
+        for (name, size) in parts {
+            println!("{name:<28} {size:>4} bytes");
+        }
+        assert_eq!(
+            size_of::<Config>(),
+            size_of::<usize>(),
+            "shared, not copied"
+        );
+        let c = Connection::new(Role::Server, Config::default(), None);
+        assert_eq!(c.scratch.capacity(), 0);
+        assert_eq!(c.control.capacity(), 0);
+        assert_eq!(c.events.capacity(), 0);
+        assert_eq!(c.tx.out.capacity(), 0);
     }
 }

@@ -149,21 +149,23 @@ impl Connection {
             }
         }
         loop {
-            let need = if self.header_len < 2 {
+            let have = usize::from(self.header_len);
+            let need = if have < 2 {
                 2
             } else {
                 FrameHeader::len_from_prefix([self.header[0], self.header[1]])
             };
-            if self.header_len >= 2 && self.header_len == need {
+            if have >= 2 && have == need {
                 self.header_len = 0;
                 return Ok(FrameHeader::parse(&self.header[..need])?.map(|(h, _)| h));
             }
             if data.is_empty() {
                 return Ok(None);
             }
-            let take = (need - self.header_len).min(data.len());
-            self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
-            self.header_len += take;
+            let take = (need - have).min(data.len());
+            self.header[have..have + take].copy_from_slice(&data[..take]);
+            // At most MAX_HEADER_LEN (14): it fits in a byte.
+            self.header_len = (have + take) as u8;
             *data = &data[take..];
         }
     }
