@@ -62,6 +62,11 @@ struct Common {
     /// echo must equal the bytes sent (masked frames and all).
     #[arg(long)]
     raw_tcp: bool,
+    /// Carry the WebSockets over one HTTP/2 connection (RFC 8441 extended
+    /// CONNECT: h2c for ws://, ALPN h2 for wss://) instead of one TCP
+    /// connection each. Runs on the client engine.
+    #[arg(long)]
+    http2: bool,
 }
 
 /// Which load engine runs.
@@ -76,7 +81,7 @@ enum Engine {
 impl Common {
     /// Whether the raw engine runs.
     fn raw(&self) -> bool {
-        self.raw_tcp || (self.engine == Engine::Raw && !self.compression)
+        self.raw_tcp || (self.engine == Engine::Raw && !self.compression && !self.http2)
     }
 
     fn target(&self) -> Result<raw::Target, BoxError> {
@@ -345,7 +350,53 @@ async fn echo(a: EchoArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The echo run on the volley client (one per connection).
+/// What every echo connection of a client-engine run shares.
+#[derive(Clone)]
+struct Echoing {
+    message: Message,
+    in_flight: usize,
+    counted: Arc<AtomicU64>,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echoing {
+    /// One connection: `in_flight` messages out, each echo checked, counted
+    /// while measuring and answered with the next until `stop`; then close.
+    async fn run<S>(self, mut ws: volley::WebSocket<S>) -> Result<(), BoxError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let message = self.message;
+        for _ in 0..self.in_flight {
+            ws.feed(message.clone()).await?;
+        }
+        ws.flush().await?;
+        let mut outstanding = self.in_flight;
+        while outstanding > 0 {
+            let echoed = match ws.recv().await {
+                Some(m) => m?,
+                None => return Err("server closed".into()),
+            };
+            if echoed != message {
+                return Err("echoed bytes differ from what was sent".into());
+            }
+            outstanding -= 1;
+            if self.measuring.load(Ordering::Relaxed) {
+                self.counted.fetch_add(1, Ordering::Relaxed);
+            }
+            if !self.stop.load(Ordering::Relaxed) {
+                ws.send(message.clone()).await?;
+                outstanding += 1;
+            }
+        }
+        ws.close(volley::CloseCode::NORMAL, "").await?;
+        Ok(())
+    }
+}
+
+/// The echo run on the volley client (one per connection, or all on one
+/// HTTP/2 connection).
 async fn echo_client(a: &EchoArgs) -> Result<EchoOutcome, BoxError> {
     let config = client_config(a.common.compression)?;
     let message = payload(a.size, a.text);
@@ -354,45 +405,33 @@ async fn echo_client(a: &EchoArgs) -> Result<EchoOutcome, BoxError> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::with_capacity(a.connections);
     let mut compressed = false;
-    for _ in 0..a.connections {
-        let (mut ws, _) = ClientBuilder::new(a.common.url.clone())
+    let shared = Echoing {
+        message,
+        in_flight: a.in_flight,
+        counted: counted.clone(),
+        measuring: measuring.clone(),
+        stop: stop.clone(),
+    };
+    if a.common.http2 {
+        let h2 = ClientBuilder::new(a.common.url.clone())
             .config(config.clone())
-            .connect()
+            .connect_http2()
             .await?;
-        compressed |= ws.is_compressed();
-        let (message, counted, measuring, stop, k) = (
-            message.clone(),
-            counted.clone(),
-            measuring.clone(),
-            stop.clone(),
-            a.in_flight,
-        );
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..k {
-                ws.feed(message.clone()).await?;
-            }
-            ws.flush().await?;
-            let mut outstanding = k;
-            while outstanding > 0 {
-                let echoed = match ws.recv().await {
-                    Some(m) => m?,
-                    None => return Err::<(), BoxError>("server closed".into()),
-                };
-                if echoed != message {
-                    return Err("echoed bytes differ from what was sent".into());
-                }
-                outstanding -= 1;
-                if measuring.load(Ordering::Relaxed) {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                }
-                if !stop.load(Ordering::Relaxed) {
-                    ws.send(message.clone()).await?;
-                    outstanding += 1;
-                }
-            }
-            ws.close(volley::CloseCode::NORMAL, "").await?;
-            Ok(())
-        }));
+        let path = volley::Target::parse(&a.common.url)?.path;
+        for _ in 0..a.connections {
+            let (ws, _) = h2.websocket(&path).await?;
+            compressed |= ws.is_compressed();
+            tasks.push(tokio::spawn(shared.clone().run(ws)));
+        }
+    } else {
+        for _ in 0..a.connections {
+            let (ws, _) = ClientBuilder::new(a.common.url.clone())
+                .config(config.clone())
+                .connect()
+                .await?;
+            compressed |= ws.is_compressed();
+            tasks.push(tokio::spawn(shared.clone().run(ws)));
+        }
     }
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
@@ -535,10 +574,61 @@ async fn connect(a: ConnectArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// WebSockets per HTTP/2 connection in `bench connect --http2`: under the
+/// 200 concurrent streams hyper's server allows by default.
+const STREAMS_PER_H2_CONNECTION: usize = 100;
+
+/// `connect_client` over HTTP/2: the WebSockets are streams of HTTP/2
+/// connections, [`STREAMS_PER_H2_CONNECTION`] on each, opened `concurrency`
+/// at a time.
+async fn connect_http2(
+    a: &ConnectArgs,
+    config: WebSocketConfig,
+) -> Result<(usize, f64, Option<u64>), BoxError> {
+    let started = Instant::now();
+    let path = volley::Target::parse(&a.common.url)?.path;
+    let mut connections = Vec::new();
+    let mut held = Vec::with_capacity(a.connections);
+    while held.len() < a.connections {
+        let h2 = ClientBuilder::new(a.common.url.clone())
+            .config(config.clone())
+            .connect_http2()
+            .await?;
+        let on_this = STREAMS_PER_H2_CONNECTION.min(a.connections - held.len());
+        let mut opened = 0;
+        while opened < on_this {
+            let batch = a.concurrency.clamp(1, on_this - opened);
+            let opening: Vec<_> = (0..batch)
+                .map(|_| {
+                    let (h2, path) = (h2.clone(), path.clone());
+                    tokio::spawn(async move { h2.websocket(&path).await })
+                })
+                .collect();
+            for task in opening {
+                held.push(task.await??.0);
+            }
+            opened += batch;
+        }
+        connections.push(h2);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = a.server_pid.and_then(rss_bytes);
+    let count = held.len();
+    for mut ws in held {
+        let _ = ws.close(volley::CloseCode::NORMAL, "").await;
+    }
+    drop(connections);
+    Ok((count, elapsed, after))
+}
+
 /// Opens and holds the connections with the volley client; returns how many,
 /// the seconds it took, and the server's RSS once they were idle.
 async fn connect_client(a: &ConnectArgs) -> Result<(usize, f64, Option<u64>), BoxError> {
     let config = client_config(a.common.compression)?;
+    if a.common.http2 {
+        return connect_http2(a, config).await;
+    }
     let target = volley::Target::parse(&a.common.url)?;
     let server: SocketAddr = format!("{}:{}", target.host, target.port).parse()?;
     let started = Instant::now();
