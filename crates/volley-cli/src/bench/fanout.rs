@@ -690,9 +690,10 @@ async fn report_idle_memory(
         _ => None,
     };
     eprintln!(
-        "{:>10} {n} subscribers on {} in {connect_secs:.2} s ({:.0}/s); hub RSS {} -> {} ({})",
+        "{:>10} {n} subscribers on {} over {} node(s) in {connect_secs:.2} s ({:.0}/s); hub RSS {} -> {} ({})",
         a.label,
         a.channel,
+        a.subscribe_addr.len().max(1),
         n as f64 / connect_secs,
         fmt_mib(rss_before),
         fmt_mib(rss_after),
