@@ -41,8 +41,9 @@ use crate::sync::lock;
 const SHARDS: usize = 32;
 
 /// A frame collected by a subscriber whose subscribe is under way: its
-/// publication's offset, the frame, the publication's time.
-type Collected = (Option<u64>, PreparedFrame, Option<Instant>);
+/// publication's position (epoch and offset, in a channel with history),
+/// the frame, the publication's time.
+type Collected = (Option<(Arc<str>, u64)>, PreparedFrame, Option<Instant>);
 
 /// A publication waiting for a hole before it to be filled: its epoch, the
 /// publication, its time.
@@ -111,10 +112,20 @@ impl Channel {
         }
     }
 
-    fn deliver_frame(&mut self, offset: Option<u64>, frame: &PreparedFrame, at: Option<Instant>) {
+    fn deliver_frame(
+        &mut self,
+        position: Option<(&Arc<str>, u64)>,
+        frame: &PreparedFrame,
+        at: Option<Instant>,
+    ) {
+        let offset = position.map(|(_, offset)| offset);
         for local in self.subscribers.values_mut() {
             match &mut local.pending {
-                Some(pending) => pending.push((offset, frame.clone(), at)),
+                Some(pending) => pending.push((
+                    position.map(|(epoch, offset)| (epoch.clone(), offset)),
+                    frame.clone(),
+                    at,
+                )),
                 None => {
                     if let (Some(offset), Some(covered)) = (offset, local.covered) {
                         if offset <= covered {
@@ -129,9 +140,17 @@ impl Channel {
         }
     }
 
-    fn deliver(&mut self, channel: &str, publication: &Publication, at: Instant) {
+    /// Delivers a publication of `epoch` (`None` in a channel without
+    /// history).
+    fn deliver(
+        &mut self,
+        channel: &str,
+        epoch: Option<&Arc<str>>,
+        publication: &Publication,
+        at: Instant,
+    ) {
         let frame = text_frame(protocol::publication_push(channel, publication));
-        self.deliver_frame(publication.offset, &frame, Some(at));
+        self.deliver_frame(epoch.zip(publication.offset), &frame, Some(at));
     }
 
     /// Every subscriber (or every active one) must reconnect and recover.
@@ -162,7 +181,7 @@ impl Channel {
         live: bool,
     ) -> Action {
         let Some(offset) = publication.offset else {
-            self.deliver(channel, &publication, at);
+            self.deliver(channel, None, &publication, at);
             return Action::None;
         };
         if self.lost_epoch.as_ref() == Some(&epoch) {
@@ -173,11 +192,11 @@ impl Channel {
                 buffer.push((epoch, publication, at));
                 return Action::None;
             }
+            self.deliver(channel, Some(&epoch), &publication, at);
             self.position = Some((epoch, offset));
             if live {
                 self.live_top = offset;
             }
-            self.deliver(channel, &publication, at);
             return Action::None;
         };
         if current != epoch {
@@ -206,8 +225,8 @@ impl Channel {
             return Action::None;
         }
         if offset == top + 1 {
+            self.deliver(channel, Some(&epoch), &publication, at);
             self.position = Some((epoch, offset));
-            self.deliver(channel, &publication, at);
             return Action::None;
         }
         // A hole after `top`.
@@ -311,14 +330,18 @@ impl Fanout {
         self.shard(channel).get_mut(channel).map(f)
     }
 
-    /// Queues the reply (made by `reply` from the recovered top, when the
-    /// channel keeps history), then what the subscriber collected past it.
-    /// Returns `false` when the subscriber is gone.
+    /// Queues the reply (made by `reply` from the recovered position, epoch
+    /// and top, when the channel keeps history), then what the subscriber
+    /// collected past it. A collected publication of another epoch than the
+    /// reply's (a stream that was lost, or replaced, while the recovery was
+    /// read) cannot be placed after the reply: the subscriber is told to
+    /// recover (4005) instead of receiving it. Returns `false` when the
+    /// subscriber is gone.
     pub(crate) fn activate(
         &self,
         channel: &str,
         key: u64,
-        recovered_top: Option<u64>,
+        recovered: Option<(Arc<str>, u64)>,
         reply: PreparedFrame,
     ) -> bool {
         let mut shard = self.shard(channel);
@@ -329,8 +352,25 @@ impl Fanout {
             return false;
         };
         local.outbox.reply(reply);
-        local.covered = recovered_top;
-        for (offset, frame, at) in local.pending.take().unwrap_or_default() {
+        let collected = local.pending.take().unwrap_or_default();
+        if let Some((epoch, _)) = &recovered
+            && collected
+                .iter()
+                .any(|(position, _, _)| position.as_ref().is_some_and(|(e, _)| e != epoch))
+        {
+            tracing::info!(
+                "{channel}: the stream changed epoch while a subscribe read it; the subscriber must recover"
+            );
+            local.outbox.disconnect(Directive::Disconnect(
+                DisconnectCode::InsufficientState,
+                None,
+                None,
+            ));
+            return true;
+        }
+        local.covered = recovered.map(|(_, top)| top);
+        for (position, frame, at) in collected {
+            let offset = position.map(|(_, offset)| offset);
             let newer = match (offset, local.covered) {
                 (Some(offset), Some(top)) => offset > top,
                 _ => true,
@@ -379,7 +419,7 @@ impl Fanout {
         match epoch {
             Some(epoch) => state.offer(channel, epoch, publication, at, true),
             None => {
-                state.deliver(channel, &publication, at);
+                state.deliver(channel, None, &publication, at);
                 Action::None
             }
         }
@@ -496,5 +536,94 @@ impl Fanout {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use volley::Message;
+
+    use super::*;
+    use crate::budget::QueueBudget;
+
+    fn subscriber(fanout: &Fanout) -> Arc<Outbox> {
+        let budget = Arc::new(QueueBudget::new(
+            1 << 20,
+            Default::default(),
+            Default::default(),
+        ));
+        let outbox = Arc::new(Outbox::new(1 << 20, budget));
+        let info = ClientInfo {
+            client: "c1".into(),
+            user: "".into(),
+            conn_info: None,
+            chan_info: None,
+        };
+        let (_tx, ready) = tokio::sync::watch::channel(Some(true));
+        fanout.add_pending("chat:x", 1, outbox.clone(), info, || ready);
+        outbox
+    }
+
+    fn publication(offset: u64) -> Arc<Publication> {
+        Arc::new(Publication {
+            offset: Some(offset),
+            data: serde_json::value::RawValue::from_string(offset.to_string()).unwrap(),
+            info: None,
+        })
+    }
+
+    fn reply() -> PreparedFrame {
+        PreparedFrame::new(&Message::text("reply"))
+    }
+
+    /// (frames queued, the directive pending)
+    fn queued(outbox: &Outbox) -> (usize, Poll<Directive>) {
+        let mut out = Vec::new();
+        outbox.take_all(&mut out);
+        let mut cx = Context::from_waker(Waker::noop());
+        (out.len(), outbox.poll_directive(&mut cx))
+    }
+
+    #[test]
+    fn a_publication_of_a_lost_epoch_collected_during_a_subscribe_makes_the_subscriber_recover() {
+        let fanout = Fanout::new();
+        let outbox = subscriber(&fanout);
+        // A late publication of the stream that was lost arrives while the
+        // subscribe reads the new stream, which is at offset 0.
+        let _ = fanout.publication(
+            "chat:x",
+            Some("old".into()),
+            publication(508),
+            Instant::now(),
+        );
+        assert!(fanout.activate("chat:x", 1, Some(("new".into(), 0)), reply()));
+        assert_eq!(
+            queued(&outbox),
+            (
+                1,
+                Poll::Ready(Directive::Disconnect(
+                    DisconnectCode::InsufficientState,
+                    None,
+                    None
+                ))
+            ),
+            "the reply, then 4005; never offset 508 after a reply at offset 0"
+        );
+    }
+
+    #[test]
+    fn a_publication_of_the_replys_epoch_collected_during_a_subscribe_follows_the_reply() {
+        let fanout = Fanout::new();
+        let outbox = subscriber(&fanout);
+        let _ = fanout.publication("chat:x", Some("e".into()), publication(6), Instant::now());
+        let _ = fanout.publication("chat:x", Some("e".into()), publication(7), Instant::now());
+        assert!(fanout.activate("chat:x", 1, Some(("e".into(), 6)), reply()));
+        assert_eq!(
+            queued(&outbox),
+            (2, Poll::Pending),
+            "the reply (covering 6), then 7"
+        );
     }
 }

@@ -123,10 +123,12 @@ impl Hub {
                 return Err(e);
             }
         };
-        if !self
-            .fanout()
-            .activate(channel, key, outcome.offset, reply(&outcome))
-        {
+        if !self.fanout().activate(
+            channel,
+            key,
+            outcome.epoch.clone().zip(outcome.offset),
+            reply(&outcome),
+        ) {
             return Ok(());
         }
         if options.join_leave
