@@ -211,6 +211,8 @@ interface Transport {
   opened: boolean;
   /** No connect reply came within the command timeout. */
   timedOut: boolean;
+  /** The connect command was answered, with an error (the transport works; the server refused). */
+  refused: boolean;
   nextId: number;
   pending: Map<number, Pending>;
   connected: boolean;
@@ -528,6 +530,7 @@ export class Client extends Emitter<ClientEvents> {
       name,
       opened: false,
       timedOut: false,
+      refused: false,
       nextId: 1,
       pending: new Map(),
       connected: false,
@@ -604,6 +607,7 @@ export class Client extends Emitter<ClientEvents> {
     this.send(t, "connect", params, {
       result: (result) => this.connected(t, result as unknown as ConnectResult),
       error: (error) => {
+        if (error.kind === "server") t.refused = true;
         this.emit("error", { type: "connect", error });
         if (error.code === 101 || error.code === 109) this.tokenNeeded = true;
         // The server closes the WebSocket next; its close code decides (§6.1).
@@ -913,7 +917,8 @@ export class Client extends Emitter<ClientEvents> {
     }
     if (!wasConnected && !immediate && action === "reconnect") {
       // Failed before the connect reply: did this transport get through at all?
-      if (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2) {
+      // (An error reply came through: the server refused, the transport is fine.)
+      if (!t.refused && (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2)) {
         this.attemptFailed(code, reason);
         return;
       }

@@ -303,6 +303,25 @@ describe("fallback rules", () => {
     http.next("GET", "/connection/sse");
   });
 
+  it("does not fall back when the connect command got an error reply (the transport works)", async () => {
+    const getToken = vi.fn(async () => "T");
+    const { http, client } = setup({ transports: ["sse", "long-poll"], getToken });
+    client.connect();
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      // Until the next try has started (the backoff, then getToken).
+      for (let i = 0; i < 100 && http.pending().length === 0; i++) await vi.advanceTimersByTimeAsync(50);
+      expect(http.pending().map((r) => `${r.method} ${r.path}`)).toEqual(["GET /connection/sse"]);
+      const { stream } = await openSse(http, `S${attempt}`);
+      await takeSend(http, `S${attempt}`, 1);
+      // Over a fallback the refusal is an error reply and the end of the stream (no close code).
+      stream.event(JSON.stringify({ id: 1, error: { code: 101, message: "unauthorized" } }));
+      stream.end();
+      await flush();
+      expect(client.transport).toBe("sse");
+    }
+    expect(getToken).toHaveBeenCalledTimes(3); // a new token before each try, as after 4401
+  });
+
   it("does not fall back on a close code that is an answer (4501 stops)", async () => {
     const { hub, http, client } = setup();
     client.connect();

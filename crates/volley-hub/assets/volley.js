@@ -1094,6 +1094,7 @@ var Client = class extends Emitter {
       name,
       opened: false,
       timedOut: false,
+      refused: false,
       nextId: 1,
       pending: /* @__PURE__ */ new Map(),
       connected: false,
@@ -1165,6 +1166,7 @@ var Client = class extends Emitter {
     this.send(t, "connect", params, {
       result: (result) => this.connected(t, result),
       error: (error) => {
+        if (error.kind === "server") t.refused = true;
         this.emit("error", { type: "connect", error });
         if (error.code === 101 || error.code === 109) this.tokenNeeded = true;
       }
@@ -1443,7 +1445,7 @@ var Client = class extends Emitter {
       if (this.stateValue !== "connecting") return;
     }
     if (!wasConnected && !immediate && action === "reconnect") {
-      if (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2) {
+      if (!t.refused && (!t.opened || t.timedOut || ++this.closedBeforeReply >= 2)) {
         this.attemptFailed(code, reason);
         return;
       }
