@@ -675,10 +675,10 @@ mod sizes {
             println!("{name:<28} {size:>4} bytes");
         }
         // The boxed echo task of `volley echo` is this and a little more:
-        // 448 bytes is one of jemalloc's size classes; growing past it
+        // 384 bytes is one of jemalloc's size classes; growing past it
         // costs every idle connection 64 bytes (measured in BENCHMARKS.md).
         assert!(
-            size_of::<WebSocket<tokio::net::TcpStream>>() <= 448,
+            size_of::<WebSocket<tokio::net::TcpStream>>() <= 384,
             "WebSocket<TcpStream> grew to {} bytes",
             size_of::<WebSocket<tokio::net::TcpStream>>()
         );

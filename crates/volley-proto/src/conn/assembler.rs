@@ -54,19 +54,19 @@ impl Assembler {
 
     /// Appends a piece of frame payload. `mask` is the key and the piece's
     /// offset in its frame; `frame_left` is what the frame still declares
-    /// after this piece.
+    /// after this piece. `inflate` is the inflater with its scratch buffer
+    /// (for unmasking compressed input) when deflate was negotiated.
     pub(crate) fn push(
         &mut self,
         piece: &[u8],
         mask: Option<([u8; 4], usize)>,
         frame_left: u64,
-        inflater: Option<&mut Inflater>,
-        scratch: &mut Vec<u8>,
+        inflate: Option<(&mut Inflater, &mut Vec<u8>)>,
         max: usize,
     ) -> Result<(), ProtocolError> {
         let start = self.buf.len();
-        match (self.compressed, inflater) {
-            (true, Some(inflater)) => {
+        match (self.compressed, inflate) {
+            (true, Some((inflater, scratch))) => {
                 let input: &[u8] = match mask {
                     Some((key, offset)) => {
                         scratch.clear();

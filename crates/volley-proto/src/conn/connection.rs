@@ -91,6 +91,8 @@ struct Deflate {
     /// every message uncompressed.
     compress: bool,
     threshold: usize,
+    /// Unmasked input for the inflater, compressed output of the deflater.
+    scratch: Vec<u8>,
 }
 
 /// A WebSocket connection after the opening handshake, without I/O.
@@ -124,7 +126,6 @@ pub struct Connection {
     /// Boxed: its codec state is large, and most connections never
     /// negotiate permessage-deflate (an idle connection stays small).
     deflate: Option<Box<Deflate>>,
-    scratch: Vec<u8>,
     sending_fragments: bool,
     fragment_text: bool,
     send_utf8: Utf8Validator,
@@ -157,6 +158,7 @@ impl Connection {
                 deflater: Deflater::new(p.level, ours, ours_keep),
                 compress: ours > 8,
                 threshold: p.threshold,
+                scratch: Vec::new(),
             })
         });
         // Without the codec, Config refuses permessage-deflate, so nothing
@@ -182,7 +184,6 @@ impl Connection {
             ending: None,
             wire_len: 0,
             deflate,
-            scratch: Vec::new(),
             sending_fragments: false,
             fragment_text: false,
             send_utf8: Utf8Validator::new(),
@@ -407,7 +408,6 @@ mod sizes {
             "shared, not copied"
         );
         let c = Connection::new(Role::Server, Config::default(), None);
-        assert_eq!(c.scratch.capacity(), 0);
         assert_eq!(c.control.capacity(), 0);
         assert_eq!(c.events.capacity(), 0);
         assert_eq!(c.tx.out.capacity(), 0);

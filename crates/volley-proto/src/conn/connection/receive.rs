@@ -118,15 +118,12 @@ impl Connection {
             }
         } else {
             let max = self.config.max_message_size();
-            let inflater = self.deflate.as_mut().map(|d| &mut d.inflater);
-            self.assembler.push(
-                piece,
-                mask,
-                frame.remaining,
-                inflater,
-                &mut self.scratch,
-                max,
-            )?;
+            let inflate = self
+                .deflate
+                .as_deref_mut()
+                .map(|d| (&mut d.inflater, &mut d.scratch));
+            self.assembler
+                .push(piece, mask, frame.remaining, inflate, max)?;
         }
         frame.offset += take;
         self.frame = Some(frame);

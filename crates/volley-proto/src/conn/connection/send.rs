@@ -44,9 +44,9 @@ impl Connection {
         let mask = self.mask_key();
         match &mut self.deflate {
             Some(d) if allow_compression && d.compress && payload.len() >= d.threshold => {
-                self.scratch.clear();
-                d.deflater.compress(payload, &mut self.scratch);
-                encode_frame(&mut self.tx.out, opcode, true, true, mask, &self.scratch);
+                d.scratch.clear();
+                d.deflater.compress(payload, &mut d.scratch);
+                encode_frame(&mut self.tx.out, opcode, true, true, mask, &d.scratch);
             }
             _ if mask.is_none() && payload.len() >= SHARE_PAYLOAD_FROM => {
                 // Zero copy: the header here, the payload by reference.

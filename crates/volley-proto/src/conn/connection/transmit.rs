@@ -16,22 +16,35 @@ enum Piece {
     Shared(Bytes),
 }
 
-/// The bytes waiting to be written, in order: the pieces, then the rest of
-/// `out`.
+/// The bytes waiting to be written, in order: the shared pieces, then the
+/// rest of `out`.
 #[derive(Debug, Default)]
 pub(super) struct Transmit {
     /// Where frames are encoded.
     pub(super) out: Vec<u8>,
     /// Bytes at the front of `out` already handed out by `advance`.
     out_pos: usize,
-    pieces: VecDeque<Piece>,
+    /// Boxed on the first shared payload, kept after: a connection that
+    /// never sends one (every idle one) pays a pointer.
+    shared: Option<Box<Pieces>>,
+}
+
+/// The queue of pieces ahead of the tail of `out`.
+#[derive(Debug, Default)]
+struct Pieces {
+    queue: VecDeque<Piece>,
     /// Bytes of `out` covered by `Piece::Out` entries.
-    pieces_out: usize,
+    out: usize,
     /// Bytes in `Piece::Shared` entries.
-    pieces_shared: usize,
+    shared: usize,
 }
 
 impl Transmit {
+    /// The queued pieces (none when nothing was ever shared).
+    fn pieces(&self) -> impl Iterator<Item = &Piece> {
+        self.shared.iter().flat_map(|p| p.queue.iter())
+    }
+
     /// Moves the bytes waiting to be written into `buf` (swapping buffers when
     /// `buf` is empty and nothing is shared, so no bytes are copied). Returns
     /// false if there were none.
@@ -39,7 +52,7 @@ impl Transmit {
         if self.pending() == 0 {
             return false;
         }
-        if self.pieces.is_empty() && self.out_pos == 0 {
+        if !self.has_shared() && self.out_pos == 0 {
             if buf.is_empty() {
                 std::mem::swap(buf, &mut self.out);
             } else {
@@ -49,33 +62,35 @@ impl Transmit {
             return true;
         }
         let mut pos = self.out_pos;
-        for piece in self.pieces.drain(..) {
-            match piece {
-                Piece::Out(n) => {
-                    buf.extend_from_slice(&self.out[pos..pos + n]);
-                    pos += n;
+        if let Some(pieces) = &mut self.shared {
+            for piece in pieces.queue.drain(..) {
+                match piece {
+                    Piece::Out(n) => {
+                        buf.extend_from_slice(&self.out[pos..pos + n]);
+                        pos += n;
+                    }
+                    Piece::Shared(bytes) => buf.extend_from_slice(&bytes),
                 }
-                Piece::Shared(bytes) => buf.extend_from_slice(&bytes),
             }
+            pieces.out = 0;
+            pieces.shared = 0;
         }
         buf.extend_from_slice(&self.out[pos..]);
         self.out.clear();
         self.out_pos = 0;
-        self.pieces_out = 0;
-        self.pieces_shared = 0;
         true
     }
 
     /// Bytes waiting to be written.
     pub(super) fn pending(&self) -> usize {
-        self.out.len() - self.out_pos + self.pieces_shared
+        self.out.len() - self.out_pos + self.shared.as_ref().map_or(0, |p| p.shared)
     }
 
     /// Whether queued bytes include shared payloads, best written with a
     /// vectored write through [`transmit_chunks`](Self::chunks)
     /// (`poll_transmit` would copy them).
     pub(super) fn has_shared(&self) -> bool {
-        !self.pieces.is_empty()
+        self.shared.as_ref().is_some_and(|p| !p.queue.is_empty())
     }
 
     /// Fills `dst` with the queued bytes in order, without copying: returns
@@ -85,7 +100,7 @@ impl Transmit {
     pub(super) fn chunks<'a>(&'a self, dst: &mut [&'a [u8]]) -> usize {
         let mut pos = self.out_pos;
         let mut filled = 0;
-        for piece in &self.pieces {
+        for piece in self.pieces() {
             if filled == dst.len() {
                 return filled;
             }
@@ -108,24 +123,28 @@ impl Transmit {
     /// Drops the first `n` queued bytes, which were written.
     pub(super) fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            match self.pieces.front_mut() {
-                Some(Piece::Out(len)) => {
+            let front = self.shared.as_mut().and_then(|p| {
+                let front = p.queue.front_mut()?;
+                Some((front, &mut p.out, &mut p.shared))
+            });
+            match front {
+                Some((Piece::Out(len), pieces_out, _)) => {
                     let k = n.min(*len);
                     *len -= k;
                     self.out_pos += k;
-                    self.pieces_out -= k;
+                    *pieces_out -= k;
                     n -= k;
                     if *len == 0 {
-                        self.pieces.pop_front();
+                        self.pop_piece();
                     }
                 }
-                Some(Piece::Shared(bytes)) => {
+                Some((Piece::Shared(bytes), _, pieces_shared)) => {
                     let k = n.min(bytes.len());
                     bytes::Buf::advance(bytes, k);
-                    self.pieces_shared -= k;
+                    *pieces_shared -= k;
                     n -= k;
                     if bytes.is_empty() {
-                        self.pieces.pop_front();
+                        self.pop_piece();
                     }
                 }
                 None => {
@@ -134,21 +153,29 @@ impl Transmit {
                 }
             }
         }
-        if self.pieces.is_empty() && self.out_pos == self.out.len() {
+        if !self.has_shared() && self.out_pos == self.out.len() {
             self.out.clear();
             self.out_pos = 0;
         }
     }
 
+    /// Drops the front piece, written in full.
+    fn pop_piece(&mut self) {
+        if let Some(p) = &mut self.shared {
+            p.queue.pop_front();
+        }
+    }
+
     /// Queues shared bytes after everything queued so far.
     pub(super) fn push_shared(&mut self, bytes: Bytes) {
-        let tail = self.out.len() - self.out_pos - self.pieces_out;
+        let pieces = self.shared.get_or_insert_with(Box::default);
+        let tail = self.out.len() - self.out_pos - pieces.out;
         if tail > 0 {
-            self.pieces.push_back(Piece::Out(tail));
-            self.pieces_out += tail;
+            pieces.queue.push_back(Piece::Out(tail));
+            pieces.out += tail;
         }
-        self.pieces_shared += bytes.len();
-        self.pieces.push_back(Piece::Shared(bytes));
+        pieces.shared += bytes.len();
+        pieces.queue.push_back(Piece::Shared(bytes));
     }
 }
 
