@@ -318,7 +318,15 @@ impl Connection {
                 let _ = ws.queue(&push);
                 (code.code(), reason)
             }
-            Ending::AfterReply(code) => (code.code(), code.reason().into()),
+            Ending::AfterReply(code) => {
+                // After the reply that explains it, a WebSocket's Close frame
+                // carries the code; a fallback has no Close frame, so it gets
+                // the push (docs/protocol.md §2.5).
+                if !T::HAS_CLOSE_CODE {
+                    let _ = ws.queue(&text_frame(protocol::disconnect_push(code, None, None)));
+                }
+                (code.code(), code.reason().into())
+            }
             Ending::GoingAway => (1001, "going away".into()),
         };
         self.hub

@@ -33,6 +33,11 @@ pub(crate) enum Gone {
 
 /// One session's carrier.
 pub(crate) trait Transport {
+    /// Whether the carrier has a close code of its own (a WebSocket's Close
+    /// frame). A carrier without one (a fallback) gets a `disconnect` push
+    /// for every code the session ends with, so its client learns the code.
+    const HAS_CLOSE_CODE: bool;
+
     /// The next message from the client; `None` when the carrier ended.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>>;
 
@@ -54,6 +59,8 @@ impl<S> Transport for WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    const HAS_CLOSE_CODE: bool = true;
+
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>> {
         Pin::new(self)
             .poll_next(cx)

@@ -545,3 +545,34 @@ async fn an_sse_session_and_its_posts_share_one_http2_connection() {
     );
     assert_eq!(open_by_transport(&hub, "sse").await, 1);
 }
+
+/// A connect refused with an error reply ends the session. A WebSocket learns
+/// the code from its Close frame; a fallback session has none, so the reply
+/// is followed by the `disconnect` push with the same code, and then the
+/// session is over.
+async fn a_refused_connect_is_followed_by_the_disconnect_push(sse: bool) {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut c = if sse {
+        Fallback::sse(&hub).await
+    } else {
+        Fallback::long_poll(&hub).await
+    };
+    let reply = c.call("connect", json!({"token": "not-a-token"})).await;
+    assert_eq!(reply["error"]["code"], 101, "{reply}");
+    let push = c.read().await.expect("the disconnect push");
+    assert_eq!(push["push"], "disconnect", "{push}");
+    assert_eq!(push["code"], 4401, "{push}");
+    // 4401 reconnects, with a new token (§13).
+    assert_eq!(push["reconnect"], true, "{push}");
+    assert_eq!(c.read().await, None, "nothing after the push");
+}
+
+#[tokio::test]
+async fn a_refused_connect_on_sse_is_followed_by_the_disconnect_push() {
+    a_refused_connect_is_followed_by_the_disconnect_push(true).await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_on_long_poll_is_followed_by_the_disconnect_push() {
+    a_refused_connect_is_followed_by_the_disconnect_push(false).await;
+}

@@ -51,6 +51,8 @@ impl Carrier {
 }
 
 impl Transport for Carrier {
+    const HAS_CLOSE_CODE: bool = false;
+
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>> {
         if self.poll_alive(cx).is_err() {
             return Poll::Ready(None);
