@@ -53,7 +53,8 @@ pub struct Metrics {
     /// Publications accepted (clients and HTTP API).
     pub publications: Counter,
     /// Seconds from a publication entering the hub to its frame being handed
-    /// to a subscriber's socket.
+    /// to a subscriber's socket; observed once per batch handed to a socket,
+    /// for the batch's oldest publication.
     pub delivery_latency: Histogram,
     /// Clients disconnected for a full outbound queue.
     pub slow_consumer_disconnects: Counter,
@@ -210,7 +211,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_latency_seconds",
-            "Time from a publication entering the hub to its frame reaching a subscriber's socket",
+            "Time from a publication entering the hub to its frame reaching a subscriber's socket (once per write, for its oldest publication)",
             delivery_latency.clone(),
         );
         registry.register(
