@@ -315,13 +315,18 @@ async fn a_stream_expires_history_ttl_after_its_last_publication(kit: Kit) {
             .history("t", &options, HistoryQuery::default())
             .await
             .unwrap();
-        if r.publications.is_empty() {
-            assert_eq!(r.offset, 0, "the stream is gone, not only its entries");
+        // The stream must go as a whole: its entries and its offset. Redis
+        // may filter the entries out at the TTL a moment before the key's
+        // own expiry lands, so an empty history with the offset still there
+        // is waited out, within the same bound.
+        if r.publications.is_empty() && r.offset == 0 {
             break;
         }
         assert!(
             published.elapsed() < Duration::from_secs(4),
-            "outlived its TTL"
+            "outlived its TTL: {} publications, offset {}",
+            r.publications.len(),
+            r.offset
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
