@@ -389,11 +389,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn poll_flush_all(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<Result<()>> {
-        ready!(self.poll_write_out(cx, half))?;
-        let waker = self.write_waker(cx, half);
-        let mut wcx = Context::from_waker(&waker);
-        ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))?;
-        Poll::Ready(Ok(()))
+        let flushed = match ready!(self.poll_write_out(cx, half)) {
+            Ok(()) => {
+                let waker = self.write_waker(cx, half);
+                let mut wcx = Context::from_waker(&waker);
+                ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))
+            }
+            Err(e) => Err(e),
+        };
+        match flushed {
+            Ok(()) => Poll::Ready(Ok(())),
+            // Once a Close is under way, a peer that has finished its side
+            // and asks us to stop sending has ended the connection cleanly;
+            // the reading half reports how (its Close frame, or not).
+            Err(e) if self.conn.state() != State::Open && peer_finished(&e) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
     }
 
     /// Ready once the buffered bytes are at or below the high-water mark.
@@ -612,6 +623,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 }
 
+/// Whether a write failed because the peer finished its side of the stream
+/// and asked us to stop sending, without error: an HTTP/2 stream reset with
+/// NO_ERROR after a complete response (RFC 9113 §8.1), which hyper reports
+/// as an I/O error. After a WebSocket Close it is how a server over HTTP/2
+/// may end the stream (RFC 8441).
+fn peer_finished(e: &io::Error) -> bool {
+    #[cfg(feature = "http2")]
+    {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = e
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        while let Some(error) = source {
+            if let Some(reset) = error.downcast_ref::<h2::Error>() {
+                return reset.reason() == Some(h2::Reason::NO_ERROR);
+            }
+            source = error.source();
+        }
+        false
+    }
+    #[cfg(not(feature = "http2"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 impl<S> WebSocket<S> {
     /// From now on the transport is polled with a waker that wakes both
     /// halves (see [`split`](Self::split)).
@@ -683,5 +720,40 @@ mod sizes {
             size_of::<WebSocket<tokio::net::TcpStream>>()
         );
         assert_eq!(size_of::<WebSocketConfig>(), size_of::<usize>());
+    }
+}
+
+#[cfg(all(test, feature = "http2"))]
+mod peer_finished_tests {
+    use super::peer_finished;
+    use std::io;
+
+    /// An error that carries another as its source, the way hyper wraps h2's.
+    #[derive(Debug)]
+    struct Wrapped(h2::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "body write: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn only_a_no_error_reset_means_the_peer_finished() {
+        let reset = |reason| io::Error::other(Wrapped(h2::Error::from(reason)));
+        assert!(peer_finished(&reset(h2::Reason::NO_ERROR)));
+        assert!(peer_finished(&io::Error::other(h2::Error::from(
+            h2::Reason::NO_ERROR
+        ))));
+        assert!(!peer_finished(&reset(h2::Reason::CANCEL)));
+        assert!(!peer_finished(&reset(h2::Reason::PROTOCOL_ERROR)));
+        assert!(!peer_finished(&io::Error::from(io::ErrorKind::BrokenPipe)));
+        assert!(!peer_finished(&io::Error::other("no error")));
     }
 }
