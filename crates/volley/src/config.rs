@@ -13,6 +13,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default read size: 64 KiB (one buffer per thread, shared by its connections).
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 << 10;
 
+/// The configuration of a [`WebSocket`](crate::WebSocket).
 ///
 /// Cloning is cheap: the values are shared (every connection built from one
 /// configuration points at them, so an idle connection carries a pointer).
