@@ -239,3 +239,57 @@ impl Future for Driver {
         }
     }
 }
+
+/// Whether an I/O error from an HTTP/2 stream is a reset with NO_ERROR: the
+/// peer sent a complete response and asks us to stop sending (RFC 9113
+/// §8.1), which hyper reports as an I/O error. After a WebSocket Close it is
+/// how a server over HTTP/2 may end the stream (RFC 8441): a clean end.
+pub(crate) fn is_no_error_reset(e: &std::io::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e
+        .get_ref()
+        .map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(error) = source {
+        if let Some(reset) = error.downcast_ref::<::h2::Error>() {
+            return reset.reason() == Some(::h2::Reason::NO_ERROR);
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod no_error_reset_tests {
+    use super::is_no_error_reset;
+    use std::io;
+
+    /// An error that carries another as its source, the way hyper wraps h2's.
+    #[derive(Debug)]
+    struct Wrapped(::h2::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "body write: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn only_a_no_error_reset_means_the_is_no_error_reset() {
+        let reset = |reason| io::Error::other(Wrapped(::h2::Error::from(reason)));
+        assert!(is_no_error_reset(&reset(::h2::Reason::NO_ERROR)));
+        assert!(is_no_error_reset(&io::Error::other(::h2::Error::from(
+            ::h2::Reason::NO_ERROR
+        ))));
+        assert!(!is_no_error_reset(&reset(::h2::Reason::CANCEL)));
+        assert!(!is_no_error_reset(&reset(::h2::Reason::PROTOCOL_ERROR)));
+        assert!(!is_no_error_reset(&io::Error::from(
+            io::ErrorKind::BrokenPipe
+        )));
+        assert!(!is_no_error_reset(&io::Error::other("no error")));
+    }
+}

@@ -624,24 +624,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 }
 
 /// Whether a write failed because the peer finished its side of the stream
-/// and asked us to stop sending, without error: an HTTP/2 stream reset with
-/// NO_ERROR after a complete response (RFC 9113 §8.1), which hyper reports
-/// as an I/O error. After a WebSocket Close it is how a server over HTTP/2
-/// may end the stream (RFC 8441).
+/// and asked us to stop sending, without error. Only HTTP/2 says so
+/// ([`crate::h2`]); a TCP stream has no such signal.
 fn peer_finished(e: &io::Error) -> bool {
     #[cfg(feature = "http2")]
-    {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = e
-            .get_ref()
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        while let Some(error) = source {
-            if let Some(reset) = error.downcast_ref::<h2::Error>() {
-                return reset.reason() == Some(h2::Reason::NO_ERROR);
-            }
-            source = error.source();
-        }
-        false
-    }
+    return crate::h2::is_no_error_reset(e);
     #[cfg(not(feature = "http2"))]
     {
         let _ = e;
@@ -720,40 +707,5 @@ mod sizes {
             size_of::<WebSocket<tokio::net::TcpStream>>()
         );
         assert_eq!(size_of::<WebSocketConfig>(), size_of::<usize>());
-    }
-}
-
-#[cfg(all(test, feature = "http2"))]
-mod peer_finished_tests {
-    use super::peer_finished;
-    use std::io;
-
-    /// An error that carries another as its source, the way hyper wraps h2's.
-    #[derive(Debug)]
-    struct Wrapped(h2::Error);
-
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "body write: {}", self.0)
-        }
-    }
-
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn only_a_no_error_reset_means_the_peer_finished() {
-        let reset = |reason| io::Error::other(Wrapped(h2::Error::from(reason)));
-        assert!(peer_finished(&reset(h2::Reason::NO_ERROR)));
-        assert!(peer_finished(&io::Error::other(h2::Error::from(
-            h2::Reason::NO_ERROR
-        ))));
-        assert!(!peer_finished(&reset(h2::Reason::CANCEL)));
-        assert!(!peer_finished(&reset(h2::Reason::PROTOCOL_ERROR)));
-        assert!(!peer_finished(&io::Error::from(io::ErrorKind::BrokenPipe)));
-        assert!(!peer_finished(&io::Error::other("no error")));
     }
 }
