@@ -244,10 +244,10 @@ impl Connection {
         }
         loop {
             let hwm = self.hub.ws_config().write_high_water_mark();
-            if ws.buffered_amount() < hwm {
+            let buffered = ws.buffered_amount();
+            if buffered < hwm {
                 // A fresh batch each time: an idle connection keeps no buffer.
                 let mut batch = Vec::new();
-                let buffered = ws.buffered_amount();
                 match self
                     .outbox
                     .poll_take(cx, &mut batch, WRITE_BUDGET, buffered)
