@@ -195,7 +195,7 @@ impl Link {
         wake(&mut s.intake);
     }
 
-    /// SSE: appends the waiting messages to `buf` as events and drops them;
+    /// SSE: hands each waiting message to `each` and drops them;
     /// `None` once the session has ended and everything was taken.
     pub(crate) fn poll_stream(
         &self,
