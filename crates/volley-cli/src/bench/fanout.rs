@@ -499,25 +499,8 @@ fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
         .collect()
 }
 
-/// Resident memory of a process in bytes.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn emit(path: Option<&std::path::Path>, line: &serde_json::Value) -> Result<(), FanoutError> {
-    println!("{line}");
-    if let Some(path) = path {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        writeln!(f, "{line}")?;
-    }
-    Ok(())
+    Ok(super::emit_line(path, line)?)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -537,7 +520,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
     let plan = Plan::new(&a)?;
     let t = Rc::new(Tracker::new(plan.subscribers, plan.total_events()));
-    let rss_before = a.server_pid.and_then(rss_bytes);
+    let rss_before = a.server_pid.and_then(super::rss_bytes);
     let started = Instant::now();
     let sockets = connect_subscribers(&a, &plan).await?;
     report_idle_memory(&a, plan.subscribers, rss_before, started.elapsed()).await?;
@@ -684,7 +667,7 @@ async fn report_idle_memory(
     let connect_secs = connect_time.as_secs_f64();
     // Let the hub settle its allocations, then read its memory while all are idle.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after = a.server_pid.and_then(rss_bytes);
+    let rss_after = a.server_pid.and_then(super::rss_bytes);
     let per_sub = match (rss_before, rss_after) {
         (Some(b), Some(af)) => Some(af.saturating_sub(b) as f64 / n as f64),
         _ => None,
@@ -942,7 +925,7 @@ async fn report_step(
         .zip(before.hub_cpu)
         .map(|(b, a0)| 100.0 * (b - a0) / wall);
     let busy = cpu_busy(&before.jiffies, &cpu_jiffies());
-    let rss_step = a.server_pid.and_then(rss_bytes);
+    let rss_step = a.server_pid.and_then(super::rss_bytes);
     let loadgen_cpu_s = cpu_seconds(None).zip(before.cpu).map(|(b, a0)| b - a0);
     let hub_hist1 = hub_latency_buckets(metrics_http).await;
     let hub_p50 = hub_quantile_ms(&before.hub_latency, &hub_hist1, 0.5);

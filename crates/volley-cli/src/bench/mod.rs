@@ -262,8 +262,17 @@ fn payload(size: usize, text: bool) -> Message {
 }
 
 fn emit(common: &Common, line: serde_json::Value) -> Result<(), BoxError> {
-    println!("{}", line);
-    if let Some(path) = &common.json {
+    Ok(emit_line(common.json.as_deref(), &line)?)
+}
+
+/// Prints a result line, and appends it to the JSON-lines file when there
+/// is one.
+pub(crate) fn emit_line(
+    path: Option<&std::path::Path>,
+    line: &serde_json::Value,
+) -> std::io::Result<()> {
+    println!("{line}");
+    if let Some(path) = path {
         use std::io::Write as _;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
