@@ -19,7 +19,6 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
-/// Why the hub closed a connection.
 /// How a connection reaches the hub.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabels {
@@ -28,6 +27,7 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// Why the hub closed a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisconnectLabels {
     /// The close code.
