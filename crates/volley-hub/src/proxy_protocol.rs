@@ -263,6 +263,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // An emptied `Bytes` still holds its allocation (the
+                // request head, ~200 bytes), and this stream lives as long
+                // as the connection, inside the upgraded WebSocket's I/O.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -474,5 +480,28 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    /// An idle connection keeps no copy of its request head: the prefix's
+    /// buffer is freed once it has been read.
+    #[tokio::test]
+    async fn rewind_frees_the_prefix_once_read() {
+        use std::sync::Arc;
+        struct Head(Vec<u8>, #[allow(dead_code)] Arc<()>);
+        impl AsRef<[u8]> for Head {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+        let held = Arc::new(());
+        let prefix = Bytes::from_owner(Head(b"GET / HTTP/1.1\r\n".to_vec(), held.clone()));
+        let (client, server) = tokio::io::duplex(64);
+        let mut s = Rewind::new(prefix, server);
+        let mut out = [0u8; 64];
+        let n = s.read(&mut out).await.unwrap();
+        assert_eq!(&out[..n], b"GET / HTTP/1.1\r\n");
+        assert_eq!(Arc::strong_count(&held), 1, "the prefix's buffer is freed");
+        drop(client);
+        assert_eq!(s.read(&mut out).await.unwrap(), 0);
     }
 }
