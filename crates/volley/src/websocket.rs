@@ -61,7 +61,9 @@ pub struct WebSocket<S> {
     wbuf: Vec<u8>,
     wpos: usize,
     timer: Option<Pin<Box<Sleep>>>,
-    timer_deadline: Option<Instant>,
+    /// Whether `timer` is armed: its own deadline is the one asked for (a
+    /// flag, not a copy of the deadline: 16 bytes less per connection).
+    timer_armed: bool,
     /// Boxed, as the error below: an idle connection pays a pointer.
     peer_close: Option<Box<CloseFrame>>,
     pending_error: Option<Box<Error>>,
@@ -125,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             wbuf: Vec::new(),
             wpos: 0,
             timer: None,
-            timer_deadline: None,
+            timer_armed: false,
             peer_close: None,
             pending_error: None,
             finish: Finish::Running,
@@ -423,12 +425,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Arms the timer for `deadline`; ready when it has passed.
     fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        if self.timer_deadline != Some(deadline) {
+        let armed = self.timer_armed && self.timer_deadline() == Some(deadline);
+        if !armed {
             match &mut self.timer {
                 Some(t) => t.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            self.timer_deadline = Some(deadline);
+            self.timer_armed = true;
         }
         match &mut self.timer {
             Some(t) => t.as_mut().poll(cx),
@@ -553,7 +556,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             let read = if self.conn.direct_read_len() >= self.config.read_buffer_size() as u64 {
                 ready!(self.poll_read_direct(cx))
             } else {
-                ready!(self.poll_read_once(cx, true))
+                match self.poll_read_once(cx, true) {
+                    Poll::Ready(read) => read,
+                    Poll::Pending => {
+                        // Idle until the peer sends more: keep no buffer.
+                        self.conn.release_idle_buffers();
+                        return Poll::Pending;
+                    }
+                }
             };
             match read {
                 Ok(0) => self.conn.receive_eof(),
@@ -580,7 +590,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Role::Client => Finish::AwaitEof,
                 Role::Server => Finish::Shutdown,
             };
-            self.timer_deadline = None;
+            self.timer_armed = false;
         }
         while self.finish == Finish::AwaitEof {
             match self.poll_read_once(cx, false) {
@@ -615,11 +625,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Ready once the close timeout, counted from the first call after the
     /// core closed, has passed.
     fn poll_close_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = match self.timer_deadline {
-            Some(deadline) => deadline,
-            None => Instant::now() + self.config.protocol().close_timeout(),
+        let deadline = match self.timer_deadline() {
+            Some(deadline) if self.timer_armed => deadline,
+            _ => Instant::now() + self.config.protocol().close_timeout(),
         };
         self.poll_timer(cx, deadline)
+    }
+
+    /// The deadline `timer` was last set to, armed or not.
+    fn timer_deadline(&self) -> Option<Instant> {
+        self.timer.as_ref().map(|t| t.deadline())
     }
 }
 

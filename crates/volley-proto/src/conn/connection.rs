@@ -239,6 +239,19 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// Frees the buffers an idle connection does not need: the event queue
+    /// once its events are polled (192 bytes after the first message) and
+    /// the last control frame's payload. For a caller whose transport has
+    /// nothing more to read right now; they grow again with the next input.
+    pub fn release_idle_buffers(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.frame.is_none() {
+            self.control = Vec::new();
+        }
+    }
+
     /// Whether input is still parsed.
     fn reading(&self) -> bool {
         self.state.can_receive() && self.ending.is_none()
@@ -411,5 +424,39 @@ mod sizes {
         assert_eq!(c.control.capacity(), 0);
         assert_eq!(c.events.capacity(), 0);
         assert_eq!(c.tx.out.capacity(), 0);
+    }
+
+    /// After a message and a ping have been handled, an idle connection
+    /// gives back the event queue and the control payload's buffer.
+    #[test]
+    fn an_idle_connection_releases_its_buffers() {
+        let mut client = Connection::new(Role::Client, Config::default(), None);
+        let mut server = Connection::new(Role::Server, Config::default(), None);
+        client
+            .send(&crate::message::Message::text("subscribe"))
+            .unwrap();
+        client.ping(b"abc").unwrap();
+        let mut wire = Vec::new();
+        client.poll_transmit(&mut wire);
+        server.receive(&wire);
+        assert!(server.events.capacity() > 0 && server.control.capacity() > 0);
+        // Not while events wait to be polled.
+        server.release_idle_buffers();
+        assert!(server.events.capacity() > 0);
+        while server.poll_event().is_some() {}
+        server.release_idle_buffers();
+        assert_eq!(server.events.capacity(), 0);
+        assert_eq!(server.control.capacity(), 0);
+        // And the next input is received as before.
+        client
+            .send(&crate::message::Message::text("again"))
+            .unwrap();
+        wire.clear();
+        client.poll_transmit(&mut wire);
+        server.receive(&wire);
+        assert!(matches!(
+            server.poll_event(),
+            Some(Event::Message(m)) if m == crate::message::Message::text("again")
+        ));
     }
 }
