@@ -34,12 +34,17 @@ const WRITE_BUDGET: usize = 64 * 1024;
 /// readable.
 const MAX_READS_BEFORE_WRITE: usize = 64;
 
+/// The user id of anonymous connections, shared: `Arc::from("")` allocates
+/// (16 bytes per idle connection).
+static ANONYMOUS: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 /// The authenticated side of a connection.
 struct Session {
     client: Arc<str>,
     user: Arc<str>,
     conn_info: Option<Arc<RawValue>>,
-    channels_claim: Option<Vec<String>>,
+    /// Boxed slice, not `Vec`: 8 bytes less in every connection's task.
+    channels_claim: Option<Box<[String]>>,
     expires: Option<Instant>,
 }
 
@@ -510,7 +515,7 @@ impl Connection {
                 info,
                 channels,
             }) => (Arc::from(sub), info, channels, exp),
-            None => (Arc::from(""), None, None, None),
+            None => (ANONYMOUS.clone(), None, None, None),
         };
         let (expires, expires_in_ms) = expiry(exp);
         if let Err(error) = hub.register_client(self.key, &client, &user) {
@@ -533,7 +538,7 @@ impl Connection {
             client,
             user,
             conn_info,
-            channels_claim,
+            channels_claim: channels_claim.map(Vec::into_boxed_slice),
             expires,
         });
         self.arm_expiry(expires);
@@ -561,7 +566,7 @@ impl Connection {
         let (expires, expires_in_ms) = expiry(claims.exp);
         session.expires = expires;
         session.conn_info = claims.info;
-        session.channels_claim = claims.channels;
+        session.channels_claim = claims.channels.map(Vec::into_boxed_slice);
         self.arm_expiry(expires);
         let mut result = serde_json::json!({});
         if let Some(ms) = expires_in_ms {
