@@ -8,6 +8,8 @@
 #   RATES=10,100 SECONDS_PER_RATE=5 bench/fanout.sh
 #   PERF=1 bench/fanout.sh                (also records the hub with perf)
 #   FLOOR=0 bench/fanout.sh               (skip the kernel-floor measurement at the end)
+#   PIN=0 HUB_THREADS=2 bench/fanout.sh   (nothing pinned: the hub on 2 connection threads
+#                                          and the load generator share every CPU)
 #
 # Reports, per rate: deliveries per second, publish-to-last-delivery latency
 # (HTTP publish call start -> the last subscriber has it; p50, p99, max), the
@@ -22,7 +24,9 @@ SUBSCRIBERS="${SUBSCRIBERS:-10000}"
 RATES="${RATES:-10,50,100,200,500,1000}"
 SECONDS_PER_RATE="${SECONDS_PER_RATE:-3}"
 PUBLISHERS="${PUBLISHERS:-4}"
-HUB_THREADS="${HUB_THREADS:-1}"   # runtime threads of the hub (it is pinned to one core)
+HUB_THREADS="${HUB_THREADS:-1}"   # connection threads of the hub (`volley serve --threads`)
+PIN="${PIN:-1}"                   # 1: hub on CPU 0, load generator on CPU 1; 0: not pinned
+if [ "$PIN" = 1 ]; then HUB_CPU=(taskset -c 0); GEN_CPU=(taskset -c 1); else HUB_CPU=(); GEN_CPU=(); fi
 BIN="${VOLLEY_BIN:-target/release/volley}"   # the load generator (and the hub unless HUB_BIN)
 HUB_BIN="${HUB_BIN:-$BIN}"
 OUT="${OUT:-target/bench/fanout.jsonl}"
@@ -65,7 +69,7 @@ allow_anonymous = true
 TOML
 
 : >"$LOG"
-taskset -c 0 "$HUB_BIN" serve --listen 127.0.0.1:0 --config "$WORK/volley.toml" --threads "$HUB_THREADS" \
+"${HUB_CPU[@]}" "$HUB_BIN" serve --listen 127.0.0.1:0 --config "$WORK/volley.toml" --threads "$HUB_THREADS" \
     >"$WORK/serve.out" 2>"$LOG" </dev/null &
 SERVER_PID=$!
 ADDR=""
@@ -83,14 +87,14 @@ if [ -z "$ADDR" ]; then
     tail -n 20 "$LOG" >&2
     exit 1
 fi
-echo "fanout.sh: hub pid $SERVER_PID on $ADDR (CPU 0), $(nproc) CPUs" >&2
+echo "fanout.sh: hub pid $SERVER_PID on $ADDR ($([ "$PIN" = 1 ] && echo "CPU 0" || echo "not pinned"), $HUB_THREADS threads), $(nproc) CPUs" >&2
 
 if [ "${PERF:-0}" = 1 ]; then
     perf record -F 999 -g -p "$SERVER_PID" -o target/bench/fanout.perf.data >/dev/null 2>&1 &
     PERF_PID=$!
 fi
 
-CMD=(taskset -c 1 "$BIN" bench fanout --addr "$ADDR" --api-key "$API_KEY" -n "$SUBSCRIBERS"
+CMD=("${GEN_CPU[@]}" "$BIN" bench fanout --addr "$ADDR" --api-key "$API_KEY" -n "$SUBSCRIBERS"
     --rates "$RATES" -d "$SECONDS_PER_RATE" --publishers "$PUBLISHERS" --server-pid "$SERVER_PID"
     --json "$OUT" --label volley)
 echo "fanout.sh: ${CMD[*]}" >&2

@@ -113,7 +113,11 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
     let runtime = match &cli.command {
-        Command::Serve(args) => server_runtime(args.threads),
+        // The hub starts its other connection threads itself
+        // (`Server::with_threads`), each a current-thread runtime like this.
+        Command::Serve(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
         Command::Echo(args) => server_runtime(args.threads),
         _ => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -87,8 +87,10 @@ pub(crate) struct ServeArgs {
     /// `rediss://`, or `redis+sentinel://host:port[,host:port]/master_name`.
     #[arg(long = "redis-url", env = "VOLLEY_REDIS_URL")]
     redis_url: Vec<String>,
-    /// Runtime threads; 1 runs everything on one thread [default: the CPUs
-    /// this process may run on].
+    /// Connection threads: each runs its own share of the connections and
+    /// the fan-out to them, so a publication reaches every share in
+    /// parallel; 1 runs everything on one thread [default: the CPUs this
+    /// process may run on].
     #[arg(long)]
     pub(crate) threads: Option<usize>,
 }
@@ -168,6 +170,9 @@ fn configure(args: ServeArgs) -> Result<(HubConfig, Generated), String> {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let (config, generated) = configure(args)?;
     // Every connection is a file descriptor: allow as many as the hard limit.
     if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
@@ -176,7 +181,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), String> {
         }
     }
     let demo = config.demo;
-    let mut server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    let mut server = Server::bind(config)
+        .await
+        .and_then(|s| s.with_threads(threads))
+        .map_err(|e| e.to_string())?;
     if demo {
         server = server.with_demo();
     }

@@ -24,16 +24,26 @@
 //! reply's (the read saw publications whose live message is still on its
 //! way, or a hole being filled): the subscriber skips what its reply
 //! covered.
+//!
+//! When the hub serves on several threads (`crate::lane`), each channel's
+//! subscribers are kept by the lane their connection runs on, and delivery
+//! hands the frame to each lane, which queues it to its own subscribers on
+//! its own thread. Everything above still happens here, under the channel's
+//! lock and in order; a lane only does the last step, in the order it was
+//! handed the frames, so a subscriber still gets them in order, after its
+//! reply.
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use volley::PreparedFrame;
 
 use crate::hub::text_frame;
+use crate::lane::{self, Delivery, Senders};
 use crate::outbox::{Directive, Outbox};
 use crate::protocol::{self, ClientInfo, DisconnectCode, Publication};
 use crate::sync::lock;
@@ -72,10 +82,55 @@ pub(crate) struct Local {
 /// Where a channel's node-level broker subscription stands.
 pub(crate) type Ready = tokio::sync::watch::Receiver<Option<bool>>;
 
+/// A channel's subscribers on this node, by the lane their connection runs
+/// on (one map when the hub has no lanes).
+#[derive(Debug)]
+pub(crate) struct Subscribers(Box<[HashMap<u64, Local>]>);
+
+impl Subscribers {
+    fn new(lanes: usize) -> Self {
+        Self((0..lanes.max(1)).map(|_| HashMap::new()).collect())
+    }
+
+    /// Adds a subscriber to the calling thread's lane.
+    fn insert(&mut self, key: u64, local: Local) {
+        let lane = lane::current() % self.0.len();
+        self.0[lane].insert(key, local);
+    }
+
+    fn get_mut(&mut self, key: u64) -> Option<&mut Local> {
+        self.0.iter_mut().find_map(|lane| lane.get_mut(&key))
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Local> {
+        self.0.iter_mut().find_map(|lane| lane.remove(&key))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(HashMap::is_empty)
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.iter().map(HashMap::len).sum()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Local> {
+        self.0.iter().flat_map(HashMap::values)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Channel {
-    pub(crate) subscribers: HashMap<u64, Local>,
+    pub(crate) subscribers: Subscribers,
     pub(crate) ready: Ready,
+    /// Its name, shared with the deliveries handed to lanes.
+    name: Arc<str>,
+    /// Tells this state from an earlier one of the same channel (dropped
+    /// when its last subscriber left) in deliveries handed to lanes.
+    generation: u64,
+    /// The lanes' queues, when the hub has lanes.
+    lanes: Option<Senders>,
     /// The highest position delivered (or read), for channels with history.
     position: Option<(Arc<str>, u64)>,
     /// The highest offset received live from the broker in `position`'s
@@ -101,10 +156,13 @@ pub(crate) enum Action {
 }
 
 impl Channel {
-    fn new(ready: Ready) -> Self {
+    fn new(name: &str, ready: Ready, generation: u64, lanes: Option<Senders>) -> Self {
         Self {
-            subscribers: HashMap::new(),
+            subscribers: Subscribers::new(lanes.as_ref().map_or(1, |l| l.len())),
             ready,
+            name: name.into(),
+            generation,
+            lanes,
             position: None,
             live_top: 0,
             lost_epoch: None,
@@ -112,30 +170,37 @@ impl Channel {
         }
     }
 
+    /// Queues a frame to every subscriber: through the lanes when the hub
+    /// has them, each queueing it to its own share, else here.
     fn deliver_frame(
         &mut self,
         position: Option<(&Arc<str>, u64)>,
         frame: &PreparedFrame,
         at: Option<Instant>,
     ) {
-        let offset = position.map(|(_, offset)| offset);
-        for local in self.subscribers.values_mut() {
-            match &mut local.pending {
-                Some(pending) => pending.push((
-                    position.map(|(epoch, offset)| (epoch.clone(), offset)),
-                    frame.clone(),
-                    at,
-                )),
-                None => {
-                    if let (Some(offset), Some(covered)) = (offset, local.covered) {
-                        if offset <= covered {
-                            continue;
-                        }
-                        // Delivery is in offset order: nothing below again.
-                        local.covered = None;
-                    }
-                    local.outbox.push(frame, at);
-                }
+        let position = position.map(|(epoch, offset)| (epoch.clone(), offset));
+        let Some(lanes) = &self.lanes else {
+            for subscribers in self.subscribers.0.iter_mut() {
+                deliver_to(subscribers, position.as_ref(), frame, at);
+            }
+            return;
+        };
+        for (lane, subscribers) in self.subscribers.0.iter_mut().enumerate() {
+            if subscribers.is_empty() {
+                continue;
+            }
+            let delivery = Delivery {
+                channel: self.name.clone(),
+                generation: self.generation,
+                position: position.clone(),
+                frame: frame.clone(),
+                at,
+            };
+            if let Some(Err(refused)) = lanes.get(lane).map(|queue| queue.send(delivery)) {
+                // The lane has stopped (the server is ending): deliver here,
+                // so that nothing is lost while its connections close.
+                let d = refused.0;
+                deliver_to(subscribers, d.position.as_ref(), &d.frame, d.at);
             }
         }
     }
@@ -278,17 +343,78 @@ impl Channel {
     }
 }
 
+/// Queues a frame to these subscribers: a subscriber whose subscribe is
+/// under way collects it; one whose reply covered its offset skips it.
+fn deliver_to(
+    subscribers: &mut HashMap<u64, Local>,
+    position: Option<&(Arc<str>, u64)>,
+    frame: &PreparedFrame,
+    at: Option<Instant>,
+) {
+    let offset = position.map(|(_, offset)| *offset);
+    for local in subscribers.values_mut() {
+        match &mut local.pending {
+            Some(pending) => pending.push((position.cloned(), frame.clone(), at)),
+            None => {
+                if let (Some(offset), Some(covered)) = (offset, local.covered) {
+                    if offset <= covered {
+                        continue;
+                    }
+                    // Delivery is in offset order: nothing below again.
+                    local.covered = None;
+                }
+                local.outbox.push(frame, at);
+            }
+        }
+    }
+}
+
 /// This node's subscribers, by channel.
 #[derive(Debug)]
 pub(crate) struct Fanout {
     shards: Box<[Mutex<Channels>]>,
+    /// The lanes' queues, once the server started them.
+    lanes: OnceLock<Senders>,
+    /// The generation of the next channel state.
+    generations: AtomicU64,
 }
 
 impl Fanout {
     pub(crate) fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            lanes: OnceLock::new(),
+            generations: AtomicU64::new(0),
         }
+    }
+
+    /// Delivers through these lanes from now on (channel states made after
+    /// this call; the server installs them before it accepts a connection).
+    /// A second call is ignored.
+    pub(crate) fn install_lanes(&self, lanes: Senders) {
+        if lanes.len() > 1 {
+            let _ = self.lanes.set(lanes);
+        }
+    }
+
+    /// A delivery handed to `lane`: queues it to the lane's subscribers of
+    /// the channel, if the channel's state is still the one it came from.
+    /// Returns to how many subscribers (collecting ones included).
+    pub(crate) fn deliver_in_lane(&self, lane: usize, delivery: Delivery) -> usize {
+        let mut shard = self.shard(&delivery.channel);
+        if let Some(state) = shard.get_mut(&*delivery.channel)
+            && state.generation == delivery.generation
+            && let Some(subscribers) = state.subscribers.0.get_mut(lane)
+        {
+            deliver_to(
+                subscribers,
+                delivery.position.as_ref(),
+                &delivery.frame,
+                delivery.at,
+            );
+            return subscribers.len();
+        }
+        0
     }
 
     pub(crate) fn shard(&self, channel: &str) -> MutexGuard<'_, Channels> {
@@ -310,9 +436,14 @@ impl Fanout {
         subscribe_node: impl FnOnce() -> Ready,
     ) -> Ready {
         let mut shard = self.shard(channel);
-        let state = shard
-            .entry(channel.into())
-            .or_insert_with(|| Channel::new(subscribe_node()));
+        let state = shard.entry(channel.into()).or_insert_with(|| {
+            Channel::new(
+                channel,
+                subscribe_node(),
+                self.generations.fetch_add(1, Ordering::Relaxed),
+                self.lanes.get().cloned(),
+            )
+        });
         state.subscribers.insert(
             key,
             Local {
@@ -347,7 +478,7 @@ impl Fanout {
         let mut shard = self.shard(channel);
         let Some(local) = shard
             .get_mut(channel)
-            .and_then(|s| s.subscribers.get_mut(&key))
+            .and_then(|s| s.subscribers.get_mut(key))
         else {
             return false;
         };
@@ -396,7 +527,7 @@ impl Fanout {
     ) -> Option<Local> {
         let mut shard = self.shard(channel);
         let state = shard.get_mut(channel)?;
-        let local = state.subscribers.remove(&key)?;
+        let local = state.subscribers.remove(key)?;
         if state.subscribers.is_empty() {
             shard.remove(channel);
             unsubscribe_node();

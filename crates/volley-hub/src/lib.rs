@@ -33,6 +33,7 @@ mod fanout;
 mod http;
 mod hub;
 mod jwks;
+mod lane;
 mod metrics;
 mod outbox;
 mod protocol;

@@ -27,6 +27,13 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// A connection thread (`Server::with_threads`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabels {
+    /// The thread's number (0 is the runtime that runs the server).
+    pub thread: u32,
+}
+
 /// Why the hub closed a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisconnectLabels {
@@ -82,6 +89,9 @@ pub struct Metrics {
     pub stream_holes: Counter,
     /// Open connections, by transport.
     pub connections_by_transport: Family<TransportLabels, Gauge>,
+    /// Publications queued to subscribers by each connection thread (a
+    /// hub on one thread does not count them).
+    pub thread_deliveries: Family<ThreadLabels, Counter>,
     rates: Mutex<RateWindow>,
 }
 
@@ -174,6 +184,12 @@ impl Metrics {
             "Open connections by transport (websocket-h1, websocket-h2, sse, long-poll)",
             connections_by_transport.clone(),
         );
+        let thread_deliveries = Family::<ThreadLabels, Counter>::default();
+        registry.register(
+            "thread_deliveries",
+            "Publications queued to subscribers by each connection thread (with more than one)",
+            thread_deliveries.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -250,6 +266,7 @@ impl Metrics {
             engine_ready,
             stream_holes,
             connections_by_transport,
+            thread_deliveries,
             rates: Mutex::new(RateWindow {
                 at: Instant::now(),
                 counts: [0; 4],

@@ -19,6 +19,7 @@ use crate::client_ip::TrustedProxies;
 use crate::config::{ConfigError, HubConfig, TlsConfig};
 use crate::http::{RemoteIp, router};
 use crate::hub::Hub;
+use crate::lane::Lanes;
 use crate::proxy_protocol::{self, Rewind};
 
 /// Why the server could not start.
@@ -39,6 +40,14 @@ pub enum ServeError {
     /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// A connection thread could not be started.
+    #[error("cannot start connection thread {thread}: {source}")]
+    Thread {
+        /// The thread (1 or more; 0 is the caller's runtime).
+        thread: usize,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Why the TLS certificate or key cannot be used.
@@ -85,6 +94,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     demo: bool,
+    lanes: Option<Lanes>,
 }
 
 impl std::fmt::Debug for Server {
@@ -92,6 +102,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("listener", &self.listener)
             .field("tls", &self.tls.is_some())
+            .field("threads", &self.lanes.as_ref().map_or(1, Lanes::count))
             .finish_non_exhaustive()
     }
 }
@@ -118,7 +129,25 @@ impl Server {
             listener,
             tls,
             demo: false,
+            lanes: None,
         })
+    }
+
+    /// Serves connections on `threads` threads: the runtime that calls
+    /// [`Server::run`] and `threads - 1` more, each a current-thread runtime
+    /// of its own. Accepted connections are dealt to them in turn; each
+    /// thread runs its connections and the fan-out to them, so a publication
+    /// reaches every thread's share of the subscribers in parallel. With 1
+    /// (the default) everything runs on the caller's runtime. Starts the
+    /// threads; they stop when the server is dropped or `run` returns.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, ServeError> {
+        self.lanes = None;
+        if threads > 1 {
+            let lanes = Lanes::start(&self.hub, threads)
+                .map_err(|(thread, source)| ServeError::Thread { thread, source })?;
+            self.lanes = Some(lanes);
+        }
+        Ok(self)
     }
 
     /// Adds the demo: the dashboard and chat page at `/`, `/demo/token`
@@ -154,7 +183,11 @@ impl Server {
             listener,
             tls,
             demo,
+            mut lanes,
         } = self;
+        if let Some(lanes) = &mut lanes {
+            lanes.run_first();
+        }
         let app = router(hub.clone(), demo.then(crate::demo::routes));
         let mut background = tokio::task::JoinSet::new();
         background.spawn(hub.clone().background());
@@ -165,7 +198,8 @@ impl Server {
             background.spawn(crate::demo::ticker(hub.clone()));
         }
         let trusted = Arc::new(TrustedProxies::new(&hub.config().trusted_proxies));
-        let accept = |mut stream: TcpStream, peer: SocketAddr| {
+        let mut next_lane = 0usize;
+        let mut accept = |stream: TcpStream, peer: SocketAddr| {
             let app = app.clone();
             let tls = tls.clone();
             let hub = hub.clone();
@@ -175,7 +209,7 @@ impl Server {
             let max_header = limits.proxy_header_max_bytes;
             let head_limit = limits.max_request_head_bytes;
             let h2c = hub.config().h2c;
-            tokio::spawn(async move {
+            let serve = async move |mut stream: TcpStream| {
                 let _ = stream.set_nodelay(true);
                 // A PROXY header first (before TLS), from trusted proxies only.
                 let prelude = match proxy_protocol::read_header(
@@ -248,7 +282,29 @@ impl Server {
                 if let Err(e) = result {
                     tracing::debug!("http connection from {peer} (client {connection}): {e}");
                 }
+            };
+            // Connections are dealt to the threads in turn.
+            let lane = lanes.as_ref().map_or(0, |l| {
+                next_lane = (next_lane + 1) % l.count();
+                next_lane
             });
+            match lanes.as_ref().and_then(|l| l.handle(lane)) {
+                None => {
+                    tokio::spawn(serve(stream));
+                }
+                Some(runtime) => match stream.into_std() {
+                    // Registered again with the lane's own reactor.
+                    Ok(stream) => {
+                        runtime.spawn(async move {
+                            match TcpStream::from_std(stream) {
+                                Ok(stream) => serve(stream).await,
+                                Err(e) => tracing::warn!("connection from {peer}: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!("connection from {peer}: {e}"),
+                },
+            }
         };
         tokio::pin!(shutdown);
         loop {

@@ -1,0 +1,154 @@
+//! Connection threads ("lanes"): the hub's connections spread over several
+//! threads, each a current-thread tokio runtime that owns its share of the
+//! connections and runs the fan-out to them.
+//!
+//! A publication is handed once to each lane that has subscribers of its
+//! channel ([`Delivery`]); the lane queues the shared frame to its own
+//! subscribers, so the wake-ups of their tasks, and the writes those tasks
+//! make, stay on the lane's thread. With one lane per core, the time to reach
+//! the last subscriber divides by the cores, and no core waits on another for
+//! a delivery (a task woken from another thread costs a lock and a system
+//! call to wake its runtime; a task woken on its own thread costs neither).
+//!
+//! Lane 0 is the runtime that runs [`crate::Server::run`]; the others are
+//! threads started by it and stopped when it returns. A hub that serves on
+//! one thread has no lanes: the publishing task delivers to every subscriber
+//! itself, as before lanes existed.
+
+use std::cell::Cell;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use volley::PreparedFrame;
+
+use crate::hub::Hub;
+use crate::metrics::ThreadLabels;
+
+thread_local! {
+    /// The lane this thread runs (0 on any thread that is not a lane's).
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The lane of the calling thread.
+pub(crate) fn current() -> usize {
+    CURRENT.with(Cell::get)
+}
+
+/// A publication's frame for one lane's subscribers of a channel.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    /// The channel.
+    pub(crate) channel: Arc<str>,
+    /// The channel state's generation when the frame was handed over: a
+    /// channel dropped and made again meanwhile has other subscribers.
+    pub(crate) generation: u64,
+    /// The publication's position (epoch and offset), in a channel with
+    /// history.
+    pub(crate) position: Option<(Arc<str>, u64)>,
+    /// The encoded frame, shared with the other lanes.
+    pub(crate) frame: PreparedFrame,
+    /// When the publication entered the hub.
+    pub(crate) at: Option<Instant>,
+}
+
+/// The queues to every lane's fan-out task, by lane.
+pub(crate) type Senders = Arc<[UnboundedSender<Delivery>]>;
+
+/// The running lanes of a server, lane 0 excepted (it is the runtime that
+/// runs the server). Dropping it stops their threads; connections still
+/// open on them are dropped.
+#[derive(Debug)]
+pub(crate) struct Lanes {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Lane 0's queue, until [`Lanes::run_first`] starts its task.
+    first: Option<UnboundedReceiver<Delivery>>,
+    hub: Weak<Hub>,
+}
+
+impl Lanes {
+    /// Starts lanes 1 to `count - 1`, each on its own thread, and installs
+    /// every lane's queue in the hub's fan-out. Fails with the lane whose
+    /// thread or runtime could not be started.
+    pub(crate) fn start(hub: &Arc<Hub>, count: usize) -> Result<Self, (usize, std::io::Error)> {
+        let mut senders = Vec::with_capacity(count);
+        let (tx, first) = unbounded_channel();
+        senders.push(tx);
+        let mut lanes = Self {
+            handles: Vec::with_capacity(count.saturating_sub(1)),
+            stops: Vec::with_capacity(count.saturating_sub(1)),
+            first: Some(first),
+            hub: Arc::downgrade(hub),
+        };
+        for lane in 1..count {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| (lane, e))?;
+            let (tx, rx) = unbounded_channel();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let handle = runtime.handle().clone();
+            let hub = Arc::downgrade(hub);
+            std::thread::Builder::new()
+                .name(format!("volley-lane-{lane}"))
+                .spawn(move || {
+                    CURRENT.with(|c| c.set(lane));
+                    runtime.spawn(run(hub, lane, rx));
+                    let _ = runtime.block_on(stopped);
+                    // Connections still open are dropped with the runtime,
+                    // at once (as the main runtime does at exit).
+                    runtime.shutdown_background();
+                })
+                .map_err(|e| (lane, e))?;
+            senders.push(tx);
+            lanes.handles.push(handle);
+            lanes.stops.push(stop);
+        }
+        hub.fanout().install_lanes(senders.into());
+        Ok(lanes)
+    }
+
+    /// Starts lane 0's fan-out task on the current runtime (once).
+    pub(crate) fn run_first(&mut self) {
+        if let Some(rx) = self.first.take() {
+            tokio::spawn(run(self.hub.clone(), 0, rx));
+        }
+    }
+
+    /// How many lanes there are, lane 0 included.
+    pub(crate) fn count(&self) -> usize {
+        self.handles.len() + 1
+    }
+
+    /// The runtime of lane `lane` (1 or more).
+    pub(crate) fn handle(&self, lane: usize) -> Option<&tokio::runtime::Handle> {
+        lane.checked_sub(1).and_then(|i| self.handles.get(i))
+    }
+}
+
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A lane's fan-out task: queues each delivery to the lane's subscribers.
+async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Delivery>) {
+    let Some(delivered) = hub.upgrade().map(|hub| {
+        let thread = u32::try_from(lane).unwrap_or(u32::MAX);
+        hub.metrics()
+            .thread_deliveries
+            .get_or_create(&ThreadLabels { thread })
+            .clone()
+    }) else {
+        return;
+    };
+    while let Some(delivery) = deliveries.recv().await {
+        let Some(hub) = hub.upgrade() else { return };
+        let queued = hub.fanout().deliver_in_lane(lane, delivery);
+        delivered.inc_by(queued as u64);
+    }
+}
