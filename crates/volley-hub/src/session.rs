@@ -10,7 +10,8 @@ use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -112,6 +113,29 @@ enum Event {
     Gone,
 }
 
+/// The waker the session polls its carrier's read side with. It notes that
+/// the read side woke the task (data, the peer's end, the keepalive timer)
+/// before waking it, so that a wake-up by the outbox (a delivery) does not
+/// poll the read side for nothing: at one delivery per wake-up that poll was
+/// 4 % of a fan-out's time.
+struct ReadSide {
+    /// Whether the read side must be polled.
+    ready: AtomicBool,
+    /// The connection's task.
+    task: Waker,
+}
+
+impl Wake for ReadSide {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
 struct Connection {
     hub: Arc<Hub>,
     key: u64,
@@ -124,6 +148,11 @@ struct Connection {
     rejected: u32,
     rejected_since: Instant,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The read side's waker (made at the first poll, for the task's waker).
+    read_side: Option<Arc<ReadSide>>,
+    /// The read side was last left pending with writes buffered: it may be
+    /// waiting for them (a Pong), so it is polled again once they are out.
+    read_waits_for_write: bool,
 }
 
 /// Runs one client connection to its end.
@@ -150,6 +179,8 @@ pub(crate) fn run<T: Transport>(
         rejected: 0,
         rejected_since: Instant::now(),
         deadline: Some(Box::pin(tokio::time::sleep(connect_timeout))),
+        read_side: None,
+        read_waits_for_write: false,
     };
     let mut ws = ws;
     async move {
@@ -226,9 +257,16 @@ impl Connection {
         // While more replies wait than the queue limit, read no more
         // commands: a client that asks without reading is held back by TCP.
         let backlog = self.outbox.reply_backlog();
-        if *reads < MAX_READS_BEFORE_WRITE && !backlog {
-            match ws.poll_receive(cx) {
+        let read_side = self.read_side(cx);
+        let read_waker = Waker::from(read_side.clone());
+        if *reads < MAX_READS_BEFORE_WRITE
+            && !backlog
+            && read_side.ready.swap(false, Ordering::Acquire)
+        {
+            match ws.poll_receive(&mut Context::from_waker(&read_waker)) {
                 Poll::Ready(Some(Ok(message))) => {
+                    // More may be buffered, with no wake-up to come.
+                    read_side.ready.store(true, Ordering::Release);
                     *reads += 1;
                     return Poll::Ready(Event::Message(message));
                 }
@@ -237,7 +275,7 @@ impl Connection {
                     return Poll::Ready(Event::Gone);
                 }
                 Poll::Ready(None) => return Poll::Ready(Event::Gone),
-                Poll::Pending => {}
+                Poll::Pending => self.read_waits_for_write = ws.buffered_amount() > 0,
             }
         }
         // After a run of reads, messages may still wait in the connection's
@@ -269,8 +307,16 @@ impl Connection {
                 }
                 return Poll::Pending;
             }
-            match ws.poll_flush(cx) {
-                Poll::Ready(Ok(())) => continue,
+            // With the read side's waker: the carrier may wake reads and
+            // writes through one slot (a fallback link does).
+            match ws.poll_flush(&mut Context::from_waker(&read_waker)) {
+                Poll::Ready(Ok(())) => {
+                    if std::mem::take(&mut self.read_waits_for_write) {
+                        read_side.ready.store(true, Ordering::Release);
+                        cx.waker().wake_by_ref();
+                    }
+                    continue;
+                }
                 Poll::Ready(Err(e)) => {
                     tracing::debug!("connection {}: {e}", self.key);
                     return Poll::Ready(Event::Gone);
@@ -283,6 +329,22 @@ impl Connection {
                     }
                     return Poll::Pending;
                 }
+            }
+        }
+    }
+
+    /// The read side's waker, made for the task's waker at the first poll
+    /// (the read side is polled then).
+    fn read_side(&mut self, cx: &Context<'_>) -> Arc<ReadSide> {
+        match &self.read_side {
+            Some(side) if side.task.will_wake(cx.waker()) => side.clone(),
+            _ => {
+                let side = Arc::new(ReadSide {
+                    ready: AtomicBool::new(true),
+                    task: cx.waker().clone(),
+                });
+                self.read_side = Some(side.clone());
+                side
             }
         }
     }
