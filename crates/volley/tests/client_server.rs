@@ -365,6 +365,34 @@ async fn wss_with_rustls() {
 }
 
 #[tokio::test]
+async fn a_connection_keeps_no_write_buffer_once_a_burst_is_written() {
+    let (a, b) = tokio::io::duplex(1 << 20);
+    let mut server =
+        WebSocket::from_raw_socket(b, volley::Role::Server, WebSocketConfig::default());
+    let mut client =
+        WebSocket::from_raw_socket(a, volley::Role::Client, WebSocketConfig::default());
+    // Small frames are copied into the write buffers, which grow with the
+    // burst (the copy path: below the size sent by reference).
+    for i in 0..500 {
+        server.feed(format!("publication {i:0>100}")).await.unwrap();
+        assert!(server.write_buffer_capacity() > 0 || i == 0);
+    }
+    server.flush().await.unwrap();
+    assert_eq!(server.write_buffer_capacity(), 0, "released once written");
+    for i in 0..500 {
+        let m = client.recv().await.unwrap().unwrap();
+        assert_eq!(m, Message::text(format!("publication {i:0>100}")));
+    }
+    // And again after a single message.
+    server.send("one more").await.unwrap();
+    assert_eq!(server.write_buffer_capacity(), 0);
+    assert_eq!(
+        client.recv().await.unwrap().unwrap(),
+        Message::text("one more")
+    );
+}
+
+#[tokio::test]
 async fn try_recv_drains_what_one_read_brought() {
     let (a, b) = tokio::io::duplex(1 << 16);
     let mut client =

@@ -275,6 +275,13 @@ impl Connection {
         self.tx.pending()
     }
 
+    /// Bytes of buffer the transmit side holds for encoding frames (its
+    /// capacity, not what waits): what a connection costs in memory besides
+    /// the bytes queued.
+    pub fn transmit_capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Whether queued bytes include shared payloads, best written with a
     /// vectored write through [`transmit_chunks`](Self::transmit_chunks)
     /// (`poll_transmit` would copy them).

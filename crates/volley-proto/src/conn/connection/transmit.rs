@@ -81,6 +81,11 @@ impl Transmit {
         true
     }
 
+    /// Bytes of buffer held for encoding (the capacity of `out`).
+    pub(super) fn capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// Bytes waiting to be written.
     pub(super) fn pending(&self) -> usize {
         self.out.len() - self.out_pos + self.shared.as_ref().map_or(0, |p| p.shared)
