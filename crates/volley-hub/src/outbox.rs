@@ -12,8 +12,9 @@
 //! written (the `buffered` argument of [`Outbox::poll_take`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use volley::PreparedFrame;
@@ -74,6 +75,10 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     limit: usize,
     budget: Arc<QueueBudget>,
+    /// Whether the connection's read side woke the task since its last
+    /// read: the outbox is also the waker the task polls its read side with
+    /// (see [`Outbox::take_read_ready`]).
+    read_ready: AtomicBool,
 }
 
 impl Outbox {
@@ -84,7 +89,28 @@ impl Outbox {
             inner: Mutex::new(Inner::default()),
             limit,
             budget,
+            read_ready: AtomicBool::new(true),
         }
+    }
+
+    /// Whether the read side must be polled (it woke the task, or nothing
+    /// was read yet); clears the mark. The task polls its read side with this
+    /// outbox as the waker ([`Waker::from`] an `Arc<Outbox>`): such a wake-up
+    /// marks the read side before it wakes the task, so that a wake-up by a
+    /// push alone (a delivery) does not poll the read side for nothing.
+    pub(crate) fn take_read_ready(&self) -> bool {
+        self.read_ready.swap(false, Ordering::Acquire)
+    }
+
+    /// Whether the read side is marked to be polled.
+    pub(crate) fn read_ready(&self) -> bool {
+        self.read_ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the read side to be polled again (more may be buffered, with
+    /// no wake-up to come).
+    pub(crate) fn set_read_ready(&self) {
+        self.read_ready.store(true, Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -303,6 +329,22 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let inner = self.lock();
         self.budget.release(inner.charged + inner.in_flight);
+    }
+}
+
+impl Wake for Outbox {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    /// The read side has something: mark it and wake the task (whose waker
+    /// every poll of the task leaves here: `poll_take` or `poll_directive`).
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.set_read_ready();
+        let waker = self.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
