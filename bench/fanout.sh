@@ -8,6 +8,8 @@
 #   RATES=10,100 SECONDS_PER_RATE=5 bench/fanout.sh
 #   PERF=1 bench/fanout.sh                (also records the hub with perf)
 #   FLOOR=0 bench/fanout.sh               (skip the kernel-floor measurement at the end)
+#   ENGINE=raw bench/fanout.sh            (the raw subscriber engine: sockets read directly,
+#                                          frames parsed in place; same checks, far less CPU)
 #   PIN=0 HUB_THREADS=2 bench/fanout.sh   (nothing pinned: the hub on 2 connection threads
 #                                          and the load generator share every CPU)
 #
@@ -24,6 +26,7 @@ SUBSCRIBERS="${SUBSCRIBERS:-10000}"
 RATES="${RATES:-10,50,100,200,500,1000}"
 SECONDS_PER_RATE="${SECONDS_PER_RATE:-3}"
 PUBLISHERS="${PUBLISHERS:-4}"
+ENGINE="${ENGINE:-client}"         # the load generator's subscriber engine: client or raw
 HUB_THREADS="${HUB_THREADS:-1}"   # connection threads of the hub (`volley serve --threads`)
 PIN="${PIN:-1}"                   # 1: hub on CPU 0, load generator on CPU 1; 0: not pinned
 if [ "$PIN" = 1 ]; then HUB_CPU=(taskset -c 0); GEN_CPU=(taskset -c 1); else HUB_CPU=(); GEN_CPU=(); fi
@@ -96,7 +99,7 @@ fi
 
 CMD=("${GEN_CPU[@]}" "$BIN" bench fanout --addr "$ADDR" --api-key "$API_KEY" -n "$SUBSCRIBERS"
     --rates "$RATES" -d "$SECONDS_PER_RATE" --publishers "$PUBLISHERS" --server-pid "$SERVER_PID"
-    --json "$OUT" --label volley)
+    --engine "$ENGINE" --json "$OUT" --label volley)
 echo "fanout.sh: ${CMD[*]}" >&2
 rc=0
 timeout --kill-after=10 600 "${CMD[@]}" >/dev/null || rc=$?

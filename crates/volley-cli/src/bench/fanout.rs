@@ -28,6 +28,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
 
+use super::Engine;
+use super::fanout_raw::{self, RawSubscriber};
 use crate::http_api::HttpApi;
 
 /// Arguments of `volley bench fanout`.
@@ -82,6 +84,12 @@ pub(crate) struct FanoutArgs {
     /// A label for the results.
     #[arg(long, default_value = "")]
     label: String,
+    /// Subscriber engine: `client` runs the volley client per subscriber;
+    /// `raw` reads the sockets directly into one buffer per thread and
+    /// parses the frames in place (cheap enough for millions of
+    /// deliveries per second), with the same checks.
+    #[arg(long, value_enum, default_value_t = Engine::Client)]
+    engine: Engine,
 }
 
 /// What can stop the fan-out benchmark.
@@ -165,7 +173,7 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), FanoutError> {
 // ---- bookkeeping shared by the tasks of the one thread ------------------------
 
 /// Per event (indexed by `seq`), filled by the publishers and subscribers.
-struct Tracker {
+pub(super) struct Tracker {
     subscribers: u32,
     publish_at: RefCell<Vec<Option<Instant>>>,
     http_done_at: RefCell<Vec<Option<Instant>>>,
@@ -178,13 +186,15 @@ struct Tracker {
     deliveries: Cell<u64>,
     errors: Cell<u64>,
     first_errors: RefCell<Vec<String>>,
-    closed: Cell<u64>,
+    /// Subscribers whose connection ended before the stop event.
+    pub(super) closed: Cell<u64>,
     /// Subscribers end after receiving this seq.
     stop_seq: Cell<u64>,
 }
 
 impl Tracker {
-    fn error(&self, e: String) {
+    /// Counts a delivery error (the first ten are kept for the verdict).
+    pub(super) fn error(&self, e: String) {
         self.errors.set(self.errors.get() + 1);
         let mut first = self.first_errors.borrow_mut();
         if first.len() < 10 {
@@ -209,9 +219,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Finds the unsigned integer after `key` (e.g. `"offset":`).
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let start = find(text.as_bytes(), key.as_bytes())? + key.len();
-    let digits = text.as_bytes()[start..]
+fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let start = find(text, key)? + key.len();
+    let digits = text[start..]
         .iter()
         .copied()
         .take_while(u8::is_ascii_digit)
@@ -238,6 +248,14 @@ fn client_config() -> Result<WebSocketConfig, String> {
 
 type Ws = volley::WebSocket<TcpStream>;
 
+/// A subscribed connection of either engine (held only between connecting
+/// and starting the read loops; the read loops own their connections).
+#[allow(clippy::large_enum_variant)]
+enum Subscriber {
+    Client(Ws),
+    Raw(RawSubscriber),
+}
+
 /// Connects subscriber `index`: TCP, handshake with `volley.v1`, anonymous
 /// `connect`, `subscribe`. Returns the socket and the channel's offset.
 async fn subscribe(
@@ -248,10 +266,9 @@ async fn subscribe(
     config: WebSocketConfig,
 ) -> Result<(Ws, u64), String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    if server.ip().is_loopback() && index >= PORTS_PER_SOURCE {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (index / PORTS_PER_SOURCE) as u8);
+    if let Some(source) = source_address(index, server) {
         socket
-            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .bind(SocketAddr::new(source, 0))
             .map_err(|e| format!("bind {source}: {e}"))?;
     }
     let tcp = socket
@@ -273,13 +290,37 @@ async fn subscribe(
         return Err(format!("subprotocol {selected:?}, want volley.v1"));
     }
     let connect = r#"{"id":1,"method":"connect","params":{"name":"volley-bench","version":"1"}}"#;
-    let reply = command(&mut ws, connect, 1).await?;
-    if reply.get("result").is_none() {
-        return Err(format!("connect: {reply}"));
-    }
+    connect_result(&command(&mut ws, connect, 1).await?)?;
     let subscribe =
         serde_json::json!({"id": 2, "method": "subscribe", "params": {"channel": channel}});
-    let reply = command(&mut ws, &subscribe.to_string(), 2).await?;
+    let offset = subscribe_offset(&command(&mut ws, &subscribe.to_string(), 2).await?)?;
+    Ok((ws, offset))
+}
+
+/// The source address of subscriber `index`: past [`PORTS_PER_SOURCE`]
+/// connections to a loopback hub, the next loopback address.
+fn source_address(index: usize, server: SocketAddr) -> Option<IpAddr> {
+    (server.ip().is_loopback() && index >= PORTS_PER_SOURCE).then(|| {
+        IpAddr::V4(Ipv4Addr::new(
+            127,
+            0,
+            0,
+            1 + (index / PORTS_PER_SOURCE) as u8,
+        ))
+    })
+}
+
+/// Checks the reply to `connect`.
+pub(super) fn connect_result(reply: &serde_json::Value) -> Result<(), String> {
+    match reply.get("result") {
+        Some(_) => Ok(()),
+        None => Err(format!("connect: {reply}")),
+    }
+}
+
+/// Checks the reply to `subscribe`: the channel must be recoverable (keep
+/// offsets). Returns the channel's offset.
+pub(super) fn subscribe_offset(reply: &serde_json::Value) -> Result<u64, String> {
     let result = reply
         .get("result")
         .ok_or_else(|| format!("subscribe: {reply}"))?;
@@ -288,11 +329,10 @@ async fn subscribe(
             "the channel keeps no history (no offsets to check order by): {result}"
         ));
     }
-    let offset = result
+    result
         .get("offset")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| format!("subscribe reply without offset: {result}"))?;
-    Ok((ws, offset))
+        .ok_or_else(|| format!("subscribe reply without offset: {result}"))
 }
 
 /// Sends a command and waits for the reply with `id` (pushes before it are
@@ -347,63 +387,85 @@ async fn receive(mut ws: Ws, mut next_offset: u64, t: Rc<Tracker>) {
             t.error("binary message from the hub".into());
             continue;
         };
-        if find(text.as_bytes(), br#""push":"publication""#).is_none() {
-            continue; // join/leave/other pushes; replies are not expected
-        }
-        let (Some(offset), Some(seq)) = (
-            number_after(text, r#""offset":"#),
-            number_after(text, r#""seq":"#),
-        ) else {
-            t.error(format!("publication without offset or seq: {text:.200}"));
-            continue;
-        };
-        if offset != next_offset {
-            t.error(format!(
-                "{} at offset {offset}, expected {next_offset}",
-                if offset < next_offset {
-                    "duplicate"
-                } else {
-                    "gap"
-                }
-            ));
-        }
-        next_offset = offset + 1;
-        let i = seq as usize;
-        {
-            let mut offset_of = t.offset_of.borrow_mut();
-            match offset_of.get_mut(i) {
-                Some(o) if *o == 0 => *o = offset,
-                Some(o) if *o == offset => {}
-                Some(o) => {
-                    let first = *o;
-                    drop(offset_of);
-                    t.error(format!(
-                        "seq {seq} at offset {offset} here, at {first} elsewhere"
-                    ));
-                }
-                None => {
-                    drop(offset_of);
-                    t.error(format!("seq {seq} was never published"));
-                    continue;
-                }
-            }
-        }
-        t.deliveries.set(t.deliveries.get() + 1);
-        if let Some(r) = t.received.borrow_mut().get_mut(i) {
-            *r += 1;
-            if *r == t.subscribers {
-                t.complete.set(t.complete.get() + 1);
-            }
-        }
-        if let Some(slot) = t.last_at.borrow_mut().get_mut(i) {
-            *slot = Some(now);
-        }
-        if seq == t.stop_seq.get() {
+        if check_publication(&t, &mut next_offset, text.as_bytes(), now) {
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), ws.close(CloseCode::NORMAL, "")).await;
             return;
         }
     }
+}
+
+/// The offset and `seq` of a publication push; `None` for other messages.
+pub(super) fn push_numbers(text: &[u8]) -> Option<(u64, u64)> {
+    find(text, br#""push":"publication""#)?;
+    Some((
+        number_after(text, br#""offset":"#)?,
+        number_after(text, br#""seq":"#)?,
+    ))
+}
+
+/// Checks one message a subscriber received at `now` (both engines): a
+/// publication must come at the subscriber's next offset, and its `seq` at
+/// the same offset for every subscriber; it is counted and timed. Other
+/// pushes are skipped. Returns whether it was the stop event.
+pub(super) fn check_publication(
+    t: &Tracker,
+    next_offset: &mut u64,
+    text: &[u8],
+    now: Instant,
+) -> bool {
+    if find(text, br#""push":"publication""#).is_none() {
+        return false; // join/leave/other pushes; replies are not expected
+    }
+    let Some((offset, seq)) = push_numbers(text) else {
+        t.error(format!(
+            "publication without offset or seq: {}",
+            String::from_utf8_lossy(&text[..text.len().min(200)])
+        ));
+        return false;
+    };
+    if offset != *next_offset {
+        t.error(format!(
+            "{} at offset {offset}, expected {next_offset}",
+            if offset < *next_offset {
+                "duplicate"
+            } else {
+                "gap"
+            }
+        ));
+    }
+    *next_offset = offset + 1;
+    let i = seq as usize;
+    {
+        let mut offset_of = t.offset_of.borrow_mut();
+        match offset_of.get_mut(i) {
+            Some(o) if *o == 0 => *o = offset,
+            Some(o) if *o == offset => {}
+            Some(o) => {
+                let first = *o;
+                drop(offset_of);
+                t.error(format!(
+                    "seq {seq} at offset {offset} here, at {first} elsewhere"
+                ));
+            }
+            None => {
+                drop(offset_of);
+                t.error(format!("seq {seq} was never published"));
+                return false;
+            }
+        }
+    }
+    t.deliveries.set(t.deliveries.get() + 1);
+    if let Some(r) = t.received.borrow_mut().get_mut(i) {
+        *r += 1;
+        if *r == t.subscribers {
+            t.complete.set(t.complete.get() + 1);
+        }
+    }
+    if let Some(slot) = t.last_at.borrow_mut().get_mut(i) {
+        *slot = Some(now);
+    }
+    seq == t.stop_seq.get()
 }
 
 // ---- CPU and memory from /proc ---------------------------------------------------
@@ -524,9 +586,19 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
     let started = Instant::now();
     let sockets = connect_subscribers(&a, &plan).await?;
     report_idle_memory(&a, plan.subscribers, rss_before, started.elapsed()).await?;
+    // The raw engine's subscribers all read into this one buffer, in turn.
+    let buffer = Rc::new(RefCell::new(vec![0u8; fanout_raw::READ_BUFFER]));
     let receivers: Vec<_> = sockets
         .into_iter()
-        .map(|(ws, offset)| tokio::task::spawn_local(receive(ws, offset + 1, t.clone())))
+        .map(|(sub, offset)| match sub {
+            Subscriber::Client(ws) => tokio::task::spawn_local(receive(ws, offset + 1, t.clone())),
+            Subscriber::Raw(raw) => tokio::task::spawn_local(fanout_raw::receive(
+                raw,
+                offset + 1,
+                t.clone(),
+                buffer.clone(),
+            )),
+        })
         .collect();
     let pad = "x".repeat(a.size);
     let mut first_seq = 0u64;
@@ -620,7 +692,10 @@ impl Tracker {
 /// Connects and subscribes every subscriber, `--concurrency` at a time, and
 /// checks that all of them start from the same offset (nothing else
 /// publishes). Returns each socket with the channel's offset.
-async fn connect_subscribers(a: &FanoutArgs, plan: &Plan) -> Result<Vec<(Ws, u64)>, FanoutError> {
+async fn connect_subscribers(
+    a: &FanoutArgs,
+    plan: &Plan,
+) -> Result<Vec<(Subscriber, u64)>, FanoutError> {
     let n = plan.subscribers;
     let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(a.concurrency.max(1)));
     let mut joins = Vec::with_capacity(n);
@@ -631,9 +706,19 @@ async fn connect_subscribers(a: &FanoutArgs, plan: &Plan) -> Result<Vec<(Ws, u64
             .await
             .map_err(|_| FanoutError::Thread)?;
         let (server, url) = plan.nodes[index % plan.nodes.len()].clone();
-        let (channel, config) = (a.channel.clone(), plan.config.clone());
+        let (channel, config, engine) = (a.channel.clone(), plan.config.clone(), a.engine);
         joins.push(tokio::task::spawn_local(async move {
-            let r = subscribe(index, server, &url, &channel, config).await;
+            let r = match engine {
+                Engine::Client => subscribe(index, server, &url, &channel, config)
+                    .await
+                    .map(|(ws, o)| (Subscriber::Client(ws), o)),
+                Engine::Raw => {
+                    let source = source_address(index, server);
+                    fanout_raw::subscribe(index, server, source, &channel)
+                        .await
+                        .map(|(raw, o)| (Subscriber::Raw(raw), o))
+                }
+            };
             drop(permit);
             r
         }));
@@ -816,7 +901,7 @@ async fn publish_step(
                 match http.post("publish", &body).await {
                     Ok((200, reply)) => {
                         let text = String::from_utf8_lossy(&reply);
-                        if number_after(&text, r#""offset":"#).is_none() {
+                        if number_after(text.as_bytes(), br#""offset":"#).is_none() {
                             return Err(format!("publish reply without offset: {text:.200}"));
                         }
                     }
@@ -1061,12 +1146,14 @@ mod tests {
     fn finds_numbers_in_a_push() {
         let push = r#"{"push":"publication","channel":"fanout:bench","offset":12,"data":{"seq":7,"p":"x"}}"#;
         assert!(find(push.as_bytes(), br#""push":"publication""#).is_some());
-        assert_eq!(number_after(push, r#""offset":"#), Some(12));
-        assert_eq!(number_after(push, r#""seq":"#), Some(7));
-        assert_eq!(number_after(push, r#""missing":"#), None);
+        assert_eq!(number_after(push.as_bytes(), br#""offset":"#), Some(12));
+        assert_eq!(number_after(push.as_bytes(), br#""seq":"#), Some(7));
+        assert_eq!(number_after(push.as_bytes(), br#""missing":"#), None);
+        assert_eq!(push_numbers(push.as_bytes()), Some((12, 7)));
+        assert_eq!(push_numbers(br#"{"push":"join","offset":1,"seq":2}"#), None);
         // A key at the very end, or followed by no digits.
-        assert_eq!(number_after(r#"{"offset":"#, r#""offset":"#), None);
-        assert_eq!(number_after(r#"{"offset":"x"}"#, r#""offset":"#), None);
+        assert_eq!(number_after(br#"{"offset":"#, br#""offset":"#), None);
+        assert_eq!(number_after(br#"{"offset":"x"}"#, br#""offset":"#), None);
         assert_eq!(find(b"\"a", b"\"abc"), None);
         assert_eq!(find(b"", b"\"a"), None);
         // The first occurrence wins, also after an earlier partial match.

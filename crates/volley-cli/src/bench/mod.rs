@@ -13,6 +13,7 @@ use tokio::net::TcpSocket;
 use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
 
 mod fanout;
+mod fanout_raw;
 mod publish;
 mod raw;
 
@@ -71,7 +72,7 @@ struct Common {
 
 /// Which load engine runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Engine {
+pub(crate) enum Engine {
     /// Raw sockets, frames encoded once, one current-thread runtime per thread.
     Raw,
     /// The volley client, one per connection.
@@ -99,6 +100,7 @@ impl Common {
             host: t.host_header,
             path: t.path,
             raw_tcp: self.raw_tcp,
+            protocol: None,
         })
     }
 }

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead as _, AsyncReadExt as _, AsyncWrite as _, AsyncWriteEx
 use tokio::net::{TcpSocket, TcpStream};
 use volley::proto::config::HeadLimits;
 use volley::proto::frame::{FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
-use volley::proto::handshake::{ClientHandshake, ResponseError};
+use volley::proto::handshake::{ClientHandshake, ClientResponse, ResponseError};
 
 /// What went wrong in a load run.
 #[derive(Debug)]
@@ -86,6 +86,8 @@ pub(crate) struct Target {
     pub(crate) path: String,
     /// Plain TCP echo: no handshake, the server returns the bytes as sent.
     pub(crate) raw_tcp: bool,
+    /// The subprotocol to offer; the server must select it.
+    pub(crate) protocol: Option<String>,
 }
 
 /// An echo throughput run.
@@ -121,10 +123,10 @@ pub(crate) fn payload(size: usize) -> Vec<u8> {
 
 /// A small PRNG for masking keys (splitmix64); the keys of a ring differ from
 /// frame to frame and from run to run.
-struct KeyGen(u64);
+pub(crate) struct KeyGen(u64);
 
 impl KeyGen {
-    fn new(salt: u64) -> Self {
+    pub(crate) fn new(salt: u64) -> Self {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -132,7 +134,7 @@ impl KeyGen {
         Self(now ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
-    fn key(&mut self) -> [u8; 4] {
+    pub(crate) fn key(&mut self) -> [u8; 4] {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -383,11 +385,12 @@ impl Checker {
 /// must match (the library's client handshake, without extensions).
 fn request(target: &Target) -> (ClientHandshake, Vec<u8>) {
     let mut out = Vec::with_capacity(256);
+    let protocols: Vec<String> = target.protocol.iter().cloned().collect();
     let hs = ClientHandshake::start(
         &mut out,
         &target.host,
         &target.path,
-        &[],
+        &protocols,
         None,
         &hyper::HeaderMap::new(),
     );
@@ -409,9 +412,9 @@ fn check_response(
     head: &[u8],
     end: usize,
     mut read_more: impl FnMut(&mut Vec<u8>, usize) -> usize,
-) -> Result<(), BenchError> {
+) -> Result<ClientResponse, BenchError> {
     match hs.finish(&head[..end], &HeadLimits::default()) {
-        Ok(_) => Ok(()),
+        Ok(response) => Ok(response),
         Err(refusal) => {
             let mut body = head[end..].to_vec();
             loop {
@@ -433,7 +436,7 @@ const MAX_HEAD: usize = 16 << 10;
 
 /// Connects (from `source` if given) and does the opening handshake, unless
 /// the target is a raw TCP echo.
-async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, BenchError> {
+pub(crate) async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, BenchError> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -486,12 +489,18 @@ async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpStream, Benc
                 reading.await;
             }
             let mut rest = &rest[..];
-            check_response(&hs, &head, end, |body, missing| {
+            let response = check_response(&hs, &head, end, |body, missing| {
                 let n = missing.min(rest.len());
                 body.extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 n
             })?;
+            if target.protocol.is_some() && response.protocol != target.protocol {
+                return Err(BenchError::Handshake(format!(
+                    "subprotocol {:?}, want {:?}",
+                    response.protocol, target.protocol
+                )));
+            }
             if end != head.len() {
                 return Err(BenchError::Handshake(
                     "data before the first message".into(),
@@ -525,7 +534,11 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ends a connection cleanly: our Close, then the server's Close and its TCP
 /// close (so TIME_WAIT stays on the server's side). Raw TCP: half-close,
 /// then read to EOF.
-async fn close(tcp: &mut TcpStream, raw_tcp: bool, key: [u8; 4]) -> Result<(), BenchError> {
+pub(crate) async fn close(
+    tcp: &mut TcpStream,
+    raw_tcp: bool,
+    key: [u8; 4],
+) -> Result<(), BenchError> {
     let run = async {
         if raw_tcp {
             tcp.shutdown().await.map_err(io_err("shutdown"))?;
