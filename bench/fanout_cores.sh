@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Issue 14's fan-out acceptance, side by side in one sitting (medians of RUNS):
+#
+#   one core:  the hub on CPU 0 (`--threads 1`), the load generator on CPU 1,
+#              then bench/tcp_fanout_floor.c with the same connections: the
+#              hub's CPU per event and its p99 to the last subscriber against
+#              the floor program's CPU and wall time per round of sends;
+#   two cores: nothing pinned, the hub on 2 connection threads (`--threads 2`)
+#              and the load generator sharing both CPUs: its p99 against the
+#              one-core p99.
+#
+#   bench/fanout_cores.sh
+#   RUNS=5 SECONDS_PER_RATE=30 ENGINE=raw bench/fanout_cores.sh
+#
+# Every delivery is checked by `volley bench fanout` (order, exactly once,
+# completeness); a run with an error fails the script. Raw outputs are kept
+# in target/bench/cores-*.{txt,jsonl}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-3}"
+export SUBSCRIBERS="${SUBSCRIBERS:-10000}"
+export RATES="${RATE:-10}"
+export SECONDS_PER_RATE="${SECONDS_PER_RATE:-20}"
+mkdir -p target/bench
+[ -x "${VOLLEY_BIN:-target/release/volley}" ] || cargo build --release -p volley-cli
+
+for run in $(seq "$RUNS"); do
+    echo "fanout_cores.sh: run $run of $RUNS: one core" >&2
+    PIN=1 HUB_THREADS=1 FLOOR=1 OUT="target/bench/cores-one-$run.jsonl" \
+        bench/fanout.sh >"target/bench/cores-one-$run.txt" 2>&1
+    echo "fanout_cores.sh: run $run of $RUNS: two cores" >&2
+    PIN=0 HUB_THREADS=2 FLOOR=0 OUT="target/bench/cores-two-$run.jsonl" \
+        bench/fanout.sh >"target/bench/cores-two-$run.txt" 2>&1
+done
+
+python3 - "$RUNS" <<'PY'
+import json, re, statistics, sys
+runs = int(sys.argv[1])
+
+def step(path):
+    rows = [json.loads(l) for l in open(path)]
+    [r] = [r for r in rows if r["mode"] == "fanout"]
+    if r["errors"] or not r["complete"]:
+        sys.exit(f"{path}: {r['errors']} errors, complete={r['complete']}")
+    r["hub_ms_per_event"] = r["hub_cpu_percent"] / 100 / r["achieved_rate"] * 1000
+    return r
+
+def floor(path):
+    text = open(path).read()
+    wall = re.search(r"mean ([0-9.]+) ms per round", text)
+    cpu = re.search(r"sender CPU ([0-9.]+) ms per round", text)
+    return float(wall.group(1)), float(cpu.group(1))
+
+rows = []
+for i in range(1, runs + 1):
+    one = step(f"target/bench/cores-one-{i}.jsonl")
+    two = step(f"target/bench/cores-two-{i}.jsonl")
+    wall, cpu = floor(f"target/bench/cores-one-{i}.txt")
+    rows.append(dict(
+        hub_cpu=one["hub_ms_per_event"], floor_cpu=cpu, floor_wall=wall,
+        one_p50=one["p50_ms"], one_p99=one["p99_ms"], two_p50=two["p50_ms"], two_p99=two["p99_ms"],
+        two_hub_cpu=two["hub_ms_per_event"], one_rate=one["achieved_rate"], two_rate=two["achieved_rate"],
+        one_loadgen=one["loadgen_cpu_ms_per_event"], two_loadgen=two["loadgen_cpu_ms_per_event"],
+        cpu_ratio=one["hub_ms_per_event"] / cpu, p99_ratio=one["p99_ms"] / wall,
+        cores_ratio=two["p99_ms"] / one["p99_ms"]))
+
+def col(k):
+    vals = [r[k] for r in rows]
+    return f"{statistics.median(vals):.2f} ({', '.join(f'{v:.2f}' for v in vals)})"
+
+print("| measure | median (runs) |")
+print("|---|---|")
+for k, what in [
+    ("hub_cpu", "one core: hub CPU per event, ms"),
+    ("floor_cpu", "floor: sender CPU per round, ms"),
+    ("cpu_ratio", "hub CPU per event / floor CPU per round (target <= 1.15)"),
+    ("one_p50", "one core: p50 to the last subscriber, ms"),
+    ("one_p99", "one core: p99 to the last subscriber, ms"),
+    ("floor_wall", "floor: wall time per round, ms"),
+    ("p99_ratio", "one core: p99 / floor wall per round (target <= 1.3)"),
+    ("two_p50", "two cores: p50 to the last subscriber, ms"),
+    ("two_p99", "two cores: p99 to the last subscriber, ms"),
+    ("cores_ratio", "two-core p99 / one-core p99 (target <= 0.75)"),
+    ("two_hub_cpu", "two cores: hub CPU per event, ms"),
+    ("one_loadgen", "one core: load generator CPU per event, ms"),
+    ("two_loadgen", "two cores: load generator CPU per event, ms"),
+    ("one_rate", "one core: events/s achieved"),
+    ("two_rate", "two cores: events/s achieved"),
+]:
+    print(f"| {what} | {col(k)} |")
+PY
