@@ -10,8 +10,13 @@
 //! it, plus the size of its queue entry, from the moment it is queued until
 //! the socket took its bytes. Frames are encoded once and shared between
 //! subscribers, so the memory actually held is less; the count is the
-//! conservative bound. Replies to a client's own commands are not counted
-//! (they are bounded per connection, see `Outbox::reply`).
+//! conservative bound. A subscribe reply that carries recovered publications
+//! is counted the same way, and admitted only while it leaves the last
+//! quarter of the budget to live pushes ([`QueueBudget::try_charge_reply`]);
+//! a recovery that does not fit is refused with a temporary error and the
+//! client tries again later. Other replies to a client's own commands are
+//! not counted (they are small, or bounded per connection, see
+//! `Outbox::reply`).
 //!
 //! Past [`QueueBudget::trigger`] (three quarters of the budget) the hub's
 //! eviction task disconnects the clients with the largest backlogs, with
@@ -53,11 +58,28 @@ impl QueueBudget {
     /// Charges `n` bytes; `false` (nothing charged) when they would take the
     /// count past the budget. Past the trigger, wakes the eviction task.
     pub(crate) fn try_charge(&self, n: usize) -> bool {
+        self.try_charge_up_to(n, self.limit)
+    }
+
+    /// Charges the `n` bytes of a reply the client asked for (a recovery):
+    /// `false` (nothing charged) when they would take the count past the
+    /// trigger. The last quarter of the budget is kept for live pushes, so
+    /// that clients catching up never push out those that keep up.
+    pub(crate) fn try_charge_reply(&self, n: usize) -> bool {
+        self.try_charge_up_to(n, self.trigger())
+    }
+
+    /// Whether a reply of `n` bytes fits under the trigger at all.
+    pub(crate) fn reply_fits(&self, n: usize) -> bool {
+        i64::try_from(n).is_ok_and(|n| n <= self.trigger())
+    }
+
+    fn try_charge_up_to(&self, n: usize, ceiling: i64) -> bool {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         let counter = self.queued.inner();
         let mut current = counter.load(Ordering::Relaxed);
         loop {
-            let Some(next) = current.checked_add(n).filter(|next| *next <= self.limit) else {
+            let Some(next) = current.checked_add(n).filter(|next| *next <= ceiling) else {
                 self.evict.notify_one();
                 return false;
             };
@@ -172,6 +194,24 @@ mod tests {
         budget.release(500);
         assert!(budget.try_charge(500));
         assert_eq!(budget.queued(), 1000);
+    }
+
+    #[test]
+    fn a_reply_is_charged_only_below_the_trigger() {
+        let budget = QueueBudget::new(1000, Gauge::default(), Counter::default());
+        assert!(budget.try_charge_reply(700));
+        assert!(
+            budget.try_charge_reply(50),
+            "exactly the trigger (750) fits"
+        );
+        assert!(
+            !budget.try_charge_reply(1),
+            "the last quarter is for pushes"
+        );
+        assert!(budget.try_charge(250), "which may still use it");
+        assert_eq!(budget.queued(), 1000);
+        assert!(budget.reply_fits(750), "later, when the budget is free");
+        assert!(!budget.reply_fits(751), "never");
     }
 
     #[test]

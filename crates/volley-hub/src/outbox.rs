@@ -9,7 +9,8 @@
 //! Every push is also charged to the hub-wide [`QueueBudget`] while it is
 //! held: in the queue (its frame bytes and its entry), then in the socket's
 //! write buffer (its frame bytes) until the connection's task reports them
-//! written (the `buffered` argument of [`Outbox::poll_take`]).
+//! written (the `buffered` argument of [`Outbox::poll_take`]). So is a reply
+//! charged beforehand with [`Outbox::charge_reply`] (a recovery).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,8 @@ pub struct Queued {
     pub published: Option<Instant>,
     /// A reply (not counted against the push limit).
     reply: bool,
+    /// Charged to the budget: every push, and a reply charged beforehand.
+    charged: bool,
 }
 
 /// What the connection's task must do besides writing frames.
@@ -62,6 +65,9 @@ struct Inner {
     in_flight: usize,
     /// Bytes of replies queued.
     reply_bytes: usize,
+    /// Charged by [`Outbox::charge_reply`] for the next reply (its frame and
+    /// entry; included in `charged`).
+    reply_charge: usize,
     waker: Option<Waker>,
     directive: Option<Directive>,
     /// Channels the server unsubscribed this connection from, not yet seen
@@ -135,8 +141,38 @@ impl Outbox {
             return false;
         }
         inner.charged += frame.len() + ENTRY;
-        Self::enqueue(&mut inner, frame.clone(), published, false);
+        Self::enqueue(&mut inner, frame.clone(), published, false, true);
         true
+    }
+
+    /// Charges the budget for the next reply, of `len` frame bytes, which
+    /// [`Outbox::reply`] then accounts for like a push (until the socket took
+    /// its bytes). `false` (nothing charged) when the budget cannot take it
+    /// without eating into the share kept for live pushes, or when the client
+    /// is being disconnected.
+    pub(crate) fn charge_reply(&self, len: usize) -> bool {
+        let mut inner = self.lock();
+        if inner.directive.is_some() || !self.budget.try_charge_reply(len + ENTRY) {
+            return false;
+        }
+        inner.reply_charge += len + ENTRY;
+        inner.charged += len + ENTRY;
+        true
+    }
+
+    /// Whether a reply of `len` frame bytes can ever be charged (when the
+    /// budget is otherwise empty).
+    pub(crate) fn reply_fits_budget(&self, len: usize) -> bool {
+        self.budget.reply_fits(len + ENTRY)
+    }
+
+    /// Releases what [`Outbox::charge_reply`] charged when the reply will not
+    /// be queued after all.
+    pub(crate) fn uncharge_reply(&self) {
+        let mut inner = self.lock();
+        let charge = std::mem::take(&mut inner.reply_charge);
+        inner.charged -= charge;
+        self.budget.release(charge);
     }
 
     /// Disconnects the client as slow (4002) to free the hub's budget, unless
@@ -167,8 +203,19 @@ impl Outbox {
     /// asks without reading is held back by TCP, not by memory.
     pub fn reply(&self, frame: PreparedFrame) {
         let mut inner = self.lock();
+        let charge = std::mem::take(&mut inner.reply_charge);
         if inner.directive.is_none() {
-            Self::enqueue(&mut inner, frame, None, true);
+            // A charge is for this frame's bytes and entry; anything else
+            // (not expected) is released, the frame queued uncharged.
+            let charged = charge > 0 && charge == frame.len() + ENTRY;
+            if charge > 0 && !charged {
+                inner.charged -= charge;
+                self.budget.release(charge);
+            }
+            Self::enqueue(&mut inner, frame, None, true, charged);
+        } else {
+            inner.charged -= charge;
+            self.budget.release(charge);
         }
     }
 
@@ -180,7 +227,7 @@ impl Outbox {
         let mut inner = self.lock();
         if inner.directive.is_none() {
             inner.unsubscribed.push(channel.into());
-            Self::enqueue(&mut inner, frame, None, true);
+            Self::enqueue(&mut inner, frame, None, true, false);
         }
     }
 
@@ -200,6 +247,7 @@ impl Outbox {
         inner.frames = VecDeque::new();
         inner.bytes = 0;
         self.budget.release(std::mem::take(&mut inner.charged));
+        inner.reply_charge = 0;
         inner.reply_bytes = 0;
         inner.directive = Some(Directive::Disconnect(
             DisconnectCode::SlowConsumer,
@@ -209,7 +257,13 @@ impl Outbox {
         wake(inner);
     }
 
-    fn enqueue(inner: &mut Inner, frame: PreparedFrame, published: Option<Instant>, reply: bool) {
+    fn enqueue(
+        inner: &mut Inner,
+        frame: PreparedFrame,
+        published: Option<Instant>,
+        reply: bool,
+        charged: bool,
+    ) {
         if reply {
             inner.reply_bytes += frame.len();
         } else {
@@ -219,6 +273,7 @@ impl Outbox {
             frame,
             published,
             reply,
+            charged,
         });
         wake(inner);
     }
@@ -305,14 +360,16 @@ impl Outbox {
         }
     }
 
-    /// Accounts for a frame leaving the queue for the socket: a push's frame
-    /// bytes stay charged (in flight), its entry is released.
+    /// Accounts for a frame leaving the queue for the socket: a charged
+    /// frame's bytes stay charged (in flight), its entry is released.
     fn taken(&self, inner: &mut Inner, q: &Queued) {
         let len = q.frame.len();
         if q.reply {
             inner.reply_bytes -= len;
         } else {
             inner.bytes -= len;
+        }
+        if q.charged {
             inner.charged -= len + ENTRY;
             inner.in_flight += len;
             self.budget.release(ENTRY);
@@ -434,6 +491,60 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
         assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn a_charged_reply_is_accounted_like_a_push_until_the_socket_took_it() {
+        let budget = budget(4 * 1000);
+        let outbox = Outbox::new(1 << 20, budget.clone());
+        let reply = frame(500);
+        assert!(outbox.charge_reply(reply.len()));
+        assert_eq!(budget.queued(), 504 + ENTRY, "charged before it is queued");
+        outbox.reply(reply);
+        assert_eq!(budget.queued(), 504 + ENTRY);
+        assert_eq!(outbox.backlog(), 504 + ENTRY, "eviction sees it");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        assert_eq!(budget.queued(), 504, "in the socket's buffer: its bytes");
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        assert_eq!(budget.queued(), 0, "written");
+        outbox.reply(frame(500));
+        assert_eq!(budget.queued(), 0, "a reply not charged beforehand is not");
+    }
+
+    #[test]
+    fn a_reply_past_three_quarters_of_the_budget_is_refused() {
+        let budget = budget(4 * 1000);
+        let outbox = Outbox::new(1 << 20, budget.clone());
+        assert!(outbox.charge_reply(3000 - ENTRY));
+        assert!(!outbox.charge_reply(1), "past the trigger");
+        assert_eq!(budget.queued(), 3000);
+        outbox.uncharge_reply();
+        assert_eq!(budget.queued(), 0, "released when not queued after all");
+        assert!(outbox.push(&frame(3000), None), "pushes may use the rest");
+        assert!(!outbox.charge_reply(1000), "the budget is full of pushes");
+        assert_eq!(budget.queued(), 3004 + ENTRY);
+    }
+
+    #[test]
+    fn a_charged_reply_is_released_with_the_queue_of_a_disconnected_client() {
+        let budget = budget(1 << 20);
+        let outbox = Outbox::new(1 << 20, budget.clone());
+        assert!(outbox.charge_reply(frame(500).len()));
+        outbox.reply(frame(500));
+        assert_eq!(outbox.evict(), 504 + ENTRY);
+        assert_eq!(budget.queued(), 0, "evicted with its queue");
+        assert!(!outbox.charge_reply(10), "nothing is charged after that");
+        let other = Outbox::new(1 << 20, budget.clone());
+        assert!(other.charge_reply(frame(500).len()));
+        other.disconnect(Directive::GoingAway);
+        other.reply(frame(500));
+        assert_eq!(budget.queued(), 0, "a reply dropped for a directive");
+        let third = Outbox::new(1 << 20, budget.clone());
+        assert!(third.charge_reply(frame(500).len()));
+        drop(third);
+        assert_eq!(budget.queued(), 0, "a dropped outbox releases its charge");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::outbox::{Directive, Outbox, Queued};
 use crate::protocol::{
     self, ClientInfo, Command, DisconnectCode, ErrorCode, Parsed, StreamPosition,
 };
-use crate::subscribe::{SubscribeRequest, Subscriber};
+use crate::subscribe::{SubscribeError, SubscribeRequest, Subscriber};
 use crate::transport::Transport;
 
 /// Bytes moved from the outbox to the socket per write, at most.
@@ -718,9 +718,15 @@ impl Connection {
             Box::new(move |outcome| text_frame(protocol::reply(id, outcome))),
         )
         .await
-        .map_err(|e| {
-            tracing::warn!("subscribe {}: {e}", p.channel);
-            ErrorCode::Internal
+        .map_err(|e| match e {
+            SubscribeError::Budget { .. } => {
+                tracing::debug!("subscribe {}: {e}", p.channel);
+                ErrorCode::LimitExceeded
+            }
+            e => {
+                tracing::warn!("subscribe {}: {e}", p.channel);
+                ErrorCode::Internal
+            }
         })?;
         self.subscriptions.insert(p.channel.into(), chan_info);
         hub.metrics().subscriptions.inc();

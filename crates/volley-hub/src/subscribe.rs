@@ -56,14 +56,34 @@ pub(crate) struct SubscribeOutcome {
     pub presence: Option<Vec<ClientInfo>>,
 }
 
+/// Why a subscribe failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum SubscribeError {
+    /// The engine failed (reading history or presence, or subscribing the
+    /// node).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The recovery's reply does not fit in the hub's outbound budget now
+    /// (docs/limits.md): nothing was subscribed; the client tries again
+    /// later.
+    #[error("the outbound budget cannot take a recovery reply of {bytes} bytes now")]
+    Budget {
+        /// The reply's size.
+        bytes: usize,
+    },
+}
+
 /// Encodes the subscribe reply. It is queued before any publication of the
 /// subscription, and no publication falls between them.
-pub(crate) type ReplyEncoder = Box<dyn FnOnce(&SubscribeOutcome) -> PreparedFrame + Send>;
+pub(crate) type ReplyEncoder = Box<dyn Fn(&SubscribeOutcome) -> PreparedFrame + Send>;
 
 impl Hub {
     /// Subscribes a connection: starts the node's broker subscription when
     /// needed, reads the recovery, queues the reply made by `reply`, starts
-    /// delivery, and sends `join` when enabled.
+    /// delivery, and sends `join` when enabled. A reply that carries
+    /// recovered publications is charged to the hub's outbound budget first;
+    /// when it cannot be, nothing is subscribed ([`SubscribeError::Budget`]).
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
@@ -71,9 +91,10 @@ impl Hub {
         subscriber: Subscriber,
         request: SubscribeRequest,
         reply: ReplyEncoder,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), SubscribeError> {
         let key = subscriber.key;
         let info = subscriber.info.clone();
+        let outbox = subscriber.outbox.clone();
         let mut ready =
             self.fanout()
                 .add_pending(channel, key, subscriber.outbox, subscriber.info, || {
@@ -116,19 +137,40 @@ impl Hub {
             Ok(outcome)
         }
         .await;
-        let outcome = match result {
+        let mut outcome = match result {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.remove_local(channel, key);
-                return Err(e);
+                return Err(e.into());
             }
         };
+        let mut frame = reply(&outcome);
+        // Thousands of clients recovering at once would each hold up to a
+        // history's worth of publications here: the budget bounds them.
+        let mut charged = !outcome.publications.is_empty();
+        if charged && !outbox.charge_reply(frame.len()) {
+            if outbox.reply_fits_budget(frame.len()) {
+                if self.remove_local(channel, key).is_some() && options.presence {
+                    self.presence_store().remove(channel, &info.client).await?;
+                }
+                return Err(SubscribeError::Budget { bytes: frame.len() });
+            }
+            // Larger than the budget would ever admit: the recovery fails as
+            // when the history no longer reaches back (docs/protocol.md §10.3).
+            outcome.recovered = false;
+            outcome.publications = Vec::new();
+            frame = reply(&outcome);
+            charged = false;
+        }
         if !self.fanout().activate(
             channel,
             key,
             outcome.epoch.clone().zip(outcome.offset),
-            reply(&outcome),
+            frame,
         ) {
+            if charged {
+                outbox.uncharge_reply();
+            }
             return Ok(());
         }
         if options.join_leave
