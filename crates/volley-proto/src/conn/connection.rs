@@ -416,6 +416,7 @@ mod sizes {
             ("  VecDeque<Event>", size_of::<VecDeque<Event>>()),
             ("  Transmit", size_of::<Transmit>()),
             ("  Ending (boxed)", size_of::<Ending>()),
+            ("  KeepaliveTimer (boxed)", size_of::<KeepaliveTimer>()),
             ("  Utf8Validator", size_of::<Utf8Validator>()),
             ("Event", size_of::<Event>()),
         ];
@@ -427,6 +428,9 @@ mod sizes {
             size_of::<usize>(),
             "shared, not copied"
         );
+        // Boxed per connection with keepalive: 80 bytes is a jemalloc size
+        // class (it was 112 with the payload and two more instants).
+        assert!(size_of::<KeepaliveTimer>() <= 80);
         let c = Connection::new(Role::Server, Config::default(), None);
         assert_eq!(c.control.capacity(), 0);
         assert_eq!(c.events.capacity(), 0);

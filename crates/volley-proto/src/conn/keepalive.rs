@@ -26,17 +26,31 @@ pub(crate) enum Due {
     TimedOut,
 }
 
-/// The keepalive clock of one connection.
+/// The keepalive clock of one connection. Boxed in every connection that
+/// keeps alive, so kept small (80 bytes): the ping's payload is its number,
+/// and the last ping's send time serves the next ping's deadline, the
+/// pong's and the round trip alike.
 #[derive(Clone, Debug)]
 pub(crate) struct KeepaliveTimer {
     config: Keepalive,
-    next_ping: Instant,
-    /// The payload of the unanswered ping and when it was sent.
-    outstanding: Option<([u8; 8], Instant)>,
+    /// When the last ping was sent; when keepalive started, before the
+    /// first. The next ping is due one interval after it.
+    sent: Instant,
+    ping: Ping,
+    /// The number of the last ping sent; its payload is this, big-endian.
     counter: u64,
-    /// When the ping the last pong answered was sent, until measured.
-    answered: Option<Instant>,
     rtt: Option<Duration>,
+}
+
+/// Where the last ping stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ping {
+    /// None sent yet, or the last was answered and measured.
+    Idle,
+    /// Sent at `sent`; its pong has not come.
+    Outstanding,
+    /// Answered; its round trip is not measured yet.
+    Answered,
 }
 
 impl KeepaliveTimer {
@@ -44,10 +58,9 @@ impl KeepaliveTimer {
     pub(crate) fn new(config: Keepalive, now: Instant) -> Self {
         Self {
             config,
-            next_ping: now + config.interval,
-            outstanding: None,
+            sent: now,
+            ping: Ping::Idle,
             counter: 0,
-            answered: None,
             rtt: None,
         }
     }
@@ -55,9 +68,9 @@ impl KeepaliveTimer {
     /// The next deadline: the pong's while a ping is unanswered, else the
     /// next ping's.
     pub(crate) fn deadline(&self) -> Instant {
-        match self.outstanding {
-            Some((_, sent)) => sent + self.config.timeout,
-            None => self.next_ping,
+        match self.ping {
+            Ping::Outstanding => self.sent + self.config.timeout,
+            Ping::Idle | Ping::Answered => self.sent + self.config.interval,
         }
     }
 
@@ -66,30 +79,27 @@ impl KeepaliveTimer {
         if now < self.deadline() {
             return Due::Nothing;
         }
-        if self.outstanding.is_some() {
+        if self.ping == Ping::Outstanding {
             return Due::TimedOut;
         }
         self.counter += 1;
-        let payload = self.counter.to_be_bytes();
-        self.outstanding = Some((payload, now));
-        self.next_ping = now + self.config.interval;
-        Due::Ping(payload)
+        self.sent = now;
+        self.ping = Ping::Outstanding;
+        Due::Ping(self.counter.to_be_bytes())
     }
 
     /// A pong arrived; it answers the outstanding ping if it echoes it.
     pub(crate) fn on_pong(&mut self, payload: &[u8]) {
-        if let Some((expected, sent)) = self.outstanding {
-            if payload == expected {
-                self.outstanding = None;
-                self.answered = Some(sent);
-            }
+        if self.ping == Ping::Outstanding && payload == self.counter.to_be_bytes() {
+            self.ping = Ping::Answered;
         }
     }
 
     /// Records the round trip of the answered ping as of `now`.
     pub(crate) fn measure(&mut self, now: Instant) {
-        if let Some(sent) = self.answered.take() {
-            self.rtt = Some(now.saturating_duration_since(sent));
+        if self.ping == Ping::Answered {
+            self.ping = Ping::Idle;
+            self.rtt = Some(now.saturating_duration_since(self.sent));
         }
     }
 
