@@ -9,7 +9,7 @@
 #   PERF=1 bench/fanout.sh                (also records the hub with perf)
 #   FLOOR=0 bench/fanout.sh               (skip the kernel-floor measurement at the end)
 #   ENGINE=raw bench/fanout.sh            (the raw subscriber engine: sockets read directly,
-#                                          frames parsed in place; same checks, far less CPU)
+#                                          frames parsed in place; same checks)
 #   PIN=0 HUB_THREADS=2 bench/fanout.sh   (nothing pinned: the hub on 2 connection threads
 #                                          and the load generator share every CPU)
 #

@@ -369,6 +369,7 @@ pub(super) async fn receive(
                 Err(e) => return fail(format!("subscriber connection failed: {e}")),
             };
             let now = Instant::now();
+            t.reads.set(t.reads.get() + 1);
             let keys = &mut sub.keys;
             let fed = sub.reader.feed(&buf[..n], |event| match event {
                 Event::Text(text) => match std::str::from_utf8(text) {

@@ -79,6 +79,16 @@ pub(crate) enum Engine {
     Client,
 }
 
+impl Engine {
+    /// The engine's name, as on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Raw => "raw",
+            Self::Client => "client",
+        }
+    }
+}
+
 impl Common {
     /// Whether the raw engine runs.
     fn raw(&self) -> bool {
