@@ -10,13 +10,13 @@
 //! it, plus the size of its queue entry, from the moment it is queued until
 //! the socket took its bytes. Frames are encoded once and shared between
 //! subscribers, so the memory actually held is less; the count is the
-//! conservative bound. A subscribe reply that carries recovered publications
-//! is counted the same way, and admitted only while it leaves the last
-//! quarter of the budget to live pushes ([`QueueBudget::try_charge_reply`]);
-//! a recovery that does not fit is refused with a temporary error and the
-//! client tries again later. Other replies to a client's own commands are
-//! not counted (they are small, or bounded per connection, see
-//! `Outbox::reply`).
+//! conservative bound. A subscribe reply that carries recovered
+//! publications, and a `history` reply with publications, are counted the
+//! same way, and admitted only while they leave the last quarter of the
+//! budget to live pushes ([`QueueBudget::try_charge_reply`]); one that does
+//! not fit is refused with a temporary error and the client tries again
+//! later. Other replies to a client's own commands are not counted (they are
+//! small, or bounded per connection, see `Outbox::reply`).
 //!
 //! Past [`QueueBudget::trigger`] (three quarters of the budget) the hub's
 //! eviction task disconnects the clients with the largest backlogs, with

@@ -791,7 +791,19 @@ impl Connection {
             return Err(ErrorCode::NotSubscribed);
         }
         let result = commands::history(&hub, &p).await?;
-        self.reply(command.id, &result);
+        let frame = text_frame(protocol::reply(command.id, &result));
+        // Up to a history's worth of publications: charged to the hub's
+        // budget like a recovery; when it cannot be, the client asks again
+        // later (or, past what the budget ever admits, with a smaller limit).
+        if !result.publications.is_empty() && !self.outbox.charge_reply(frame.len()) {
+            tracing::debug!(
+                "history {}: {} bytes over the budget",
+                p.channel,
+                frame.len()
+            );
+            return Err(ErrorCode::LimitExceeded);
+        }
+        self.outbox.reply(frame);
         Ok(())
     }
 }

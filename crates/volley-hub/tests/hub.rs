@@ -897,3 +897,51 @@ async fn recoveries_larger_than_the_queue_limit_arrive_back_to_back() {
         );
     }
 }
+
+#[tokio::test]
+async fn history_and_recovery_replies_are_bounded_by_the_hub_budget() {
+    let mut cfg = config();
+    // Three quarters of it (48 KiB) is what one reply may take.
+    cfg.limits.outbound_budget_bytes = Some(64 * 1024);
+    cfg.namespaces.get_mut("chat").unwrap().history_size = 1000;
+    let hub = TestHub::start(cfg).await;
+    let mut c = Client::anonymous(&hub).await;
+    let r = c.subscribe(json!({"channel": "chat:big"})).await;
+    let epoch = r["result"]["epoch"].as_str().unwrap().to_string();
+    let blob = "z".repeat(1024);
+    for _ in 0..100 {
+        hub.publish("chat:big", json!(blob)).await;
+    }
+    // About 100 KiB of publications: more than a reply may ever take.
+    let id = c.send("history", json!({"channel": "chat:big"})).await;
+    let r = c.reply(id).await;
+    assert_eq!(r["error"]["code"], 106, "{r}");
+    assert_eq!(r["error"]["temporary"], true, "{r}");
+    let id = c
+        .send("history", json!({"channel": "chat:big", "limit": 10}))
+        .await;
+    let r = c.reply(id).await;
+    assert_eq!(
+        r["result"]["publications"].as_array().unwrap().len(),
+        10,
+        "{r}"
+    );
+    // A recovery that could never fit fails as when history runs out.
+    let mut late = Client::anonymous(&hub).await;
+    let r = late
+        .subscribe(json!({"channel": "chat:big", "recover": true, "epoch": epoch, "offset": 0}))
+        .await;
+    assert_eq!(r["result"]["recovered"], false, "{r}");
+    assert_eq!(r["result"]["publications"], json!([]), "{r}");
+    assert_eq!(r["result"]["offset"], 100, "{r}");
+    // One that fits is recovered exactly.
+    let mut near = Client::anonymous(&hub).await;
+    let r = near
+        .subscribe(json!({"channel": "chat:big", "recover": true, "epoch": epoch, "offset": 90}))
+        .await;
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    assert_eq!(
+        offsets(&r["result"]["publications"]),
+        (91..=100).collect::<Vec<_>>()
+    );
+}
