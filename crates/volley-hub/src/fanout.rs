@@ -768,3 +768,84 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lane_tests {
+    use std::task::{Context, Poll, Waker};
+
+    use tokio::sync::mpsc::unbounded_channel;
+    use volley::Message;
+
+    use super::*;
+    use crate::budget::QueueBudget;
+
+    fn active_subscriber(fanout: &Fanout, channel: &str, key: u64) -> Arc<Outbox> {
+        let budget = Arc::new(QueueBudget::new(
+            1 << 20,
+            Default::default(),
+            Default::default(),
+        ));
+        let outbox = Arc::new(Outbox::new(1 << 20, budget));
+        let info = ClientInfo {
+            client: "c".into(),
+            user: "".into(),
+            conn_info: None,
+            chan_info: None,
+        };
+        let (_tx, ready) = tokio::sync::watch::channel(Some(true));
+        fanout.add_pending(channel, key, outbox.clone(), info, || ready);
+        let reply = PreparedFrame::new(&Message::text("reply"));
+        assert!(fanout.activate(channel, key, None, reply));
+        outbox
+    }
+
+    fn frames(outbox: &Outbox) -> usize {
+        let mut out = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        out.len()
+    }
+
+    fn frame() -> PreparedFrame {
+        PreparedFrame::new(&Message::text("push"))
+    }
+
+    #[test]
+    fn a_delivery_goes_through_the_lane_and_only_to_the_state_it_came_from() {
+        let fanout = Fanout::new();
+        let (tx0, mut rx0) = unbounded_channel();
+        let (tx1, _rx1) = unbounded_channel();
+        fanout.install_lanes(vec![tx0, tx1].into());
+        // This thread is lane 0.
+        let outbox = active_subscriber(&fanout, "plain:x", 1);
+        assert_eq!(frames(&outbox), 1, "the reply");
+        fanout.with("plain:x", |state| state.deliver_frame(None, &frame(), None));
+        assert_eq!(frames(&outbox), 0, "handed to the lane, not queued here");
+        let delivery = rx0.try_recv().unwrap();
+        assert_eq!(fanout.deliver_in_lane(0, delivery), 1);
+        assert_eq!(frames(&outbox), 1, "queued by the lane");
+
+        // The channel's state is dropped and made again before the lane
+        // runs: the old delivery reaches no one.
+        fanout.with("plain:x", |state| state.deliver_frame(None, &frame(), None));
+        let stale = rx0.try_recv().unwrap();
+        assert!(fanout.remove("plain:x", 1, || {}).is_some());
+        let again = active_subscriber(&fanout, "plain:x", 2);
+        assert_eq!(frames(&again), 1, "the reply");
+        assert_eq!(fanout.deliver_in_lane(0, stale), 0);
+        assert_eq!(frames(&again), 0);
+    }
+
+    #[test]
+    fn a_stopped_lane_is_delivered_to_in_place() {
+        let fanout = Fanout::new();
+        let (tx0, rx0) = unbounded_channel();
+        let (tx1, _rx1) = unbounded_channel();
+        fanout.install_lanes(vec![tx0, tx1].into());
+        let outbox = active_subscriber(&fanout, "plain:y", 1);
+        assert_eq!(frames(&outbox), 1, "the reply");
+        drop(rx0);
+        fanout.with("plain:y", |state| state.deliver_frame(None, &frame(), None));
+        assert_eq!(frames(&outbox), 1, "nothing is lost when the lane is gone");
+    }
+}
