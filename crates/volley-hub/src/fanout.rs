@@ -771,7 +771,7 @@ mod tests {
 
 #[cfg(test)]
 mod lane_tests {
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     use tokio::sync::mpsc::unbounded_channel;
     use volley::Message;
