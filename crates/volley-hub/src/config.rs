@@ -294,6 +294,13 @@ pub struct Limits {
     /// Long-polling: a session with no poll for this long after its last
     /// poll ended is over (as a lost connection).
     pub session_timeout_ms: u64,
+    /// Whether a client that compresses its messages (permessage-deflate)
+    /// may keep its compression context from one message to the next. When
+    /// false (the default) the hub asks for `client_no_context_takeover`:
+    /// the hub then holds no decompressor (about 47 KB of zlib state)
+    /// between a client's messages, at the cost of compressing each of them
+    /// on its own.
+    pub client_compression_context: bool,
 }
 
 /// hyper's smallest read buffer, the floor of `max_request_head_bytes`.
@@ -321,6 +328,7 @@ impl Default for Limits {
             api_body_timeout_ms: 10_000,
             poll_timeout_ms: 25_000,
             session_timeout_ms: 30_000,
+            client_compression_context: false,
         }
     }
 }

@@ -143,9 +143,14 @@ impl Hub {
         config.validate()?;
         let verifier = TokenVerifier::new(&config.auth)?;
         let l = &config.limits;
+        let deflate = volley::Config::default()
+            .deflate()
+            .cloned()
+            .map(|d| d.client_no_context_takeover(!l.client_compression_context));
         let protocol = volley::Config::builder()
             .max_message_size(l.max_message_size)
             .max_frame_size(l.max_message_size)
+            .deflate(deflate)
             .build()
             .map_err(|e| ConfigError::Key(format!("limits.max_message_size: {e}")))?;
         let ws_config = WebSocketConfig::builder()

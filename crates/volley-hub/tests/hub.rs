@@ -945,3 +945,42 @@ async fn history_and_recovery_replies_are_bounded_by_the_hub_budget() {
         (91..=100).collect::<Vec<_>>()
     );
 }
+
+/// A client that compresses is asked not to keep its compression context
+/// between messages (the hub then keeps no decompressor between them), and
+/// compressed commands still work; `limits.client_compression_context`
+/// lets it keep the context.
+#[tokio::test]
+async fn compressing_clients_are_asked_for_no_context_takeover() {
+    for (keep, asked) in [(false, true), (true, false)] {
+        let mut cfg = config();
+        cfg.limits.client_compression_context = keep;
+        let hub = TestHub::start(cfg).await;
+        let (ws, response) = ClientBuilder::new(hub.url())
+            .protocol("volley.v1")
+            .connect()
+            .await
+            .unwrap();
+        let extensions = response
+            .headers()
+            .get("sec-websocket-extensions")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        assert!(extensions.starts_with("permessage-deflate"), "{extensions}");
+        assert_eq!(
+            extensions.contains("client_no_context_takeover"),
+            asked,
+            "{extensions}"
+        );
+        let mut c = Client::over(ws);
+        let r = c.call("connect", json!({})).await;
+        assert!(r["result"].is_object(), "{r}");
+        // Commands long enough to be compressed, several in a row.
+        for i in 0..3 {
+            let channel = format!("plain:compressed-{i}-{}", "x".repeat(100));
+            let r = c.subscribe(json!({ "channel": channel })).await;
+            assert!(r["result"].is_object(), "{r}");
+        }
+    }
+}

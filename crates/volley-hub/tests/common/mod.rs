@@ -278,6 +278,11 @@ impl Client {
             .connect()
             .await
             .unwrap();
+        Self::over(ws)
+    }
+
+    /// A client over an open WebSocket (not connected yet).
+    pub fn over(ws: WebSocket<MaybeTlsStream>) -> Self {
         Self {
             ws,
             next_id: 1,
