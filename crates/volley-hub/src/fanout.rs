@@ -38,6 +38,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Waker;
 use std::time::Instant;
 
 use volley::PreparedFrame;
@@ -183,7 +184,7 @@ impl Channel {
         let position = position.map(|(epoch, offset)| (epoch.clone(), offset));
         let Some(lanes) = &self.lanes else {
             for subscribers in self.subscribers.0.iter_mut() {
-                deliver_to(subscribers, position.as_ref(), frame, at);
+                deliver_to(subscribers, position.as_ref(), frame, at, Waker::wake);
             }
             return;
         };
@@ -202,7 +203,13 @@ impl Channel {
                 // The lane has stopped (the server is ending): deliver here,
                 // so that nothing is lost while its connections close.
                 let d = refused.0;
-                deliver_to(subscribers, d.position.as_ref(), &d.frame, d.at);
+                deliver_to(
+                    subscribers,
+                    d.position.as_ref(),
+                    &d.frame,
+                    d.at,
+                    Waker::wake,
+                );
             }
         }
     }
@@ -352,6 +359,7 @@ fn deliver_to(
     position: Option<&(Arc<str>, u64)>,
     frame: &PreparedFrame,
     at: Option<Instant>,
+    mut wake: impl FnMut(Waker),
 ) {
     let offset = position.map(|(_, offset)| *offset);
     for local in subscribers.values_mut() {
@@ -365,7 +373,9 @@ fn deliver_to(
                     // Delivery is in offset order: nothing below again.
                     local.covered = None;
                 }
-                local.outbox.push(frame, at);
+                if let (_, Some(waker)) = local.outbox.push_quietly(frame, at) {
+                    wake(waker);
+                }
             }
         }
     }
@@ -394,15 +404,20 @@ impl Fanout {
     /// this call; the server installs them before it accepts a connection).
     /// A second call is ignored.
     pub(crate) fn install_lanes(&self, lanes: Senders) {
-        if lanes.len() > 1 {
-            let _ = self.lanes.set(lanes);
-        }
+        let _ = self.lanes.set(lanes);
     }
 
     /// A delivery handed to `lane`: queues it to the lane's subscribers of
-    /// the channel, if the channel's state is still the one it came from.
-    /// Returns to how many subscribers (collecting ones included).
-    pub(crate) fn deliver_in_lane(&self, lane: usize, delivery: Delivery) -> usize {
+    /// the channel, if the channel's state is still the one it came from,
+    /// and adds the wakers of their waiting tasks to `wakers` (the lane
+    /// wakes them in turns). Returns to how many subscribers (collecting
+    /// ones included).
+    pub(crate) fn deliver_in_lane(
+        &self,
+        lane: usize,
+        delivery: Delivery,
+        wakers: &mut Vec<Waker>,
+    ) -> usize {
         let mut shard = self.shard(&delivery.channel);
         if let Some(state) = shard.get_mut(&*delivery.channel)
             && state.generation == delivery.generation
@@ -413,6 +428,7 @@ impl Fanout {
                 delivery.position.as_ref(),
                 &delivery.frame,
                 delivery.at,
+                |w| wakers.push(w),
             );
             return subscribers.len();
         }
@@ -822,7 +838,7 @@ mod lane_tests {
         fanout.with("plain:x", |state| state.deliver_frame(None, &frame(), None));
         assert_eq!(frames(&outbox), 0, "handed to the lane, not queued here");
         let delivery = rx0.try_recv().unwrap();
-        assert_eq!(fanout.deliver_in_lane(0, delivery), 1);
+        assert_eq!(fanout.deliver_in_lane(0, delivery, &mut Vec::new()), 1);
         assert_eq!(frames(&outbox), 1, "queued by the lane");
 
         // The channel's state is dropped and made again before the lane
@@ -832,7 +848,7 @@ mod lane_tests {
         assert!(fanout.remove("plain:x", 1, || {}).is_some());
         let again = active_subscriber(&fanout, "plain:x", 2);
         assert_eq!(frames(&again), 1, "the reply");
-        assert_eq!(fanout.deliver_in_lane(0, stale), 0);
+        assert_eq!(fanout.deliver_in_lane(0, stale, &mut Vec::new()), 0);
         assert_eq!(frames(&again), 0);
     }
 

@@ -12,8 +12,10 @@
 //!
 //! Lane 0 is the runtime that runs [`crate::Server::run`]; the others are
 //! threads started by it and stopped when it returns. A hub that serves on
-//! one thread has no lanes: the publishing task delivers to every subscriber
-//! itself, as before lanes existed.
+//! one thread has lane 0 alone. A lane wakes its subscribers' tasks in turns
+//! of [`WAKE_TURN`], yielding between turns, so that a fan-out to 10,000
+//! does not keep the thread's other tasks (an HTTP API request, another
+//! channel's delivery) waiting until all 10,000 have written.
 
 use std::cell::Cell;
 use std::sync::{Arc, Weak};
@@ -51,6 +53,10 @@ pub(crate) struct Delivery {
     /// When the publication entered the hub.
     pub(crate) at: Option<Instant>,
 }
+
+/// How many subscribers' tasks a lane wakes before it lets the thread's
+/// other tasks run (a turn's writes take a few milliseconds).
+const WAKE_TURN: usize = 256;
 
 /// The queues to every lane's fan-out task, by lane.
 pub(crate) type Senders = Arc<[UnboundedSender<Delivery>]>;
@@ -146,9 +152,23 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
     }) else {
         return;
     };
+    let mut wakers = Vec::new();
     while let Some(delivery) = deliveries.recv().await {
         let Some(hub) = hub.upgrade() else { return };
-        let queued = hub.fanout().deliver_in_lane(lane, delivery);
+        let queued = hub.fanout().deliver_in_lane(lane, delivery, &mut wakers);
+        drop(hub);
         delivered.inc_by(queued as u64);
+        // Wake the subscribers' tasks in turns, yielding between them: the
+        // thread's other tasks (an API request, another channel's delivery)
+        // get a turn after at most WAKE_TURN of them, not after all of them.
+        while !wakers.is_empty() {
+            let turn = wakers.len().saturating_sub(WAKE_TURN);
+            for waker in wakers.drain(turn..) {
+                waker.wake();
+            }
+            if !wakers.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 }

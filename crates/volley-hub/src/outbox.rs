@@ -128,22 +128,38 @@ impl Outbox {
     /// (the frame is dropped); over the byte limit, or when the hub's budget
     /// cannot take it, the client is marked slow.
     pub fn push(&self, frame: &PreparedFrame, published: Option<Instant>) -> bool {
+        let (queued, waker) = self.push_quietly(frame, published);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        queued
+    }
+
+    /// Queues a push like [`Outbox::push`], but hands back the task's waker
+    /// (when the task is waiting) instead of waking it: the fan-out wakes
+    /// its subscribers' tasks in turns, so that other tasks of the thread
+    /// get a turn between them. The caller must wake it.
+    pub(crate) fn push_quietly(
+        &self,
+        frame: &PreparedFrame,
+        published: Option<Instant>,
+    ) -> (bool, Option<Waker>) {
         let mut inner = self.lock();
         if inner.directive.is_some() {
-            return false;
+            return (false, None);
         }
         if inner.bytes + frame.len() > self.limit {
             self.overflow(&mut inner);
-            return false;
+            return (false, None);
         }
         if !self.budget.try_charge(frame.len() + ENTRY) {
             self.budget.disconnected(1);
             self.overflow(&mut inner);
-            return false;
+            return (false, None);
         }
         inner.charged += frame.len() + ENTRY;
-        Self::enqueue(&mut inner, frame.clone(), published, false, true);
-        true
+        Self::add(&mut inner, frame.clone(), published, false, true);
+        (true, inner.waker.take())
     }
 
     /// Charges the budget for the next reply, of `len` frame bytes, which
@@ -267,6 +283,18 @@ impl Outbox {
         reply: bool,
         charged: bool,
     ) {
+        Self::add(inner, frame, published, reply, charged);
+        wake(inner);
+    }
+
+    /// Adds a frame to the queue (without waking the task).
+    fn add(
+        inner: &mut Inner,
+        frame: PreparedFrame,
+        published: Option<Instant>,
+        reply: bool,
+        charged: bool,
+    ) {
         if reply {
             inner.reply_bytes += frame.len();
         } else {
@@ -278,7 +306,6 @@ impl Outbox {
             reply,
             charged,
         });
-        wake(inner);
     }
 
     /// Asks the task to disconnect the client (the first request wins).

@@ -185,6 +185,12 @@ impl Server {
             demo,
             mut lanes,
         } = self;
+        if lanes.is_none() {
+            // One thread: its fan-out task still wakes subscribers in turns
+            // (crate::lane). Starting one lane starts no thread, so it
+            // cannot fail.
+            lanes = Lanes::start(&hub, 1).ok();
+        }
         if let Some(lanes) = &mut lanes {
             lanes.run_first();
         }

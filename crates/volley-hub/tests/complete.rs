@@ -173,8 +173,9 @@ async fn a_stream_is_gone_history_ttl_after_its_last_publication() {
             body["result"]["channels"].as_array().unwrap().clone()
         }
     };
-    let first = hub.publish("brief:x", json!(1)).await;
+    // Taken before the call: the hub's clock for the TTL starts during it.
     let published = std::time::Instant::now();
+    let first = hub.publish("brief:x", json!(1)).await;
     let epoch = first["epoch"].as_str().unwrap().to_string();
     // A subscriber that comes and goes does not prolong the stream.
     let mut s = Client::anonymous(&hub).await;
