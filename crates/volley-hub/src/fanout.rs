@@ -416,7 +416,7 @@ impl Fanout {
         &self,
         lane: usize,
         delivery: Delivery,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut std::collections::VecDeque<Waker>,
     ) -> usize {
         let mut shard = self.shard(&delivery.channel);
         if let Some(state) = shard.get_mut(&*delivery.channel)
@@ -428,7 +428,7 @@ impl Fanout {
                 delivery.position.as_ref(),
                 &delivery.frame,
                 delivery.at,
-                |w| wakers.push(w),
+                |w| wakers.push_back(w),
             );
             return subscribers.len();
         }
@@ -838,7 +838,10 @@ mod lane_tests {
         fanout.with("plain:x", |state| state.deliver_frame(None, &frame(), None));
         assert_eq!(frames(&outbox), 0, "handed to the lane, not queued here");
         let delivery = rx0.try_recv().unwrap();
-        assert_eq!(fanout.deliver_in_lane(0, delivery, &mut Vec::new()), 1);
+        assert_eq!(
+            fanout.deliver_in_lane(0, delivery, &mut Default::default()),
+            1
+        );
         assert_eq!(frames(&outbox), 1, "queued by the lane");
 
         // The channel's state is dropped and made again before the lane
@@ -848,7 +851,7 @@ mod lane_tests {
         assert!(fanout.remove("plain:x", 1, || {}).is_some());
         let again = active_subscriber(&fanout, "plain:x", 2);
         assert_eq!(frames(&again), 1, "the reply");
-        assert_eq!(fanout.deliver_in_lane(0, stale, &mut Vec::new()), 0);
+        assert_eq!(fanout.deliver_in_lane(0, stale, &mut Default::default()), 0);
         assert_eq!(frames(&again), 0);
     }
 

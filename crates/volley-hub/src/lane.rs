@@ -18,7 +18,9 @@
 //! channel's delivery) waiting until all 10,000 have written.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
+use std::task::Waker;
 use std::time::Instant;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -141,7 +143,13 @@ impl Drop for Lanes {
     }
 }
 
-/// A lane's fan-out task: queues each delivery to the lane's subscribers.
+/// A lane's fan-out task: queues each delivery to the lane's subscribers,
+/// then wakes their tasks in turns of [`WAKE_TURN`], oldest first, yielding
+/// between turns so that the thread's other tasks (an API request, another
+/// channel's delivery) run after at most a turn, not after every subscriber.
+/// Deliveries that arrive meanwhile are queued at once, between turns: a
+/// subscriber whose turn has not come yet then writes them together when it
+/// does, which is how a busy hub batches.
 async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Delivery>) {
     let Some(delivered) = hub.upgrade().map(|hub| {
         let thread = u32::try_from(lane).unwrap_or(u32::MAX);
@@ -152,23 +160,33 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
     }) else {
         return;
     };
-    let mut wakers = Vec::new();
-    while let Some(delivery) = deliveries.recv().await {
-        let Some(hub) = hub.upgrade() else { return };
-        let queued = hub.fanout().deliver_in_lane(lane, delivery, &mut wakers);
-        drop(hub);
+    let mut wakers = VecDeque::new();
+    // Queues what has arrived; false once the hub is gone.
+    let take = |delivery: Delivery, wakers: &mut VecDeque<Waker>| -> bool {
+        let Some(hub) = hub.upgrade() else {
+            return false;
+        };
+        let queued = hub.fanout().deliver_in_lane(lane, delivery, wakers);
         delivered.inc_by(queued as u64);
-        // Wake the subscribers' tasks in turns, yielding between them: the
-        // thread's other tasks (an API request, another channel's delivery)
-        // get a turn after at most WAKE_TURN of them, not after all of them.
-        while !wakers.is_empty() {
-            let turn = wakers.len().saturating_sub(WAKE_TURN);
-            for waker in wakers.drain(turn..) {
+        true
+    };
+    while let Some(delivery) = deliveries.recv().await {
+        if !take(delivery, &mut wakers) {
+            return;
+        }
+        loop {
+            while let Ok(delivery) = deliveries.try_recv() {
+                if !take(delivery, &mut wakers) {
+                    return;
+                }
+            }
+            if wakers.is_empty() {
+                break;
+            }
+            for waker in wakers.drain(..WAKE_TURN.min(wakers.len())) {
                 waker.wake();
             }
-            if !wakers.is_empty() {
-                tokio::task::yield_now().await;
-            }
+            tokio::task::yield_now().await;
         }
     }
 }
