@@ -132,6 +132,9 @@ struct Shared {
     told_missed: AtomicUsize,
     /// Recoveries refused for now (error 106, the budget), then tried again.
     deferred: AtomicUsize,
+    /// Recovering subscribers disconnected again (4002) before their reply
+    /// was written, which reconnected and recovered again.
+    evicted_recovering: AtomicUsize,
 }
 
 async fn overload(load: Load) {
@@ -182,6 +185,7 @@ allow_anonymous = true
         recovered: AtomicUsize::new(0),
         told_missed: AtomicUsize::new(0),
         deferred: AtomicUsize::new(0),
+        evicted_recovering: AtomicUsize::new(0),
     });
 
     let mut readers = Vec::new();
@@ -264,13 +268,15 @@ allow_anonymous = true
     println!(
         "overload: {ended} of {} stalled subscribers and {readers_disconnected} of {} readers disconnected \
          ({} with the 4002 push), {} recovered exactly, {} told recovered: false, \
-         {} recoveries refused for now (106) and tried again",
+         {} recoveries refused for now (106) and tried again, {} recovering subscribers \
+         disconnected again (4002) and recovered again",
         load.stalled,
         load.readers,
         shared.told_4002.load(Ordering::Relaxed),
         shared.recovered.load(Ordering::Relaxed),
         shared.told_missed.load(Ordering::Relaxed),
         shared.deferred.load(Ordering::Relaxed),
+        shared.evicted_recovering.load(Ordering::Relaxed),
     );
 
     assert!(
@@ -520,7 +526,29 @@ async fn recover(
     let mut id = 2;
     let result = loop {
         let params = json!({"channel": CHANNEL, "recover": true, "epoch": epoch, "offset": seen});
-        let reply = call_reply(&mut ws, id, "subscribe", params).await;
+        let command = json!({"id": id, "method": "subscribe", "params": params});
+        ws.send(Message::text(command.to_string())).await.unwrap();
+        let reply = match next(&mut ws).await {
+            Some(reply) if reply["id"].as_u64() == Some(id) => reply,
+            other => {
+                // The budget disconnected it again (its recovery reply was
+                // among the largest backlogs) before the reply was written:
+                // reconnect and recover again, as the SDK does.
+                assert!(
+                    other
+                        .as_ref()
+                        .is_none_or(|p| p["push"] == "disconnect" && p["code"] == 4002),
+                    "{other:?}"
+                );
+                assert!(Instant::now() < give_up, "recovery disconnected for 60 s");
+                shared.evicted_recovering.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                ws = open(url, false).await;
+                id += 1;
+                continue;
+            }
+        };
         if let Some(result) = reply.get("result") {
             break result.clone();
         }
