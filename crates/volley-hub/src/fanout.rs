@@ -698,6 +698,11 @@ mod tests {
     use crate::budget::QueueBudget;
 
     fn subscriber(fanout: &Fanout) -> Arc<Outbox> {
+        pending(fanout, "chat:x", 1)
+    }
+
+    /// A subscriber of `channel` whose subscribe is under way.
+    pub(super) fn pending(fanout: &Fanout, channel: &str, key: u64) -> Arc<Outbox> {
         let budget = Arc::new(QueueBudget::new(
             1 << 20,
             Default::default(),
@@ -711,7 +716,7 @@ mod tests {
             chan_info: None,
         };
         let (_tx, ready) = tokio::sync::watch::channel(Some(true));
-        fanout.add_pending("chat:x", 1, outbox.clone(), info, || ready);
+        fanout.add_pending(channel, key, outbox.clone(), info, || ready);
         outbox
     }
 
@@ -793,23 +798,9 @@ mod lane_tests {
     use volley::Message;
 
     use super::*;
-    use crate::budget::QueueBudget;
 
     fn active_subscriber(fanout: &Fanout, channel: &str, key: u64) -> Arc<Outbox> {
-        let budget = Arc::new(QueueBudget::new(
-            1 << 20,
-            Default::default(),
-            Default::default(),
-        ));
-        let outbox = Arc::new(Outbox::new(1 << 20, budget));
-        let info = ClientInfo {
-            client: "c".into(),
-            user: "".into(),
-            conn_info: None,
-            chan_info: None,
-        };
-        let (_tx, ready) = tokio::sync::watch::channel(Some(true));
-        fanout.add_pending(channel, key, outbox.clone(), info, || ready);
+        let outbox = super::tests::pending(fanout, channel, key);
         let reply = PreparedFrame::new(&Message::text("reply"));
         assert!(fanout.activate(channel, key, None, reply));
         outbox
