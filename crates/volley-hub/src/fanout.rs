@@ -25,8 +25,9 @@
 //! way, or a hole being filled): the subscriber skips what its reply
 //! covered.
 //!
-//! When the hub serves on several threads (`crate::lane`), each channel's
-//! subscribers are kept by the lane their connection runs on, and delivery
+//! A server's hub delivers through its connection threads (`crate::lane`,
+//! one or more): each channel's subscribers are kept by the lane their
+//! connection runs on, and delivery
 //! hands the frame to each lane, which queues it to its own subscribers on
 //! its own thread. Everything above still happens here, under the channel's
 //! lock and in order; a lane only does the last step, in the order it was

@@ -89,8 +89,8 @@ pub struct Metrics {
     pub stream_holes: Counter,
     /// Open connections, by transport.
     pub connections_by_transport: Family<TransportLabels, Gauge>,
-    /// Publications queued to subscribers by each connection thread (a
-    /// hub on one thread does not count them).
+    /// Publications queued to subscribers by each connection thread (of a
+    /// server; a hub used without `Server` does not count them).
     pub thread_deliveries: Family<ThreadLabels, Counter>,
     rates: Mutex<RateWindow>,
 }
@@ -187,7 +187,7 @@ impl Metrics {
         let thread_deliveries = Family::<ThreadLabels, Counter>::default();
         registry.register(
             "thread_deliveries",
-            "Publications queued to subscribers by each connection thread (with more than one)",
+            "Publications queued to subscribers by each connection thread",
             thread_deliveries.clone(),
         );
         registry.register(
