@@ -68,8 +68,8 @@ pub(crate) type Senders = Arc<[UnboundedSender<Delivery>]>;
 /// open on them are dropped.
 #[derive(Debug)]
 pub(crate) struct Lanes {
-    handles: Vec<tokio::runtime::Handle>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Lanes 1 and up: each one's runtime, and what stops its thread.
+    threads: Vec<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>)>,
     /// Lane 0's queue, until [`Lanes::run_first`] starts its task.
     first: Option<UnboundedReceiver<Delivery>>,
     hub: Weak<Hub>,
@@ -84,8 +84,7 @@ impl Lanes {
         let (tx, first) = unbounded_channel();
         senders.push(tx);
         let mut lanes = Self {
-            handles: Vec::with_capacity(count.saturating_sub(1)),
-            stops: Vec::with_capacity(count.saturating_sub(1)),
+            threads: Vec::with_capacity(count.saturating_sub(1)),
             first: Some(first),
             hub: Arc::downgrade(hub),
         };
@@ -110,8 +109,7 @@ impl Lanes {
                 })
                 .map_err(|e| (lane, e))?;
             senders.push(tx);
-            lanes.handles.push(handle);
-            lanes.stops.push(stop);
+            lanes.threads.push((handle, stop));
         }
         hub.fanout().install_lanes(senders.into());
         Ok(lanes)
@@ -126,18 +124,20 @@ impl Lanes {
 
     /// How many lanes there are, lane 0 included.
     pub(crate) fn count(&self) -> usize {
-        self.handles.len() + 1
+        self.threads.len() + 1
     }
 
     /// The runtime of lane `lane` (1 or more).
     pub(crate) fn handle(&self, lane: usize) -> Option<&tokio::runtime::Handle> {
-        lane.checked_sub(1).and_then(|i| self.handles.get(i))
+        lane.checked_sub(1)
+            .and_then(|i| self.threads.get(i))
+            .map(|(handle, _)| handle)
     }
 }
 
 impl Drop for Lanes {
     fn drop(&mut self) {
-        for stop in self.stops.drain(..) {
+        for (_, stop) in self.threads.drain(..) {
             let _ = stop.send(());
         }
     }
