@@ -12,6 +12,9 @@
 #                                          frames parsed in place; same checks)
 #   PIN=0 HUB_THREADS=2 bench/fanout.sh   (nothing pinned: the hub on 2 connection threads
 #                                          and the load generator share every CPU)
+#   WARMUP=0 bench/fanout.sh              (measure from the first event; by default 20 events at
+#                                          the first rate go first, unmeasured: TCP's quick-ACK
+#                                          start, see bench/tcp_fanout_floor.c)
 #
 # Reports, per rate: deliveries per second, publish-to-last-delivery latency
 # (HTTP publish call start -> the last subscriber has it; p50, p99, max), the
@@ -99,7 +102,7 @@ fi
 
 CMD=("${GEN_CPU[@]}" "$BIN" bench fanout --addr "$ADDR" --api-key "$API_KEY" -n "$SUBSCRIBERS"
     --rates "$RATES" -d "$SECONDS_PER_RATE" --publishers "$PUBLISHERS" --server-pid "$SERVER_PID"
-    --engine "$ENGINE" --json "$OUT" --label volley)
+    --engine "$ENGINE" --warmup "${WARMUP:-20}" --json "$OUT" --label volley)
 echo "fanout.sh: ${CMD[*]}" >&2
 rc=0
 timeout --kill-after=10 600 "${CMD[@]}" >/dev/null || rc=$?

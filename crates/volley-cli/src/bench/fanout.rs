@@ -90,6 +90,14 @@ pub(crate) struct FanoutArgs {
     /// deliveries per second), with the same checks.
     #[arg(long, value_enum, default_value_t = Engine::Client)]
     engine: Engine,
+    /// Events published at the first rate before the measured steps, checked
+    /// like the others but reported apart (`"mode": "fanout-warmup"`). A
+    /// fresh TCP connection acknowledges its first 16 or so segments at once
+    /// (Linux's quick-ACK mode); over loopback those acknowledgements cost
+    /// the sending core, so the first events cost the hub more than the
+    /// steady state. 20 covers them.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
 }
 
 /// What can stop the fan-out benchmark.
@@ -587,7 +595,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// final verdict on every delivery.
 async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
     let plan = Plan::new(&a)?;
-    let t = Rc::new(Tracker::new(plan.subscribers, plan.total_events()));
+    let t = Rc::new(Tracker::new(plan.subscribers, plan.total_events(a.warmup)));
     let rss_before = a.server_pid.and_then(super::rss_bytes);
     let started = Instant::now();
     let sockets = connect_subscribers(&a, &plan).await?;
@@ -608,12 +616,21 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         .collect();
     let pad = "x".repeat(a.size);
     let mut first_seq = 0u64;
-    for (step, (&rate, &count)) in a.rates.iter().zip(&plan.counts).enumerate() {
+    let warmup = (a.warmup > 0).then(|| (a.rates.first().copied().unwrap_or(10.0), a.warmup));
+    let steps = warmup.into_iter().map(|w| (w, true)).chain(
+        a.rates
+            .iter()
+            .copied()
+            .zip(plan.counts.iter().copied())
+            .map(|s| (s, false)),
+    );
+    for (step, ((rate, count), warmup)) in steps.enumerate() {
         let step = Step {
             index: step,
             rate,
             count,
             first_seq,
+            warmup,
         };
         let complete = measure_step(&a, &plan, &t, &step, &pad).await?;
         first_seq += count;
@@ -669,9 +686,9 @@ impl Plan {
         })
     }
 
-    /// Every event of every rate, plus the stop event.
-    fn total_events(&self) -> usize {
-        self.counts.iter().sum::<u64>() as usize + 1
+    /// Every event of the warm-up and of every rate, plus the stop event.
+    fn total_events(&self, warmup: u64) -> usize {
+        (warmup + self.counts.iter().sum::<u64>()) as usize + 1
     }
 }
 
@@ -795,6 +812,8 @@ struct Step {
     count: u64,
     /// The `seq` of the step's first event.
     first_seq: u64,
+    /// The warm-up before the measured steps (`--warmup`).
+    warmup: bool,
 }
 
 impl Step {
@@ -1040,8 +1059,9 @@ async fn report_step(
     };
     let achieved = published as f64 / publish_secs;
     eprintln!(
-        "{:>10} rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event{}), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds), hub RSS {}{}",
+        "{:>10} {}rate {rate:>6} ev/s (achieved {achieved:>7.1}) x {n}: {per_sec:>10.0} deliveries/s, publish-to-last-delivery p50 {:>7.2} ms p99 {:>7.2} ms max {:>7.2} ms, HTTP publish p50 {:.2} ms, loadgen CPU {} ({} ms per event{}), hub CPU {}, CPUs busy {}; hub-side delivery latency p50 {} ms p99 {} ms (bucket bounds), hub RSS {}{}",
         a.label,
+        if step.warmup { "warm-up: " } else { "" },
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         latencies.last().copied().unwrap_or(f64::NAN),
@@ -1074,7 +1094,7 @@ async fn report_step(
     emit(
         a.json.as_deref(),
         &serde_json::json!({
-            "mode": "fanout", "label": a.label, "subscribers": n, "nodes": plan.nodes.len(), "step": step.index, "rate": rate,
+            "mode": if step.warmup { "fanout-warmup" } else { "fanout" }, "label": a.label, "subscribers": n, "nodes": plan.nodes.len(), "step": step.index, "rate": rate,
             "achieved_rate": achieved, "events": published, "scheduled_events": count, "deliveries": deliveries,
             "expected_deliveries": published * n as u64, "complete": complete,
             "deliveries_per_sec": per_sec, "p50_ms": percentile(&latencies, 0.5),
