@@ -34,19 +34,18 @@
 //! handed the frames, so a subscriber still gets them in order, after its
 //! reply.
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::Waker;
 use std::time::Instant;
 
 use volley::PreparedFrame;
 
 use crate::hub::text_frame;
-use crate::lane::{self, Delivery, Senders};
-use crate::outbox::{Directive, Outbox};
+use crate::lane::{self, Delivery, Senders, Wakeup};
+use crate::outbox::{Directive, Next, Outbox};
 use crate::protocol::{self, ClientInfo, DisconnectCode, Publication};
 use crate::sync::lock;
 
@@ -185,7 +184,7 @@ impl Channel {
         let position = position.map(|(epoch, offset)| (epoch.clone(), offset));
         let Some(lanes) = &self.lanes else {
             for subscribers in self.subscribers.0.iter_mut() {
-                deliver_to(subscribers, position.as_ref(), frame, at, Waker::wake);
+                deliver_to(subscribers, position.as_ref(), frame, at, None);
             }
             return;
         };
@@ -204,13 +203,7 @@ impl Channel {
                 // The lane has stopped (the server is ending): deliver here,
                 // so that nothing is lost while its connections close.
                 let d = refused.0;
-                deliver_to(
-                    subscribers,
-                    d.position.as_ref(),
-                    &d.frame,
-                    d.at,
-                    Waker::wake,
-                );
+                deliver_to(subscribers, d.position.as_ref(), &d.frame, d.at, None);
             }
         }
     }
@@ -355,12 +348,15 @@ impl Channel {
 
 /// Queues a frame to these subscribers: a subscriber whose subscribe is
 /// under way collects it; one whose reply covered its offset skips it.
+/// Their tasks are woken at once, or, given a lane's list (the subscribers
+/// of the calling thread's lane), added to it: to be woken, or written to
+/// directly, in the lane's turns.
 fn deliver_to(
     subscribers: &mut HashMap<u64, Local>,
     position: Option<&(Arc<str>, u64)>,
     frame: &PreparedFrame,
     at: Option<Instant>,
-    mut wake: impl FnMut(Waker),
+    mut lane: Option<&mut VecDeque<Wakeup>>,
 ) {
     let offset = position.map(|(_, offset)| *offset);
     for local in subscribers.values_mut() {
@@ -374,8 +370,16 @@ fn deliver_to(
                     // Delivery is in offset order: nothing below again.
                     local.covered = None;
                 }
-                if let (_, Some(waker)) = local.outbox.push_quietly(frame, at) {
-                    wake(waker);
+                let (_, next) = local.outbox.push_quietly(frame, at, lane.is_some());
+                match (next, lane.as_deref_mut()) {
+                    (Next::Nothing, _) => {}
+                    (Next::Wake(waker), None) => waker.wake(),
+                    (Next::Wake(waker), Some(lane)) => lane.push_back(Wakeup::Task(waker)),
+                    (Next::WriteDirect, Some(lane)) => {
+                        lane.push_back(Wakeup::Direct(local.outbox.clone()));
+                    }
+                    // Not asked for without a lane's list.
+                    (Next::WriteDirect, None) => {}
                 }
             }
         }
@@ -410,14 +414,14 @@ impl Fanout {
 
     /// A delivery handed to `lane`: queues it to the lane's subscribers of
     /// the channel, if the channel's state is still the one it came from,
-    /// and adds the wakers of their waiting tasks to `wakers` (the lane
-    /// wakes them in turns). Returns to how many subscribers (collecting
-    /// ones included).
+    /// and adds what their tasks need to `wakeups` (the lane wakes them, or
+    /// writes for them, in turns). Returns to how many subscribers
+    /// (collecting ones included).
     pub(crate) fn deliver_in_lane(
         &self,
         lane: usize,
         delivery: Delivery,
-        wakers: &mut std::collections::VecDeque<Waker>,
+        wakeups: &mut VecDeque<Wakeup>,
     ) -> usize {
         let mut shard = self.shard(&delivery.channel);
         if let Some(state) = shard.get_mut(&*delivery.channel)
@@ -429,7 +433,7 @@ impl Fanout {
                 delivery.position.as_ref(),
                 &delivery.frame,
                 delivery.at,
-                |w| wakers.push_back(w),
+                Some(wakeups),
             );
             return subscribers.len();
         }
@@ -810,7 +814,7 @@ mod lane_tests {
     fn frames(outbox: &Outbox) -> usize {
         let mut out = Vec::new();
         let mut cx = Context::from_waker(Waker::noop());
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         out.len()
     }
 

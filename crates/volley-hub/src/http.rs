@@ -23,6 +23,7 @@ use volley::{Accept, Rejection};
 
 use crate::assets;
 use crate::commands;
+use crate::direct::Io;
 use crate::fallback;
 use crate::hub::{Admission, Hub, Target};
 use crate::metrics::TransportLabels;
@@ -119,8 +120,13 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
         }
         Ok(Accept::new().protocol(SUBPROTOCOL))
     };
-    let (response, upgrading) = match volley::upgrade(&mut request, hub.ws_config().clone(), check)
-    {
+    let upgrade = volley::upgrade_with(
+        &mut request,
+        hub.ws_config().clone(),
+        check,
+        Io::from_upgraded,
+    );
+    let (response, upgrading) = match upgrade {
         Ok(pair) => pair,
         Err(rejection) => {
             if rejection.status() != StatusCode::FORBIDDEN
@@ -162,7 +168,7 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
 /// on it in place) also keeps a second WebSocket-sized slot out.
 fn connection(
     hub: Arc<Hub>,
-    upgrading: volley::Upgrading,
+    upgrading: volley::UpgradingWith<Io>,
     key: u64,
     outbox: Arc<crate::outbox::Outbox>,
     ip: IpAddr,
@@ -559,16 +565,14 @@ mod tests {
         let hub = Hub::new(crate::HubConfig::default()).unwrap();
         let ip = IpAddr::from([127, 0, 0, 1]);
         let (key, outbox) = hub.admit(ip).unwrap();
-        let upgrading: volley::Upgrading =
+        let upgrading: volley::UpgradingWith<Io> =
             Box::pin(async { Err(volley::Error::Io(std::io::Error::other("not upgraded"))) });
         let transport = TransportLabels {
             transport: "websocket-h1",
         };
         let task = connection(hub.clone(), upgrading, key, outbox, ip, transport);
         let size = std::mem::size_of_val(&task);
-        let ws = std::mem::size_of::<
-            volley::WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>,
-        >();
+        let ws = std::mem::size_of::<volley::WebSocket<Io>>();
         assert!(size <= ws + 640, "{size} bytes for a {ws}-byte WebSocket");
         // tokio allocates a task as its future plus 104 bytes of header and
         // trailer, rounded up to 128 (x86-64 and aarch64): at most 664 bytes

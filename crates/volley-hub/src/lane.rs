@@ -16,6 +16,12 @@
 //! of [`WAKE_TURN`], yielding between turns, so that a fan-out to 10,000
 //! does not keep the thread's other tasks (an HTTP API request, another
 //! channel's delivery) waiting until all 10,000 have written.
+//!
+//! A subscriber whose task is parked (it has written everything and waits)
+//! is not woken at all: the lane writes to its socket itself
+//! ([`Outbox::write_direct`], `crate::direct`), which saves the wake-up, the
+//! task's poll and its copy of the frame. The lane's turns hold those
+//! writes too.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -28,6 +34,7 @@ use volley::PreparedFrame;
 
 use crate::hub::Hub;
 use crate::metrics::ThreadLabels;
+use crate::outbox::{Outbox, Written};
 
 thread_local! {
     /// The lane this thread runs (0 on any thread that is not a lane's).
@@ -56,9 +63,18 @@ pub(crate) struct Delivery {
     pub(crate) at: Option<Instant>,
 }
 
-/// How many subscribers' tasks a lane wakes before it lets the thread's
-/// other tasks run (a turn's writes take a few milliseconds).
+/// How many subscribers' tasks a lane wakes (or writes for) before it lets
+/// the thread's other tasks run (a turn's writes take a few milliseconds).
 const WAKE_TURN: usize = 256;
+
+/// What a lane does for a subscriber it queued to, in its turn.
+#[derive(Debug)]
+pub(crate) enum Wakeup {
+    /// Wake the subscriber's task, which writes.
+    Task(Waker),
+    /// Write for the subscriber's parked task.
+    Direct(Arc<Outbox>),
+}
 
 /// The queues to every lane's fan-out task, by lane.
 pub(crate) type Senders = Arc<[UnboundedSender<Delivery>]>;
@@ -151,18 +167,29 @@ impl Drop for Lanes {
 /// subscriber whose turn has not come yet then writes them together when it
 /// does, which is how a busy hub batches.
 async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Delivery>) {
-    let Some(delivered) = hub.upgrade().map(|hub| {
-        let thread = u32::try_from(lane).unwrap_or(u32::MAX);
-        hub.metrics()
-            .thread_deliveries
-            .get_or_create(&ThreadLabels { thread })
-            .clone()
-    }) else {
+    let Some((delivered, (messages_out, bytes_out, latency, direct_writes))) =
+        hub.upgrade().map(|hub| {
+            let thread = u32::try_from(lane).unwrap_or(u32::MAX);
+            let delivered = hub
+                .metrics()
+                .thread_deliveries
+                .get_or_create(&ThreadLabels { thread })
+                .clone();
+            let m = hub.metrics();
+            let out = (
+                m.messages_out.clone(),
+                m.bytes_out.clone(),
+                m.delivery_latency.clone(),
+                m.direct_writes.clone(),
+            );
+            (delivered, out)
+        })
+    else {
         return;
     };
     let mut wakers = VecDeque::new();
     // Queues what has arrived; false once the hub is gone.
-    let take = |delivery: Delivery, wakers: &mut VecDeque<Waker>| -> bool {
+    let take = |delivery: Delivery, wakers: &mut VecDeque<Wakeup>| -> bool {
         let Some(hub) = hub.upgrade() else {
             return false;
         };
@@ -183,8 +210,27 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
             if wakers.is_empty() {
                 break;
             }
-            for waker in wakers.drain(..WAKE_TURN.min(wakers.len())) {
-                waker.wake();
+            let mut written = Written::default();
+            for wakeup in wakers.drain(..WAKE_TURN.min(wakers.len())) {
+                match wakeup {
+                    Wakeup::Task(waker) => waker.wake(),
+                    Wakeup::Direct(outbox) => {
+                        if let Some(waker) = outbox.write_direct(&mut written) {
+                            waker.wake();
+                        }
+                    }
+                }
+            }
+            // Counted as the tasks count what they write; the delivery
+            // latency once per turn (for its oldest publication), as a task
+            // observes it once per batch it writes.
+            if written.writes > 0 {
+                direct_writes.inc_by(written.writes);
+                messages_out.inc_by(written.frames);
+                bytes_out.inc_by(written.bytes);
+            }
+            if let Some(at) = written.oldest {
+                latency.observe(at.elapsed().as_secs_f64());
             }
             tokio::task::yield_now().await;
         }

@@ -27,6 +27,7 @@ mod client_ip;
 mod commands;
 mod config;
 mod demo;
+mod direct;
 pub mod engine;
 mod fallback;
 mod fanout;

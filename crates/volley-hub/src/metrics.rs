@@ -92,6 +92,10 @@ pub struct Metrics {
     /// Publications queued to subscribers by each connection thread (of a
     /// server; a hub used without `Server` does not count them).
     pub thread_deliveries: Family<ThreadLabels, Counter>,
+    /// Writes a connection thread made itself to the socket of a connection
+    /// whose task was parked (every frame queued to it), instead of waking
+    /// the task.
+    pub direct_writes: Counter,
     rates: Mutex<RateWindow>,
 }
 
@@ -190,6 +194,12 @@ impl Metrics {
             "Publications queued to subscribers by each connection thread",
             thread_deliveries.clone(),
         );
+        let direct_writes = Counter::default();
+        registry.register(
+            "direct_writes",
+            "Writes a connection thread made itself to an idle connection's socket (the frames queued to it), instead of waking the connection's task",
+            direct_writes.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -227,7 +237,7 @@ impl Metrics {
         );
         registry.register(
             "delivery_latency_seconds",
-            "Time from a publication entering the hub to its frame reaching a subscriber's socket (once per write, for its oldest publication)",
+            "Time from a publication entering the hub to its frame reaching a subscriber's socket (once per write of a connection's task, and once per turn of a thread's direct writes, for the oldest publication)",
             delivery_latency.clone(),
         );
         registry.register(
@@ -267,6 +277,7 @@ impl Metrics {
             stream_holes,
             connections_by_transport,
             thread_deliveries,
+            direct_writes,
             rates: Mutex::new(RateWindow {
                 at: Instant::now(),
                 counts: [0; 4],

@@ -11,6 +11,11 @@
 //! write buffer (its frame bytes) until the connection's task reports them
 //! written (the `buffered` argument of [`Outbox::poll_take`]). So is a reply
 //! charged beforehand with [`Outbox::charge_reply`] (a recovery).
+//!
+//! On a plain TCP connection the outbox also holds the connection's socket
+//! (`crate::direct`): while the task is parked ([`Outbox::poll_take`] with
+//! `park`), the fan-out of the connection's thread writes what it queued
+//! itself ([`Outbox::write_direct`]) instead of waking the task.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +25,10 @@ use std::time::Instant;
 
 use volley::PreparedFrame;
 
+use bytes::Bytes;
+
 use crate::budget::QueueBudget;
+use crate::direct::{MAX_FRAMES, Socket};
 use crate::protocol::DisconnectCode;
 
 /// What a queued push costs the budget besides its frame bytes: its entry.
@@ -71,9 +79,13 @@ struct Inner {
     waker: Option<Waker>,
     directive: Option<Directive>,
     /// Channels the server unsubscribed this connection from, not yet seen
-    /// by its task. A boxed slice (two words, not a `Vec`'s three): with
+    /// by its task. Boxed (one word, not a `Vec`'s three; rarely any): with
     /// it the outbox and its `Arc` fit jemalloc's 192-byte class, not 224.
-    unsubscribed: Box<[Box<str>]>,
+    #[allow(clippy::box_collection)] // one word, not three
+    unsubscribed: Option<Box<Vec<Box<str>>>>,
+    /// The connection's socket, on a plain TCP connection, until the client
+    /// is disconnected.
+    socket: Option<Arc<Socket>>,
 }
 
 /// The queue (shared by the connection's task and everyone who sends to it).
@@ -86,7 +98,41 @@ pub struct Outbox {
     /// read: the outbox is also the waker the task polls its read side with
     /// (see [`Outbox::take_read_ready`]).
     read_ready: AtomicBool,
+    /// Whether the task is parked: it has written everything and waits, so
+    /// the fan-out may write to the socket itself. Set and cleared under the
+    /// lock (read without it by the task, which alone sets it).
+    parked: AtomicBool,
+    /// Whether a fan-out has this outbox on its list to write directly
+    /// (once is enough: it writes everything queued).
+    direct_queued: AtomicBool,
 }
+
+/// What the fan-out must do after [`Outbox::push_quietly`].
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Nothing: the task is awake, or the fan-out will write already.
+    Nothing,
+    /// Wake the task.
+    Wake(Waker),
+    /// Write directly ([`Outbox::write_direct`]): the task is parked.
+    WriteDirect,
+}
+
+/// What direct writes handed to sockets, for the hub's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    /// Writes (a socket's queued frames, in one vectored write or more).
+    pub(crate) writes: u64,
+    /// Frames.
+    pub(crate) frames: u64,
+    /// Their bytes.
+    pub(crate) bytes: u64,
+    /// When the oldest publication among them entered the hub.
+    pub(crate) oldest: Option<Instant>,
+}
+
+/// An empty frame, to fill the unused slots of a direct write.
+static NO_FRAME: Bytes = Bytes::new();
 
 impl Outbox {
     /// An empty queue that holds at most `limit` bytes of pushes, charging
@@ -97,6 +143,24 @@ impl Outbox {
             limit,
             budget,
             read_ready: AtomicBool::new(true),
+            parked: AtomicBool::new(false),
+            direct_queued: AtomicBool::new(false),
+        }
+    }
+
+    /// Shares the connection's socket (a plain TCP connection's), for the
+    /// fan-out's direct writes while the task is parked.
+    pub(crate) fn attach(&self, socket: Arc<Socket>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// The task is running: until it parks again, nothing but the task
+    /// writes to the socket. Takes the lock when the task was parked, so a
+    /// direct write under way (on another thread) ends first.
+    pub(crate) fn unpark(&self) {
+        if self.parked.load(Ordering::Acquire) {
+            let _inner = self.lock();
+            self.parked.store(false, Ordering::Release);
         }
     }
 
@@ -128,38 +192,115 @@ impl Outbox {
     /// (the frame is dropped); over the byte limit, or when the hub's budget
     /// cannot take it, the client is marked slow.
     pub fn push(&self, frame: &PreparedFrame, published: Option<Instant>) -> bool {
-        let (queued, waker) = self.push_quietly(frame, published);
-        if let Some(w) = waker {
+        let (queued, next) = self.push_quietly(frame, published, false);
+        if let Next::Wake(w) = next {
             w.wake();
         }
         queued
     }
 
-    /// Queues a push like [`Outbox::push`], but hands back the task's waker
-    /// (when the task is waiting) instead of waking it: the fan-out wakes
-    /// its subscribers' tasks in turns, so that other tasks of the thread
-    /// get a turn between them. The caller must wake it.
+    /// Queues a push like [`Outbox::push`], but says what to do instead of
+    /// waking the task: the fan-out wakes its subscribers' tasks in turns,
+    /// so that other tasks of the thread get a turn between them. With
+    /// `direct` (only the fan-out of the connection's own thread), a parked
+    /// task is not woken at all: the caller writes for it
+    /// ([`Outbox::write_direct`]).
     pub(crate) fn push_quietly(
         &self,
         frame: &PreparedFrame,
         published: Option<Instant>,
-    ) -> (bool, Option<Waker>) {
+        direct: bool,
+    ) -> (bool, Next) {
         let mut inner = self.lock();
         if inner.directive.is_some() {
-            return (false, None);
+            return (false, Next::Nothing);
         }
         if inner.bytes + frame.len() > self.limit {
             self.overflow(&mut inner);
-            return (false, None);
+            return (false, Next::Nothing);
         }
         if !self.budget.try_charge(frame.len() + ENTRY) {
             self.budget.disconnected(1);
             self.overflow(&mut inner);
-            return (false, None);
+            return (false, Next::Nothing);
         }
         inner.charged += frame.len() + ENTRY;
         Self::add(&mut inner, frame.clone(), published, false, true);
-        (true, inner.waker.take())
+        if direct && self.parked.load(Ordering::Acquire) {
+            if self.direct_queued.swap(true, Ordering::AcqRel) {
+                return (true, Next::Nothing);
+            }
+            return (true, Next::WriteDirect);
+        }
+        (true, inner.waker.take().map_or(Next::Nothing, Next::Wake))
+    }
+
+    /// Writes what is queued to the socket while the task is parked, adding
+    /// what went out to `written`. Returns the task's waker when the task
+    /// must write instead: it is not parked (any more), or the socket did
+    /// not take everything (the task then writes the rest, and waits for
+    /// the socket).
+    pub(crate) fn write_direct(&self, written: &mut Written) -> Option<Waker> {
+        let mut inner = self.lock();
+        self.direct_queued.store(false, Ordering::Release);
+        if !self.parked.load(Ordering::Acquire) || inner.directive.is_some() {
+            return if inner.frames.is_empty() {
+                None
+            } else {
+                inner.waker.take()
+            };
+        }
+        let Some(socket) = inner.socket.take() else {
+            return inner.waker.take();
+        };
+        let frames_before = written.frames;
+        let mut all = true;
+        while all && !inner.frames.is_empty() {
+            let mut frames = [&NO_FRAME; MAX_FRAMES];
+            let mut n = 0;
+            let mut len = 0;
+            for (slot, q) in frames.iter_mut().zip(&inner.frames) {
+                *slot = q.frame.bytes();
+                len += q.frame.len();
+                n += 1;
+            }
+            let mut sent = socket.write_now(&frames[..n]);
+            all = sent == len;
+            // Account for the frames the socket took (all or part of).
+            while sent > 0 {
+                let Some(q) = inner.frames.pop_front() else {
+                    break;
+                };
+                self.taken(&mut inner, &q);
+                let out = q.frame.len().min(sent);
+                sent -= out;
+                if q.charged {
+                    // What is left of it (kept by the socket) stays
+                    // charged, as a frame in the task's write buffer does.
+                    inner.in_flight -= out;
+                    self.budget.release(out);
+                }
+                written.frames += 1;
+                written.bytes += q.frame.len() as u64;
+                if let Some(at) = q.published {
+                    written.oldest = Some(written.oldest.map_or(at, |o| o.min(at)));
+                }
+            }
+        }
+        inner.socket = Some(socket);
+        if written.frames > frames_before {
+            written.writes += 1;
+        }
+        if inner.frames.is_empty() {
+            // An idle client keeps no queue buffer.
+            inner.frames = VecDeque::new();
+        }
+        if all {
+            return None;
+        }
+        // The socket is full: the task writes the rest, and waits for it.
+        self.parked.store(false, Ordering::Release);
+        inner.waker.take()
     }
 
     /// Charges the budget for the next reply, of `len` frame bytes, which
@@ -243,9 +384,10 @@ impl Outbox {
     pub(crate) fn unsubscribed(&self, channel: &str, frame: PreparedFrame) {
         let mut inner = self.lock();
         if inner.directive.is_none() {
-            let mut channels = std::mem::take(&mut inner.unsubscribed).into_vec();
-            channels.push(channel.into());
-            inner.unsubscribed = channels.into_boxed_slice();
+            inner
+                .unsubscribed
+                .get_or_insert_default()
+                .push(channel.into());
             Self::enqueue(&mut inner, frame, None, true, false);
         }
     }
@@ -253,7 +395,11 @@ impl Outbox {
     /// The channels the server unsubscribed this connection from since the
     /// last call.
     pub(crate) fn take_unsubscribed(&self) -> Vec<Box<str>> {
-        std::mem::take(&mut self.lock().unsubscribed).into_vec()
+        self.lock()
+            .unsubscribed
+            .take()
+            .map(|channels| *channels)
+            .unwrap_or_default()
     }
 
     /// Whether the replies waiting exceed the limit (then the connection
@@ -263,6 +409,7 @@ impl Outbox {
     }
 
     fn overflow(&self, inner: &mut Inner) {
+        inner.socket = None;
         inner.frames = VecDeque::new();
         inner.bytes = 0;
         self.budget.release(std::mem::take(&mut inner.charged));
@@ -312,6 +459,7 @@ impl Outbox {
     pub fn disconnect(&self, directive: Directive) {
         let mut inner = self.lock();
         if inner.directive.is_none() || directive == Directive::GoingAway {
+            inner.socket = None;
             inner.directive = Some(directive);
             wake(&mut inner);
         }
@@ -322,12 +470,17 @@ impl Outbox {
     /// what the connection's socket still buffers: pushes taken before are
     /// released from the budget down to that amount (the buffer may also
     /// hold replies, so this keeps at most what it holds).
+    ///
+    /// With `park` (the task has nothing buffered and will wait when this is
+    /// pending), a pending take also parks the task: until its next
+    /// [`Outbox::unpark`], the fan-out may write to its socket directly.
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
         out: &mut Vec<Queued>,
         max_bytes: usize,
         buffered: usize,
+        park: bool,
     ) -> Poll<Directive> {
         let mut inner = self.lock();
         if inner.in_flight > buffered {
@@ -359,6 +512,9 @@ impl Outbox {
                 .is_some_and(|w| w.will_wake(cx.waker()))
             {
                 inner.waker = Some(cx.waker().clone());
+            }
+            if park && inner.socket.is_some() {
+                self.parked.store(true, Ordering::Release);
             }
             Poll::Pending
         } else {
@@ -443,6 +599,7 @@ fn wake(inner: &mut Inner) {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
     use std::task::Waker;
 
     use volley::Message;
@@ -477,12 +634,12 @@ mod tests {
         assert_eq!(budget.queued(), 304 + ENTRY, "its frame and its entry");
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 304, "in the socket's buffer: its bytes");
         assert_eq!(outbox.backlog(), 304);
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 100);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 100, false);
         assert_eq!(budget.queued(), 100, "what the socket still buffers");
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 0);
         assert!(outbox.push(&frame(300), None));
         drop(outbox);
@@ -503,7 +660,7 @@ mod tests {
         assert_eq!(budget.queued(), 2 * per_push, "b's queue is released");
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(
-            b.poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0),
+            b.poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, false),
             Poll::Ready(Directive::Disconnect(
                 DisconnectCode::SlowConsumer,
                 None,
@@ -527,7 +684,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(budget.queued(), 12);
         let mut cx = Context::from_waker(Waker::noop());
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 0);
     }
 
@@ -543,9 +700,9 @@ mod tests {
         assert_eq!(outbox.backlog(), 504 + ENTRY, "eviction sees it");
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 504, "in the socket's buffer: its bytes");
-        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0);
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 0, "written");
         outbox.reply(frame(500));
         assert_eq!(budget.queued(), 0, "a reply not charged beforehand is not");
@@ -598,7 +755,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, usize::MAX, 0),
+            outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false),
             Poll::Ready(Directive::Disconnect(
                 DisconnectCode::SlowConsumer,
                 None,
@@ -621,7 +778,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, 100, 0),
+            outbox.poll_take(&mut cx, &mut out, 100, 0, false),
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "one frame even when it is over the budget");
@@ -630,9 +787,200 @@ mod tests {
         out.clear();
         assert!(outbox.push(&frame(10), None));
         assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, 12, 0),
+            outbox.poll_take(&mut cx, &mut out, 12, 0, false),
             Poll::Ready(Directive::None)
         );
         assert_eq!(out.len(), 1, "the budget stops the second");
+    }
+
+    /// A connected loopback pair: the server side shared as a connection's
+    /// socket, the client side to read what it gets.
+    async fn socket_pair() -> (Arc<Socket>, crate::direct::Io, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let socket = Socket::new(accepted.unwrap().0);
+        (
+            socket.clone(),
+            crate::direct::Io::Shared(socket),
+            client.unwrap(),
+        )
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn read_exactly(client: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_parked_task_is_written_for_not_woken_and_an_awake_one_is_woken() {
+        let b = budget(1 << 20);
+        let outbox = Outbox::new(1 << 20, b.clone());
+        let (socket, _io, mut client) = socket_pair().await;
+        outbox.attach(socket);
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Not parked (a take without `park`): a push wakes the task.
+        assert!(
+            outbox
+                .poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, false)
+                .is_pending()
+        );
+        let (queued, next) = outbox.push_quietly(&frame(10), None, true);
+        assert!(queued);
+        let Next::Wake(w) = next else {
+            panic!("{next:?}")
+        };
+        w.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        let mut out = Vec::new();
+        assert!(
+            outbox
+                .poll_take(&mut cx, &mut out, usize::MAX, 0, false)
+                .is_ready()
+        );
+        // Parked: two pushes, one direct write of both, no wake-up.
+        assert!(
+            outbox
+                .poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, true)
+                .is_pending()
+        );
+        let (first, second) = (frame(20), frame(30));
+        assert!(matches!(
+            outbox.push_quietly(&first, None, true),
+            (true, Next::WriteDirect)
+        ));
+        assert!(matches!(
+            outbox.push_quietly(&second, None, true),
+            (true, Next::Nothing)
+        ));
+        let mut written = Written::default();
+        assert!(outbox.write_direct(&mut written).is_none());
+        assert_eq!((written.writes, written.frames), (1, 2));
+        let both = [first.as_bytes(), second.as_bytes()].concat();
+        assert_eq!(written.bytes, both.len() as u64);
+        assert_eq!(read_exactly(&mut client, both.len()).await, both);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a direct write wakes no one"
+        );
+        // Everything written: nothing of it is charged any more.
+        assert_eq!(b.queued(), 0);
+        // Still parked: the next push is written directly too.
+        assert!(matches!(
+            outbox.push_quietly(&first, None, true),
+            (true, Next::WriteDirect)
+        ));
+        // Not by a push from elsewhere (another thread's), which wakes.
+        outbox.unpark();
+        assert!(outbox.write_direct(&mut written).is_some());
+        assert_eq!(written.frames, 2, "not parked: nothing written");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_leaves_the_rest_to_the_task_in_order() {
+        use std::future::poll_fn;
+        use tokio::io::AsyncWrite;
+        let b = budget(64 << 20);
+        let outbox = Outbox::new(64 << 20, b.clone());
+        let (socket, mut io, mut client) = socket_pair().await;
+        outbox.attach(socket.clone());
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Frames of distinct bytes, written until the socket (never read
+        // meanwhile) takes no more.
+        let frames: Vec<PreparedFrame> = (0..4096u32)
+            .map(|i| PreparedFrame::new(&Message::text(format!("{i:>6}{}", "x".repeat(4000)))))
+            .collect();
+        let mut pushed = 0;
+        let mut written = Written::default();
+        let woken = loop {
+            assert!(
+                outbox
+                    .poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, true)
+                    .is_pending()
+            );
+            assert!(pushed < frames.len(), "the socket took 16 MB");
+            outbox.push_quietly(&frames[pushed], None, true);
+            pushed += 1;
+            if let Some(w) = outbox.write_direct(&mut written) {
+                break w;
+            }
+        };
+        woken.wake();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "a full socket wakes the task"
+        );
+        let unsent = socket.unsent();
+        // What the task must still write: the rest of a frame, then the queue.
+        let mut out = Vec::new();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, unsent, unsent == 0);
+        assert!(unsent > 0 || !out.is_empty(), "the socket took everything");
+        assert!(!outbox.parked.load(Ordering::SeqCst));
+        let expected: Vec<u8> = frames[..pushed]
+            .iter()
+            .flat_map(|f| f.as_bytes().to_vec())
+            .collect();
+        let reader =
+            tokio::spawn(
+                async move { read_exactly(&mut client, expected.len()).await == expected },
+            );
+        // The task's writes go after the rest of the frame the fan-out began.
+        for q in out {
+            let mut at = 0;
+            while at < q.frame.len() {
+                at += poll_fn(|cx| Pin::new(&mut io).poll_write(cx, &q.frame.as_bytes()[at..]))
+                    .await
+                    .unwrap();
+            }
+        }
+        poll_fn(|cx| Pin::new(&mut io).poll_flush(cx))
+            .await
+            .unwrap();
+        assert_eq!(socket.unsent(), 0);
+        assert!(reader.await.unwrap(), "every byte once, in order");
+        // Written: the budget holds nothing once the task reports it.
+        let _ = outbox.poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, true);
+        assert_eq!(b.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn nothing_is_written_directly_once_the_client_is_disconnected() {
+        let outbox = Outbox::new(1 << 20, budget(1 << 20));
+        let (socket, _io, _client) = socket_pair().await;
+        outbox.attach(socket);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            outbox
+                .poll_take(&mut cx, &mut Vec::new(), usize::MAX, 0, true)
+                .is_pending()
+        );
+        assert!(matches!(
+            outbox.push_quietly(&frame(10), None, true),
+            (true, Next::WriteDirect)
+        ));
+        outbox.disconnect(Directive::GoingAway);
+        let mut written = Written::default();
+        let _ = outbox.write_direct(&mut written);
+        assert_eq!(written.frames, 0);
+        let mut out = Vec::new();
+        outbox.take_all(&mut out);
+        assert_eq!(out.len(), 1, "the frame stays for the task");
     }
 }

@@ -257,6 +257,11 @@ impl<S> Rewind<S> {
             inner,
         }
     }
+
+    /// The bytes of the prefix not read yet, and the stream.
+    pub(crate) fn into_parts(self) -> (Option<Bytes>, S) {
+        (self.prefix.map(|p| *p), self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

@@ -176,6 +176,9 @@ pub(crate) fn run<T: Transport>(
         read_waits_for_write: false,
     };
     let mut ws = ws;
+    if let Some(socket) = ws.socket() {
+        conn.outbox.attach(socket);
+    }
     async move {
         // The ending goes straight into the boxed finish: as a local it
         // would keep a slot of its own in this future.
@@ -264,6 +267,9 @@ impl Connection {
     /// Reads first; when nothing more is readable (or after a run of reads),
     /// writes the outbox out.
     fn poll_event<T: Transport>(&mut self, cx: &mut Context<'_>, ws: &mut T) -> Poll<Event> {
+        // From here on only this task writes to the socket, until it parks
+        // again below (when it waits with everything written).
+        self.outbox.unpark();
         if let Some(d) = &mut self.deadline
             && d.as_mut().poll(cx).is_ready()
         {
@@ -305,10 +311,13 @@ impl Connection {
             if buffered < hwm {
                 // A fresh batch each time: an idle connection keeps no buffer.
                 let mut batch = Vec::new();
-                match self
-                    .outbox
-                    .poll_take(cx, &mut batch, WRITE_BUDGET, buffered)
-                {
+                match self.outbox.poll_take(
+                    cx,
+                    &mut batch,
+                    WRITE_BUDGET,
+                    buffered,
+                    buffered == 0 && !backlog,
+                ) {
                     Poll::Ready(Directive::None) => self.queue_batch(ws, &mut batch),
                     Poll::Ready(directive) => return Poll::Ready(Event::Directive(directive)),
                     Poll::Pending => {}

@@ -12,10 +12,14 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use volley::{CloseCode, Message, PreparedFrame, WebSocket};
+
+use crate::direct::{Io, Socket};
 
 /// Why a carrier can no longer be used: the peer went away or the
 /// connection failed (the session ends as after close 1006).
@@ -41,8 +45,15 @@ pub(crate) trait Transport {
     /// The next message from the client; `None` when the carrier ended.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>>;
 
-    /// Bytes given to [`Transport::queue`] that the peer does not have yet.
+    /// Bytes given to [`Transport::queue`] that the peer does not have yet
+    /// (with what is left of a frame the fan-out wrote in part).
     fn buffered_amount(&self) -> usize;
+
+    /// The socket, on a plain TCP connection: the fan-out writes to it
+    /// directly while the session waits (`crate::direct`).
+    fn socket(&self) -> Option<Arc<Socket>> {
+        None
+    }
 
     /// Queues a server message (a text frame) for the client.
     fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone>;
@@ -55,10 +66,34 @@ pub(crate) trait Transport {
     async fn close(&mut self, code: u16, reason: &str);
 }
 
-impl<S> Transport for WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// What a session's WebSocket runs on.
+pub(crate) trait WsStream: AsyncRead + AsyncWrite + Unpin {
+    /// Bytes the fan-out left to write ([`Io::unsent`]).
+    fn unsent(&self) -> usize {
+        0
+    }
+
+    /// The socket the fan-out may write to directly.
+    fn socket(&self) -> Option<&Arc<Socket>> {
+        None
+    }
+}
+
+impl WsStream for Io {
+    fn unsent(&self) -> usize {
+        Io::unsent(self)
+    }
+
+    fn socket(&self) -> Option<&Arc<Socket>> {
+        Io::socket(self)
+    }
+}
+
+/// The tests' in-memory connections.
+#[cfg(test)]
+impl WsStream for tokio::io::DuplexStream {}
+
+impl<S: WsStream> Transport for WebSocket<S> {
     const HAS_CLOSE_CODE: bool = true;
 
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Gone>>> {
@@ -68,7 +103,11 @@ where
     }
 
     fn buffered_amount(&self) -> usize {
-        WebSocket::buffered_amount(self)
+        WebSocket::buffered_amount(self) + WsStream::unsent(self.get_ref())
+    }
+
+    fn socket(&self) -> Option<Arc<Socket>> {
+        WsStream::socket(self.get_ref()).cloned()
     }
 
     fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {

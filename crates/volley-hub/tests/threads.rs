@@ -15,19 +15,25 @@ const PER_CHANNEL: usize = 9;
 const PUBLISHERS: u64 = 3;
 const EACH: u64 = 30;
 
-/// `volley_thread_deliveries_total` by thread, from `/metrics`.
-async fn deliveries_by_thread(hub: &TestHub) -> Vec<u64> {
+/// `volley_thread_deliveries_total` by thread, and
+/// `volley_direct_writes_total`, from `/metrics`.
+async fn deliveries_by_thread(hub: &TestHub) -> (Vec<u64>, u64) {
     let (status, text) = http(hub.addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
     let text = text.as_str().unwrap().to_string();
-    (0..THREADS)
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let by_thread = (0..THREADS)
         .map(|t| {
-            let name = format!("volley_thread_deliveries_total{{thread=\"{t}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(&name))
-                .map_or(0, |v| v.trim().parse().unwrap())
+            value(&format!(
+                "volley_thread_deliveries_total{{thread=\"{t}\"}} "
+            ))
         })
-        .collect()
+        .collect();
+    (by_thread, value("volley_direct_writes_total "))
 }
 
 #[tokio::test]
@@ -99,13 +105,16 @@ async fn every_thread_delivers_its_share_in_order_and_drains() {
         assert_eq!(next, [EACH; PUBLISHERS as usize]);
     }
     // Every thread delivered to its own subscribers; together, to all.
-    let by_thread = deliveries_by_thread(&hub).await;
+    let (by_thread, direct) = deliveries_by_thread(&hub).await;
     assert!(by_thread.iter().all(|&n| n > 0), "{by_thread:?}");
     assert_eq!(
         by_thread.iter().sum::<u64>(),
         2 * PER_CHANNEL as u64 * total,
         "{by_thread:?}"
     );
+    // Mostly written by the threads themselves, to idle connections'
+    // sockets (`crate::direct`), not by waking the connections' tasks.
+    assert!(direct > 0, "no direct writes");
     // The drain tells the clients on every thread.
     hub.signal();
     for c in history.iter_mut().chain(plain.iter_mut()) {

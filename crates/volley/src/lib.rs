@@ -79,7 +79,7 @@ pub use server::{accept, accept_with};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
 #[cfg(feature = "hyper")]
-pub use upgrade::{Upgrading, upgrade};
+pub use upgrade::{Upgrading, UpgradingWith, upgrade, upgrade_with};
 pub use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 pub use volley_proto::{
     CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, Role, State, Utf8Bytes,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use volley_proto::Connection;
 use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 
@@ -17,8 +18,11 @@ use crate::server::negotiate;
 use crate::websocket::WebSocket;
 
 /// The WebSocket behind a hyper upgrade, once hyper hands over the connection.
-pub type Upgrading =
-    Pin<Box<dyn Future<Output = Result<WebSocket<TokioIo<hyper::upgrade::Upgraded>>>> + Send>>;
+pub type Upgrading = UpgradingWith<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// The WebSocket behind a hyper upgrade, on the transport
+/// [`upgrade_with`]'s `wrap` made of hyper's connection.
+pub type UpgradingWith<S> = Pin<Box<dyn Future<Output = Result<WebSocket<S>>> + Send>>;
 
 /// Upgrades a hyper 1 request (works with axum too): validates it, runs
 /// `callback`, and returns the 101 response to send plus a future that
@@ -40,6 +44,32 @@ pub fn upgrade<B, F>(
 where
     F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
 {
+    upgrade_with(request, config, callback, |upgraded| {
+        (TokioIo::new(upgraded), Bytes::new())
+    })
+}
+
+/// Like [`upgrade`], but the WebSocket runs on the transport `wrap` makes of
+/// hyper's upgraded connection. `wrap` returns that transport and the bytes
+/// already read from the connection past the request, which the WebSocket
+/// reads first.
+///
+/// A server uses it to take its own stream back out of hyper's boxed one
+/// ([`hyper::upgrade::Upgraded::downcast`]), for example to share the
+/// socket with code that writes to it while the WebSocket's task sleeps.
+// The shape of `upgrade`'s result, with the transport generic.
+#[allow(clippy::type_complexity)]
+pub fn upgrade_with<B, F, S, W>(
+    request: &mut Request<B>,
+    config: WebSocketConfig,
+    callback: F,
+    wrap: W,
+) -> Result<(Response<Empty<Bytes>>, UpgradingWith<S>), Response<String>>
+where
+    F: FnOnce(&ServerRequest) -> Result<Accept, Rejection>,
+    W: FnOnce(hyper::upgrade::Upgraded) -> (S, Bytes) + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let validated = validate(
         request.method(),
         request.uri(),
@@ -52,7 +82,7 @@ where
     let response = response.map(|()| Empty::new());
     Ok((
         response,
-        upgrading(hyper::upgrade::on(request), conn, config),
+        upgrading_with(hyper::upgrade::on(request), conn, config, wrap),
     ))
 }
 
@@ -97,21 +127,34 @@ fn extended_connect_protocol(_extensions: &http::Extensions) -> Option<&str> {
 }
 
 /// The [`WebSocket`] once hyper has switched protocols.
+#[cfg(feature = "axum")]
 pub(crate) fn upgrading(
     on_upgrade: hyper::upgrade::OnUpgrade,
     conn: Connection,
     config: WebSocketConfig,
 ) -> Upgrading {
+    upgrading_with(on_upgrade, conn, config, |upgraded| {
+        (TokioIo::new(upgraded), Bytes::new())
+    })
+}
+
+/// The [`WebSocket`] on `wrap`'s transport once hyper has switched protocols.
+fn upgrading_with<S, W>(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    conn: Connection,
+    config: WebSocketConfig,
+    wrap: W,
+) -> UpgradingWith<S>
+where
+    W: FnOnce(hyper::upgrade::Upgraded) -> (S, Bytes) + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     Box::pin(async move {
         let upgraded = on_upgrade
             .await
             .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        Ok(WebSocket::from_parts(
-            TokioIo::new(upgraded),
-            conn,
-            config,
-            &[],
-        ))
+        let (io, leftover) = wrap(upgraded);
+        Ok(WebSocket::from_parts(io, conn, config, &leftover))
     })
 }
 

@@ -311,6 +311,77 @@ async fn hyper_upgrade() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"));
 }
 
+/// `upgrade_with`: the WebSocket runs on the server's own stream, taken back
+/// out of hyper, and first reads what hyper read past the request (a frame
+/// the client sent without waiting for the 101).
+#[tokio::test]
+async fn hyper_upgrade_with_the_servers_own_stream() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let service = service_fn(
+            |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                let (response, upgrading) = volley::upgrade_with(
+                    &mut req,
+                    WebSocketConfig::default(),
+                    |_| Ok(volley::Accept::new()),
+                    |upgraded| {
+                        let parts = upgraded
+                            .downcast::<TokioIo<TcpStream>>()
+                            .expect("hyper's connection is the TcpStream it was given");
+                        (parts.io.into_inner(), parts.read_buf)
+                    },
+                )
+                .unwrap();
+                tokio::spawn(async move {
+                    let mut ws: WebSocket<TcpStream> = upgrading.await.unwrap();
+                    while let Some(Ok(m)) = ws.recv().await {
+                        ws.send(m).await.unwrap();
+                    }
+                });
+                Ok::<_, std::convert::Infallible>(response)
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades()
+            .await;
+    });
+    // The request and a masked "early" text frame in one write.
+    let mut request = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    let mask = [1u8, 2, 3, 4];
+    request.extend_from_slice(&[0x81, 0x80 | 5]);
+    request.extend_from_slice(&mask);
+    request.extend(b"early".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&request).await.unwrap();
+    // The 101, then the echo.
+    let echo = [0x81, 5, b'e', b'a', b'r', b'l', b'y'];
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut got = Vec::new();
+        while !got.ends_with(&echo) {
+            let mut buf = [0u8; 512];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    })
+    .await
+    .expect("the early frame was echoed");
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
 /// A TLS acceptor with a fresh self-signed certificate for `localhost`, and
 /// that certificate.
 fn tls_acceptor() -> (
