@@ -1,8 +1,9 @@
 //! `volley bench fanout`: fan-out of `volley serve`, black box.
 //!
 //! N subscribers (10,000 by default) on one channel, all on one
-//! current-thread runtime; events published through the HTTP API at rising
-//! rates. Per rate: deliveries per second, publish-to-last-delivery latency
+//! current-thread runtime (with `--engine epoll`, read by one thread of
+//! their own after subscribing); events published through the HTTP API at
+//! rising rates. Per rate: deliveries per second, publish-to-last-delivery latency
 //! (from the start of the HTTP publish call to the moment the last subscriber
 //! received the publication; p50, p99, max), the load generator's CPU and,
 //! with `--server-pid`, the hub's CPU; once, the hub's resident memory per idle
@@ -17,18 +18,20 @@
 //! Pushes are read cheaply: only `"offset":` and `"seq":` are located in the
 //! text; no JSON tree is built on the hot path.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use volley::{ClientBuilder, CloseCode, Message, WebSocketConfig};
 
-use super::Engine;
+use super::fanout_epoll::EpollReader;
 use super::fanout_raw::{self, RawSubscriber};
 use crate::http_api::HttpApi;
 
@@ -87,9 +90,11 @@ pub(crate) struct FanoutArgs {
     /// Subscriber engine: `client` runs the volley client per subscriber;
     /// `raw` reads the sockets directly into one buffer per thread and
     /// parses the frames in place (cheap enough for millions of
-    /// deliveries per second), with the same checks.
-    #[arg(long, value_enum, default_value_t = Engine::Client)]
-    engine: Engine,
+    /// deliveries per second); `epoll` connects as `raw` does, then reads
+    /// every socket from one dedicated thread through epoll (the cheapest
+    /// per read). All three check every delivery the same way.
+    #[arg(long, value_enum, default_value_t = FanoutEngine::Client)]
+    engine: FanoutEngine,
     /// Events published at the first rate before the measured steps, checked
     /// like the others but reported apart (`"mode": "fanout-warmup"`). A
     /// fresh TCP connection acknowledges its first 16 or so segments at once
@@ -98,6 +103,28 @@ pub(crate) struct FanoutArgs {
     /// steady state. 20 covers them.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+}
+
+/// The subscriber engine of `volley bench fanout` (`--engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum FanoutEngine {
+    /// The volley client, one per subscriber.
+    Client,
+    /// Raw sockets read by tokio tasks into one shared buffer.
+    Raw,
+    /// Raw sockets read by one thread through epoll.
+    Epoll,
+}
+
+impl FanoutEngine {
+    /// The engine's name, as on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Raw => "raw",
+            Self::Epoll => "epoll",
+        }
+    }
 }
 
 /// What can stop the fan-out benchmark.
@@ -178,38 +205,109 @@ pub(crate) async fn run(args: FanoutArgs) -> Result<(), FanoutError> {
     rx.await.map_err(|_| FanoutError::Thread)?
 }
 
-// ---- bookkeeping shared by the tasks of the one thread ------------------------
+// ---- bookkeeping shared by the subscribers and the publishers -----------------
+
+/// Moments as nanoseconds after a base (0: none yet), one per event, so that
+/// the epoll engine's thread can set them without a lock.
+pub(super) struct Stamps {
+    base: Instant,
+    at: Vec<AtomicU64>,
+}
+
+impl Stamps {
+    fn new(base: Instant, events: usize) -> Self {
+        Self {
+            base,
+            at: (0..events).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Nanoseconds after the base of `now`, at least 1 (0 stands for none).
+    fn encode(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.base).as_nanos() as u64).max(1)
+    }
+
+    /// Sets event `i`'s moment.
+    fn set(&self, i: usize, now: Instant) {
+        if let Some(slot) = self.at.get(i) {
+            slot.store(self.encode(now), Ordering::Relaxed);
+        }
+    }
+
+    /// Moves event `i`'s moment to `now` if that is later.
+    fn raise(&self, i: usize, now: Instant) {
+        if let Some(slot) = self.at.get(i) {
+            slot.fetch_max(self.encode(now), Ordering::Relaxed);
+        }
+    }
+
+    /// Event `i`'s moment, if set.
+    fn get(&self, i: usize) -> Option<Instant> {
+        match self.at.get(i)?.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n)),
+        }
+    }
+}
 
 /// Per event (indexed by `seq`), filled by the publishers and subscribers.
+///
+/// Shared between threads (the epoll engine reads on a thread of its own):
+/// every field is an atomic, updated with relaxed loads and adds except
+/// where noted, so a delivery costs a few uncontended atomic instructions.
+/// A step's results are read once `complete` (acquire) says every delivery
+/// is in; each delivery's updates come before its `received` and
+/// `complete` increments (release).
 pub(super) struct Tracker {
     subscribers: u32,
-    publish_at: RefCell<Vec<Option<Instant>>>,
-    http_done_at: RefCell<Vec<Option<Instant>>>,
-    received: RefCell<Vec<u32>>,
-    last_at: RefCell<Vec<Option<Instant>>>,
+    publish_at: Stamps,
+    http_done_at: Stamps,
+    received: Vec<AtomicU32>,
+    last_at: Stamps,
     /// The offset each event was delivered at (0 = not yet seen).
-    offset_of: RefCell<Vec<u64>>,
+    offset_of: Vec<AtomicU64>,
     /// Events received by every subscriber.
-    complete: Cell<u64>,
-    deliveries: Cell<u64>,
-    /// Socket reads that brought data (counted by the raw engine only).
-    pub(super) reads: Cell<u64>,
-    errors: Cell<u64>,
-    first_errors: RefCell<Vec<String>>,
+    complete: AtomicU64,
+    deliveries: AtomicU64,
+    /// Socket reads that brought data (counted by the raw and epoll engines).
+    reads: AtomicU64,
+    errors: AtomicU64,
+    /// Rare: taken only on an error.
+    first_errors: Mutex<Vec<String>>,
     /// Subscribers whose connection ended before the stop event.
-    pub(super) closed: Cell<u64>,
+    closed: AtomicU64,
     /// Subscribers end after receiving this seq.
-    stop_seq: Cell<u64>,
+    stop_seq: u64,
 }
 
 impl Tracker {
     /// Counts a delivery error (the first ten are kept for the verdict).
     pub(super) fn error(&self, e: String) {
-        self.errors.set(self.errors.get() + 1);
-        let mut first = self.first_errors.borrow_mut();
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self
+            .first_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if first.len() < 10 {
             first.push(e);
         }
+    }
+
+    /// Counts a subscriber whose connection ended before the stop event,
+    /// and why, as an error.
+    pub(super) fn closed(&self, detail: String) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        self.error(detail);
+    }
+
+    /// Subscribers whose connection ended before the stop event.
+    fn closed_count(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Counts one socket read that brought data.
+    pub(super) fn read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -377,18 +475,16 @@ async fn command(ws: &mut Ws, text: &str, id: u64) -> Result<serde_json::Value, 
 }
 
 /// The subscriber's read loop: every push checked, counted and timed.
-async fn receive(mut ws: Ws, mut next_offset: u64, t: Rc<Tracker>) {
+async fn receive(mut ws: Ws, mut next_offset: u64, t: Arc<Tracker>) {
     loop {
         let message = match ws.recv().await {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
-                t.closed.set(t.closed.get() + 1);
-                t.error(format!("subscriber connection failed: {e}"));
+                t.closed(format!("subscriber connection failed: {e}"));
                 return;
             }
             None => {
-                t.closed.set(t.closed.get() + 1);
-                t.error(format!(
+                t.closed(format!(
                     "subscriber closed by the server: {:?}",
                     ws.close_frame()
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
@@ -450,36 +546,27 @@ pub(super) fn check_publication(
     }
     *next_offset = offset + 1;
     let i = seq as usize;
+    let Some(at) = t.offset_of.get(i) else {
+        t.error(format!("seq {seq} was never published"));
+        return false;
+    };
+    // The first subscriber to see the seq records its offset; the others
+    // must find the same.
+    if let Err(first) = at.compare_exchange(0, offset, Ordering::Relaxed, Ordering::Relaxed)
+        && first != offset
     {
-        let mut offset_of = t.offset_of.borrow_mut();
-        match offset_of.get_mut(i) {
-            Some(o) if *o == 0 => *o = offset,
-            Some(o) if *o == offset => {}
-            Some(o) => {
-                let first = *o;
-                drop(offset_of);
-                t.error(format!(
-                    "seq {seq} at offset {offset} here, at {first} elsewhere"
-                ));
-            }
-            None => {
-                drop(offset_of);
-                t.error(format!("seq {seq} was never published"));
-                return false;
-            }
-        }
+        t.error(format!(
+            "seq {seq} at offset {offset} here, at {first} elsewhere"
+        ));
     }
-    t.deliveries.set(t.deliveries.get() + 1);
-    if let Some(r) = t.received.borrow_mut().get_mut(i) {
-        *r += 1;
-        if *r == t.subscribers {
-            t.complete.set(t.complete.get() + 1);
-        }
+    t.deliveries.fetch_add(1, Ordering::Relaxed);
+    t.last_at.raise(i, now);
+    if let Some(r) = t.received.get(i)
+        && r.fetch_add(1, Ordering::AcqRel) + 1 == t.subscribers
+    {
+        t.complete.fetch_add(1, Ordering::Release);
     }
-    if let Some(slot) = t.last_at.borrow_mut().get_mut(i) {
-        *slot = Some(now);
-    }
-    seq == t.stop_seq.get()
+    seq == t.stop_seq
 }
 
 // ---- CPU and memory from /proc ---------------------------------------------------
@@ -595,25 +682,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// final verdict on every delivery.
 async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
     let plan = Plan::new(&a)?;
-    let t = Rc::new(Tracker::new(plan.subscribers, plan.total_events(a.warmup)));
+    let t = Arc::new(Tracker::new(plan.subscribers, plan.total_events(a.warmup)));
     let rss_before = a.server_pid.and_then(super::rss_bytes);
     let started = Instant::now();
     let sockets = connect_subscribers(&a, &plan).await?;
     report_idle_memory(&a, plan.subscribers, rss_before, started.elapsed()).await?;
-    // The raw engine's subscribers all read into this one buffer, in turn.
-    let buffer = Rc::new(RefCell::new(vec![0u8; fanout_raw::READ_BUFFER]));
-    let receivers: Vec<_> = sockets
-        .into_iter()
-        .map(|(sub, offset)| match sub {
-            Subscriber::Client(ws) => tokio::task::spawn_local(receive(ws, offset + 1, t.clone())),
-            Subscriber::Raw(raw) => tokio::task::spawn_local(fanout_raw::receive(
-                raw,
-                offset + 1,
-                t.clone(),
-                buffer.clone(),
-            )),
-        })
-        .collect();
+    let (receivers, epoll) = start_receivers(a.engine, sockets, &t)?;
     let pad = "x".repeat(a.size);
     let mut first_seq = 0u64;
     let warmup = (a.warmup > 0).then(|| (a.rates.first().copied().unwrap_or(10.0), a.warmup));
@@ -634,7 +708,7 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         };
         let complete = measure_step(&a, &plan, &t, &step, &pad).await?;
         first_seq += count;
-        if t.closed.get() > 0 || (!complete && !a.keep_going) {
+        if t.closed_count() > 0 || (!complete && !a.keep_going) {
             eprintln!(
                 "{:>10} stopping: the hub no longer keeps up at {rate} events/s",
                 a.label
@@ -643,7 +717,49 @@ async fn bench(a: FanoutArgs) -> Result<(), FanoutError> {
         }
     }
     stop_subscribers(&a, &t, receivers).await;
+    // The epoll thread has ended on the stop event; if not, it stops now.
+    drop(epoll);
     verdict(&a, &t)
+}
+
+/// Starts the subscribers' read loops, each from the offset after the one
+/// it subscribed at. Returns what ends when they have: one task per
+/// subscriber, or (epoll engine) one task awaiting the reader thread, with
+/// that thread.
+fn start_receivers(
+    engine: FanoutEngine,
+    sockets: Vec<(Subscriber, u64)>,
+    t: &Arc<Tracker>,
+) -> Result<(Vec<JoinHandle<()>>, Option<EpollReader>), FanoutError> {
+    if engine == FanoutEngine::Epoll {
+        let subs = sockets
+            .into_iter()
+            .filter_map(|(sub, offset)| match sub {
+                Subscriber::Raw(raw) => Some((raw, offset + 1)),
+                Subscriber::Client(_) => None,
+            })
+            .collect();
+        let (reader, finished) = EpollReader::start(subs, t.clone())?;
+        let waiter = tokio::task::spawn_local(async move {
+            let _ = finished.await;
+        });
+        return Ok((vec![waiter], Some(reader)));
+    }
+    // The raw engine's subscribers all read into this one buffer, in turn.
+    let buffer = Rc::new(RefCell::new(vec![0u8; fanout_raw::READ_BUFFER]));
+    let receivers = sockets
+        .into_iter()
+        .map(|(sub, offset)| match sub {
+            Subscriber::Client(ws) => tokio::task::spawn_local(receive(ws, offset + 1, t.clone())),
+            Subscriber::Raw(raw) => tokio::task::spawn_local(fanout_raw::receive(
+                raw,
+                offset + 1,
+                t.clone(),
+                buffer.clone(),
+            )),
+        })
+        .collect();
+    Ok((receivers, None))
 }
 
 /// What the arguments settle before anything connects.
@@ -695,20 +811,21 @@ impl Plan {
 impl Tracker {
     /// Bookkeeping for `events` events (the last is the stop event).
     fn new(subscribers: usize, events: usize) -> Self {
+        let base = Instant::now();
         Self {
             subscribers: subscribers as u32,
-            publish_at: RefCell::new(vec![None; events]),
-            http_done_at: RefCell::new(vec![None; events]),
-            received: RefCell::new(vec![0; events]),
-            last_at: RefCell::new(vec![None; events]),
-            offset_of: RefCell::new(vec![0; events]),
-            complete: Cell::new(0),
-            deliveries: Cell::new(0),
-            reads: Cell::new(0),
-            errors: Cell::new(0),
-            first_errors: RefCell::new(Vec::new()),
-            closed: Cell::new(0),
-            stop_seq: Cell::new(events as u64 - 1),
+            publish_at: Stamps::new(base, events),
+            http_done_at: Stamps::new(base, events),
+            received: (0..events).map(|_| AtomicU32::new(0)).collect(),
+            last_at: Stamps::new(base, events),
+            offset_of: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            complete: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            first_errors: Mutex::new(Vec::new()),
+            closed: AtomicU64::new(0),
+            stop_seq: events as u64 - 1,
         }
     }
 }
@@ -733,10 +850,10 @@ async fn connect_subscribers(
         let (channel, config, engine) = (a.channel.clone(), plan.config.clone(), a.engine);
         joins.push(tokio::task::spawn_local(async move {
             let r = match engine {
-                Engine::Client => subscribe(index, server, &url, &channel, config)
+                FanoutEngine::Client => subscribe(index, server, &url, &channel, config)
                     .await
                     .map(|(ws, o)| (Subscriber::Client(ws), o)),
-                Engine::Raw => {
+                FanoutEngine::Raw | FanoutEngine::Epoll => {
                     let source = source_address(index, server);
                     fanout_raw::subscribe(index, server, source, &channel)
                         .await
@@ -849,9 +966,9 @@ impl Readings {
             wall,
             hub_latency,
             jiffies: cpu_jiffies(),
-            deliveries: t.deliveries.get(),
-            reads: t.reads.get(),
-            complete: t.complete.get(),
+            deliveries: t.deliveries.load(Ordering::Relaxed),
+            reads: t.reads.load(Ordering::Relaxed),
+            complete: t.complete.load(Ordering::Acquire),
         }
     }
 }
@@ -861,7 +978,7 @@ impl Readings {
 async fn measure_step(
     a: &FanoutArgs,
     plan: &Plan,
-    t: &Rc<Tracker>,
+    t: &Arc<Tracker>,
     step: &Step,
     pad: &str,
 ) -> Result<bool, FanoutError> {
@@ -900,7 +1017,7 @@ struct Outcome {
 async fn publish_step(
     a: &FanoutArgs,
     plan: &Plan,
-    t: &Rc<Tracker>,
+    t: &Arc<Tracker>,
     step: &Step,
     pad: &str,
     start: tokio::time::Instant,
@@ -925,7 +1042,7 @@ async fn publish_step(
                 tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
                 let body =
                     format!(r#"{{"channel":"{channel}","data":{{"seq":{seq},"p":"{pad}"}}}}"#);
-                t.publish_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                t.publish_at.set(seq as usize, Instant::now());
                 match http.post("publish", &body).await {
                     Ok((200, reply)) => {
                         let text = String::from_utf8_lossy(&reply);
@@ -941,7 +1058,7 @@ async fn publish_step(
                     }
                     Err(e) => return Err(format!("publish: {e}")),
                 }
-                t.http_done_at.borrow_mut()[seq as usize] = Some(Instant::now());
+                t.http_done_at.set(seq as usize, Instant::now());
                 published += 1;
                 i += publishers;
             }
@@ -968,13 +1085,11 @@ async fn publish_step(
 /// event of the step. Returns whether they all did.
 async fn wait_for_deliveries(a: &FanoutArgs, t: &Tracker, complete0: u64, published: u64) -> bool {
     let drain_deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
-    while t.complete.get() - complete0 < published
-        && Instant::now() < drain_deadline
-        && t.closed.get() == 0
-    {
+    let complete = || t.complete.load(Ordering::Acquire) - complete0;
+    while complete() < published && Instant::now() < drain_deadline && t.closed_count() == 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    t.complete.get() - complete0 == published
+    complete() == published
 }
 
 /// Publish-to-last-delivery latencies (ms, sorted) of the events every
@@ -984,23 +1099,17 @@ fn step_latencies(t: &Tracker, step: &Step) -> (Vec<f64>, Vec<f64>, f64) {
     let (mut latencies, mut http_ms) = (Vec::new(), Vec::new());
     let mut first_publish: Option<Instant> = None;
     let mut last_delivery: Option<Instant> = None;
-    {
-        let publish_at = t.publish_at.borrow();
-        let last_at = t.last_at.borrow();
-        let http_done = t.http_done_at.borrow();
-        let received = t.received.borrow();
-        for i in step.seqs() {
-            let (Some(p), Some(l)) = (publish_at[i], last_at[i]) else {
-                continue;
-            };
-            first_publish = Some(first_publish.map_or(p, |f| f.min(p)));
-            last_delivery = Some(last_delivery.map_or(l, |x| x.max(l)));
-            if received[i] == t.subscribers {
-                latencies.push(l.saturating_duration_since(p).as_secs_f64() * 1000.0);
-            }
-            if let Some(h) = http_done[i] {
-                http_ms.push(h.saturating_duration_since(p).as_secs_f64() * 1000.0);
-            }
+    for i in step.seqs() {
+        let (Some(p), Some(l)) = (t.publish_at.get(i), t.last_at.get(i)) else {
+            continue;
+        };
+        first_publish = Some(first_publish.map_or(p, |f| f.min(p)));
+        last_delivery = Some(last_delivery.map_or(l, |x| x.max(l)));
+        if t.received[i].load(Ordering::Acquire) == t.subscribers {
+            latencies.push(l.saturating_duration_since(p).as_secs_f64() * 1000.0);
+        }
+        if let Some(h) = t.http_done_at.get(i) {
+            http_ms.push(h.saturating_duration_since(p).as_secs_f64() * 1000.0);
         }
     }
     latencies.sort_by(f64::total_cmp);
@@ -1046,10 +1155,10 @@ async fn report_step(
     // The load generator's CPU per event: a floor under what it can measure
     // as publish-to-last-delivery (it reads the N deliveries one by one).
     let loadgen_ms_per_event = loadgen_cpu_s.map(|c| 1000.0 * c / published as f64);
-    let deliveries = t.deliveries.get() - before.deliveries;
+    let deliveries = t.deliveries.load(Ordering::Relaxed) - before.deliveries;
     // How many deliveries one read carried (raw engine): a read costs the
     // load generator far more than a delivery it carries.
-    let reads = t.reads.get() - before.reads;
+    let reads = t.reads.load(Ordering::Relaxed) - before.reads;
     let per_read = (reads > 0).then(|| deliveries as f64 / reads as f64);
     let (latencies, http_ms, span) = step_latencies(t, step);
     let per_sec = if span > 0.0 {
@@ -1086,7 +1195,7 @@ async fn report_step(
         } else {
             format!(
                 "  INCOMPLETE: {} of {published} events reached all subscribers within {} s",
-                t.complete.get() - before.complete,
+                t.complete.load(Ordering::Acquire) - before.complete,
                 a.drain_timeout
             )
         },
@@ -1103,7 +1212,7 @@ async fn report_step(
             "loadgen_cpu_percent": cpu, "hub_cpu_percent": hub_cpu, "cpu_busy_percent": busy,
             "loadgen_cpu_ms_per_event": loadgen_ms_per_event, "server_rss_after_step": rss_step,
             "hub_delivery_latency_p50_le_ms": hub_p50, "hub_delivery_latency_p99_le_ms": hub_p99,
-            "errors": t.errors.get(), "engine": a.engine.name(), "deliveries_per_read": per_read,
+            "errors": t.errors.load(Ordering::Relaxed), "engine": a.engine.name(), "deliveries_per_read": per_read,
         }),
     )
 }
@@ -1112,16 +1221,16 @@ async fn report_step(
 /// (at most 30 s) for their read loops to end. Skipped once a subscriber
 /// was closed by the hub.
 async fn stop_subscribers(a: &FanoutArgs, t: &Tracker, receivers: Vec<JoinHandle<()>>) {
-    if t.closed.get() > 0 {
+    if t.closed_count() > 0 {
         return;
     }
-    let stop = t.stop_seq.get();
+    let stop = t.stop_seq;
     let mut http = HttpApi::new(&a.addr, &a.api_key);
     let body = format!(
         r#"{{"channel":"{}","data":{{"seq":{stop},"stop":true}}}}"#,
         a.channel
     );
-    t.publish_at.borrow_mut()[stop as usize] = Some(Instant::now());
+    t.publish_at.set(stop as usize, Instant::now());
     if let Err(e) = http.post("publish", &body).await {
         t.error(format!("stop event: {e}"));
     }
@@ -1136,13 +1245,18 @@ async fn stop_subscribers(a: &FanoutArgs, t: &Tracker, receivers: Vec<JoinHandle
 
 /// Prints how many deliveries were checked; fails if any was wrong.
 fn verdict(a: &FanoutArgs, t: &Tracker) -> Result<(), FanoutError> {
-    let errors = t.errors.get();
+    let errors = t.errors.load(Ordering::Relaxed);
     eprintln!(
         "{:>10} {} deliveries checked (offset order, exactly once, seq at its offset); {errors} errors{}",
         a.label,
-        t.deliveries.get(),
+        t.deliveries.load(Ordering::Relaxed),
         if errors > 0 {
-            format!(": {:?}", t.first_errors.borrow())
+            format!(
+                ": {:?}",
+                t.first_errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            )
         } else {
             String::new()
         }

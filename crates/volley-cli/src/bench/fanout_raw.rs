@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
@@ -341,59 +342,107 @@ fn describe_close(payload: &[u8]) -> String {
     }
 }
 
+/// A subscriber's state between reads, whoever reads its socket (the raw
+/// engine's task or the epoll engine's thread): the frame reader, the mask
+/// keys and the next offset expected.
+pub(super) struct Reading {
+    reader: FrameReader,
+    keys: KeyGen,
+    next_offset: u64,
+}
+
+impl RawSubscriber {
+    /// The socket, and the state its reads go through (from `next_offset`).
+    pub(super) fn into_parts(self, next_offset: u64) -> (TcpStream, Reading) {
+        let reading = Reading {
+            reader: self.reader,
+            keys: self.keys,
+            next_offset,
+        };
+        (self.tcp, reading)
+    }
+}
+
+impl Reading {
+    /// Takes the bytes of one read (received at `now`): counts the read,
+    /// checks every publication, appends a masked Pong per Ping to `pongs`.
+    /// Returns whether the stop event came, or why the subscriber is over
+    /// (a Close, a protocol error), as the error to count.
+    pub(super) fn read(
+        &mut self,
+        t: &Tracker,
+        data: &[u8],
+        now: Instant,
+        pongs: &mut Vec<u8>,
+    ) -> Result<bool, String> {
+        t.read();
+        let (mut closed, mut stop) = (None, false);
+        let Self {
+            reader,
+            keys,
+            next_offset,
+        } = self;
+        reader
+            .feed(data, |event| match event {
+                Event::Text(text) => match std::str::from_utf8(text) {
+                    Ok(_) => stop |= check_publication(t, next_offset, text, now),
+                    Err(e) => t.error(format!("invalid UTF-8 in a text message: {e}")),
+                },
+                Event::Ping(p) => pongs.extend(client_frame(keys, OpCode::Pong, p)),
+                Event::Close(c) => closed = Some(describe_close(c)),
+            })
+            .map_err(|e| format!("subscriber stream: {e}"))?;
+        match closed {
+            Some(close) => Err(format!("subscriber closed by the server: {close}")),
+            None => Ok(stop),
+        }
+    }
+
+    /// The next mask key (for a Close frame).
+    pub(super) fn key(&mut self) -> [u8; 4] {
+        self.keys.key()
+    }
+}
+
 /// The subscriber's read loop: every read into the thread's shared
 /// `buffer`, every publication checked, counted and timed (at the read that
 /// completed it). Ends on the stop event (with a clean close), or as an
 /// error on a Close, a protocol error or the end of the stream.
 pub(super) async fn receive(
-    mut sub: RawSubscriber,
-    mut next_offset: u64,
-    t: Rc<Tracker>,
+    sub: RawSubscriber,
+    next_offset: u64,
+    t: Arc<Tracker>,
     buffer: Rc<RefCell<Vec<u8>>>,
 ) {
-    let fail = |detail: String| {
-        t.closed.set(t.closed.get() + 1);
-        t.error(detail);
-    };
+    let (mut tcp, mut reading) = sub.into_parts(next_offset);
+    let fail = |detail: String| t.closed(detail);
+    let mut pongs = Vec::new();
     loop {
-        if let Err(e) = sub.tcp.readable().await {
+        if let Err(e) = tcp.readable().await {
             return fail(format!("subscriber connection failed: {e}"));
         }
-        let (mut pongs, mut closed, mut stop) = (Vec::new(), None, false);
-        {
+        let stop = {
             let mut buf = buffer.borrow_mut();
-            let n = match sub.tcp.try_read(&mut buf) {
+            let n = match tcp.try_read(&mut buf) {
                 Ok(0) => return fail("subscriber connection ended without a Close".into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return fail(format!("subscriber connection failed: {e}")),
             };
-            let now = Instant::now();
-            t.reads.set(t.reads.get() + 1);
-            let keys = &mut sub.keys;
-            let fed = sub.reader.feed(&buf[..n], |event| match event {
-                Event::Text(text) => match std::str::from_utf8(text) {
-                    Ok(_) => stop |= check_publication(&t, &mut next_offset, text, now),
-                    Err(e) => t.error(format!("invalid UTF-8 in a text message: {e}")),
-                },
-                Event::Ping(p) => pongs.extend(client_frame(keys, OpCode::Pong, p)),
-                Event::Close(c) => closed = Some(describe_close(c)),
-            });
-            if let Err(e) = fed {
-                return fail(format!("subscriber stream: {e}"));
+            match reading.read(&t, &buf[..n], Instant::now(), &mut pongs) {
+                Ok(stop) => stop,
+                Err(detail) => return fail(detail),
             }
-        }
-        if let Some(close) = closed {
-            return fail(format!("subscriber closed by the server: {close}"));
-        }
-        if !pongs.is_empty()
-            && let Err(e) = sub.tcp.write_all(&pongs).await
-        {
-            return fail(format!("subscriber Pong failed: {e}"));
+        };
+        if !pongs.is_empty() {
+            if let Err(e) = tcp.write_all(&pongs).await {
+                return fail(format!("subscriber Pong failed: {e}"));
+            }
+            pongs.clear();
         }
         if stop {
-            let key = sub.keys.key();
-            let _ = raw::close(&mut sub.tcp, false, key).await;
+            let key = reading.key();
+            let _ = raw::close(&mut tcp, false, key).await;
             return;
         }
     }

@@ -13,6 +13,7 @@ use tokio::net::TcpSocket;
 use volley::{ClientBuilder, DeflateConfig, Message, WebSocketConfig};
 
 mod fanout;
+mod fanout_epoll;
 mod fanout_raw;
 mod publish;
 mod raw;
@@ -77,16 +78,6 @@ pub(crate) enum Engine {
     Raw,
     /// The volley client, one per connection.
     Client,
-}
-
-impl Engine {
-    /// The engine's name, as on the command line.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Raw => "raw",
-            Self::Client => "client",
-        }
-    }
 }
 
 impl Common {

@@ -515,7 +515,7 @@ pub(crate) async fn open(target: &Target, source: Option<IpAddr>) -> Result<TcpS
 }
 
 /// A masked Close frame with code 1000.
-fn close_frame(key: [u8; 4]) -> [u8; 8] {
+pub(crate) fn close_frame(key: [u8; 4]) -> [u8; 8] {
     [
         0x88,
         0x82,
