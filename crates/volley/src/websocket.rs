@@ -4,6 +4,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -94,6 +95,25 @@ enum Finish {
     Done,
 }
 
+/// When a new connection's keepalive starts counting: `now`, moved back by a
+/// share of half an interval that differs from one connection to the next.
+/// The shares follow the golden-ratio sequence (the n-th is the fractional
+/// part of n × 0.618…), which spreads any run of consecutive connections
+/// evenly over the half interval; no randomness is needed.
+fn keepalive_start(interval: Duration, now: std::time::Instant) -> std::time::Instant {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let share = keepalive_share(NEXT.fetch_add(1, Ordering::Relaxed));
+    now.checked_sub(interval.mul_f64(share / 2.0))
+        .unwrap_or(now)
+}
+
+/// The `n`-th share of the golden-ratio sequence, in [0, 1).
+fn keepalive_share(n: u32) -> f64 {
+    // 2^32 / φ: the sequence's step, in 32-bit fixed point.
+    const STEP: u32 = 2_654_435_769;
+    f64::from(n.wrapping_mul(STEP)) / 2f64.powi(32)
+}
+
 impl<S> std::fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebSocket")
@@ -107,7 +127,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Wraps a transport on which the opening handshake is already done.
     /// `leftover` holds bytes read past the handshake (frames the peer sent
     /// right behind it); `conn` is the protocol core built from the handshake.
-    /// Keepalive, when configured, starts now.
+    /// Keepalive, when configured, starts now: its first ping comes between
+    /// half an interval and an interval from now, at a point that differs
+    /// from one connection to the next, so that connections opened together
+    /// (clients reconnecting after a restart) do not all ping together,
+    /// every interval, ever after.
     pub fn from_parts(
         io: S,
         mut conn: Connection,
@@ -115,7 +139,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         leftover: &[u8],
     ) -> Self {
         if let Some(k) = config.keepalive() {
-            conn.set_keepalive(Some(k), std::time::Instant::now());
+            conn.set_keepalive(
+                Some(k),
+                keepalive_start(k.interval, std::time::Instant::now()),
+            );
         }
         let mut ws = Self {
             io,
@@ -728,5 +755,46 @@ mod sizes {
             size_of::<WebSocket<tokio::net::TcpStream>>()
         );
         assert_eq!(size_of::<WebSocketConfig>(), size_of::<usize>());
+    }
+}
+
+#[cfg(test)]
+mod keepalive_spread {
+    use super::*;
+
+    /// Any run of consecutive connections gets first pings spread evenly
+    /// over the second half of the interval, none later than one interval.
+    #[test]
+    fn consecutive_connections_do_not_ping_together() {
+        let interval = Duration::from_secs(20);
+        for start in [0u32, 7, u32::MAX - 50] {
+            let mut first_ping: Vec<f64> = (0..200u32)
+                .map(|i| {
+                    interval.as_secs_f64() * (1.0 - keepalive_share(start.wrapping_add(i)) / 2.0)
+                })
+                .collect();
+            first_ping.sort_by(f64::total_cmp);
+            assert!(
+                first_ping[0] > 10.0 && first_ping[199] <= 20.0,
+                "{first_ping:?}"
+            );
+            // 200 points over 10 s: evenly, 50 ms apart; at most 3x that.
+            let widest = first_ping
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .fold(0.0, f64::max);
+            assert!(widest < 0.15, "a gap of {widest} s");
+            assert!(
+                first_ping[0] < 10.2 && first_ping[199] > 19.8,
+                "{first_ping:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_start_is_never_later_than_now() {
+        let now = std::time::Instant::now();
+        let start = keepalive_start(Duration::from_secs(20), now);
+        assert!(start <= now && now - start < Duration::from_secs(10));
     }
 }
