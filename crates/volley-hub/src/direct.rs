@@ -98,6 +98,23 @@ impl Socket {
         crate::sync::lock(&self.rest).len()
     }
 
+    /// The task's write (`send`), after the rest of a frame the fan-out
+    /// wrote in part; waits while the socket is full.
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        mut send: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_write_rest(cx))?;
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            match send(&self.tcp) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
     /// Writes the rest of a frame the fan-out wrote in part, if any.
     fn poll_write_rest(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut rest = crate::sync::lock(&self.rest);
@@ -193,16 +210,7 @@ impl AsyncWrite for Io {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Shared(s) => {
-                ready!(s.poll_write_rest(cx))?;
-                loop {
-                    ready!(s.tcp.poll_write_ready(cx))?;
-                    match s.tcp.try_write(buf) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        written => return Poll::Ready(written),
-                    }
-                }
-            }
+            Self::Shared(s) => s.poll_send(cx, |tcp| tcp.try_write(buf)),
             Self::Upgraded(u) => Pin::new(u).poll_write(cx, buf),
         }
     }
@@ -213,16 +221,7 @@ impl AsyncWrite for Io {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Self::Shared(s) => {
-                ready!(s.poll_write_rest(cx))?;
-                loop {
-                    ready!(s.tcp.poll_write_ready(cx))?;
-                    match s.tcp.try_write_vectored(bufs) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        written => return Poll::Ready(written),
-                    }
-                }
-            }
+            Self::Shared(s) => s.poll_send(cx, |tcp| tcp.try_write_vectored(bufs)),
             Self::Upgraded(u) => Pin::new(u).poll_write_vectored(cx, bufs),
         }
     }
