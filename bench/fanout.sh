@@ -10,6 +10,8 @@
 #   FLOOR=0 bench/fanout.sh               (skip the kernel-floor measurement at the end)
 #   ENGINE=raw bench/fanout.sh            (the raw subscriber engine: sockets read directly,
 #                                          frames parsed in place; same checks)
+#   ENGINE=epoll bench/fanout.sh          (connects as raw, then one thread reads every socket
+#                                          through epoll: the cheapest per read; same checks)
 #   PIN=0 HUB_THREADS=2 bench/fanout.sh   (nothing pinned: the hub on 2 connection threads
 #                                          and the load generator share every CPU)
 #   WARMUP=0 bench/fanout.sh              (measure from the first event; by default 20 events at
@@ -29,7 +31,7 @@ SUBSCRIBERS="${SUBSCRIBERS:-10000}"
 RATES="${RATES:-10,50,100,200,500,1000}"
 SECONDS_PER_RATE="${SECONDS_PER_RATE:-3}"
 PUBLISHERS="${PUBLISHERS:-4}"
-ENGINE="${ENGINE:-client}"         # the load generator's subscriber engine: client or raw
+ENGINE="${ENGINE:-client}"         # the load generator's subscriber engine: client, raw or epoll
 HUB_THREADS="${HUB_THREADS:-1}"   # connection threads of the hub (`volley serve --threads`)
 PIN="${PIN:-1}"                   # 1: hub on CPU 0, load generator on CPU 1; 0: not pinned
 if [ "$PIN" = 1 ]; then HUB_CPU=(taskset -c 0); GEN_CPU=(taskset -c 1); else HUB_CPU=(); GEN_CPU=(); fi
