@@ -30,8 +30,9 @@ use tokio::net::TcpStream;
 
 use crate::proxy_protocol::Rewind;
 
-/// The most frames one direct write takes (one vectored write).
-pub(crate) const MAX_FRAMES: usize = 16;
+/// The most bytes one direct write takes (what a connection's task takes
+/// from its outbox per write, too).
+pub(crate) const MAX_BYTES: usize = 64 * 1024;
 
 /// A connection's TCP socket, shared by its WebSocket and its outbox.
 #[derive(Debug)]
@@ -51,46 +52,23 @@ impl Socket {
         })
     }
 
-    /// Writes `frames` (in order, at most [`MAX_FRAMES`]) without waiting.
-    /// Returns how many bytes the socket took: all of them, or fewer when
-    /// its buffer filled up (the rest of the frame it stopped in is kept
-    /// here, to go out first when the connection's task writes next), or 0
-    /// when it took none or failed (the task finds the error itself when it
+    /// Writes `buf` without waiting. Returns how many bytes the socket
+    /// took: all, fewer when its buffer filled up, or 0 when it took none
+    /// or failed (the connection's task finds the error itself when it
     /// writes).
-    pub(crate) fn write_now(&self, frames: &[&Bytes]) -> usize {
+    pub(crate) fn send_now(&self, buf: &[u8]) -> usize {
         // Straight to send(2), not through tokio's readiness check (a cache
         // miss per socket, 6 % of a 10,000-subscriber fan-out): the socket is
         // non-blocking, and a write that would block leaves tokio's
         // readiness set, which the task's next write clears (it finds the
         // socket full too) before it waits.
-        let socket = socket2::SockRef::from(&self.tcp);
-        let written = match frames {
-            [] => return 0,
-            [one] => socket.send(one),
-            _ => {
-                let mut slices = [io::IoSlice::new(&[]); MAX_FRAMES];
-                let n = frames.len().min(MAX_FRAMES);
-                for (slice, frame) in slices.iter_mut().zip(&frames[..n]) {
-                    *slice = io::IoSlice::new(frame);
-                }
-                socket.send_vectored(&slices[..n])
-            }
-        };
-        let Ok(written) = written else {
-            return 0;
-        };
-        // Where the write stopped: keep the rest of that frame.
-        let mut at = written;
-        for frame in frames {
-            if at < frame.len() {
-                if at > 0 {
-                    *crate::sync::lock(&self.rest) = frame.slice(at..);
-                }
-                break;
-            }
-            at -= frame.len();
-        }
-        written
+        socket2::SockRef::from(&self.tcp).send(buf).unwrap_or(0)
+    }
+
+    /// Keeps what is left of a frame the fan-out wrote in part: the
+    /// connection's task writes it before anything else.
+    pub(crate) fn keep_rest(&self, rest: Bytes) {
+        *crate::sync::lock(&self.rest) = rest;
     }
 
     /// Bytes of a frame the fan-out wrote in part, not written yet.
@@ -172,7 +150,7 @@ impl Io {
         }
     }
 
-    /// Bytes the fan-out left to write (see [`Socket::write_now`]).
+    /// Bytes the fan-out left to write (see [`Socket::keep_rest`]).
     pub(crate) fn unsent(&self) -> usize {
         self.socket().map_or(0, |s| s.unsent())
     }

@@ -188,6 +188,8 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
         return;
     };
     let mut wakers = VecDeque::new();
+    // Direct writes of several frames are copied into this, one at a time.
+    let mut scratch = Vec::new();
     // Queues what has arrived; false once the hub is gone.
     let take = |delivery: Delivery, wakers: &mut VecDeque<Wakeup>| -> bool {
         let Some(hub) = hub.upgrade() else {
@@ -215,7 +217,7 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
                 match wakeup {
                     Wakeup::Task(waker) => waker.wake(),
                     Wakeup::Direct(outbox) => {
-                        if let Some(waker) = outbox.write_direct(&mut written) {
+                        if let Some(waker) = outbox.write_direct(&mut written, &mut scratch) {
                             waker.wake();
                         }
                     }

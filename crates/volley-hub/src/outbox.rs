@@ -25,10 +25,8 @@ use std::time::Instant;
 
 use volley::PreparedFrame;
 
-use bytes::Bytes;
-
 use crate::budget::QueueBudget;
-use crate::direct::{MAX_FRAMES, Socket};
+use crate::direct::{MAX_BYTES, Socket};
 use crate::protocol::DisconnectCode;
 
 /// What a queued push costs the budget besides its frame bytes: its entry.
@@ -130,9 +128,6 @@ pub(crate) struct Written {
     /// When the oldest publication among them entered the hub.
     pub(crate) oldest: Option<Instant>,
 }
-
-/// An empty frame, to fill the unused slots of a direct write.
-static NO_FRAME: Bytes = Bytes::new();
 
 impl Outbox {
     /// An empty queue that holds at most `limit` bytes of pushes, charging
@@ -236,11 +231,17 @@ impl Outbox {
     }
 
     /// Writes what is queued to the socket while the task is parked, adding
-    /// what went out to `written`. Returns the task's waker when the task
-    /// must write instead: it is not parked (any more), or the socket did
-    /// not take everything (the task then writes the rest, and waits for
-    /// the socket).
-    pub(crate) fn write_direct(&self, written: &mut Written) -> Option<Waker> {
+    /// what went out to `written`: one frame as it is, several copied into
+    /// `scratch` and sent together (as the task does; a vectored send of
+    /// many small frames costs the kernel a copy each). Returns the task's
+    /// waker when the task must write instead: it is not parked (any more),
+    /// or the socket did not take everything (the task then writes the
+    /// rest, and waits for the socket).
+    pub(crate) fn write_direct(
+        &self,
+        written: &mut Written,
+        scratch: &mut Vec<u8>,
+    ) -> Option<Waker> {
         let mut inner = self.lock();
         self.direct_queued.store(false, Ordering::Release);
         if !self.parked.load(Ordering::Acquire) || inner.directive.is_some() {
@@ -256,15 +257,24 @@ impl Outbox {
         let frames_before = written.frames;
         let mut all = true;
         while all && !inner.frames.is_empty() {
-            let mut frames = [&NO_FRAME; MAX_FRAMES];
-            let mut n = 0;
-            let mut len = 0;
-            for (slot, q) in frames.iter_mut().zip(&inner.frames) {
-                *slot = q.frame.bytes();
+            let (mut n, mut len) = (0, 0);
+            for q in &inner.frames {
+                if n > 0 && len + q.frame.len() > MAX_BYTES {
+                    break;
+                }
                 len += q.frame.len();
                 n += 1;
             }
-            let mut sent = socket.write_now(&frames[..n]);
+            let mut sent = match inner.frames.front() {
+                Some(q) if n == 1 => socket.send_now(q.frame.as_bytes()),
+                _ => {
+                    scratch.clear();
+                    for q in inner.frames.iter().take(n) {
+                        scratch.extend_from_slice(q.frame.as_bytes());
+                    }
+                    socket.send_now(scratch)
+                }
+            };
             all = sent == len;
             // Account for the frames the socket took (all or part of).
             while sent > 0 {
@@ -274,6 +284,9 @@ impl Outbox {
                 self.taken(&mut inner, &q);
                 let out = q.frame.len().min(sent);
                 sent -= out;
+                if out < q.frame.len() {
+                    socket.keep_rest(q.frame.bytes().slice(out..));
+                }
                 if q.charged {
                     // What is left of it (kept by the socket) stays
                     // charged, as a frame in the task's write buffer does.
@@ -867,7 +880,7 @@ mod tests {
             (true, Next::Nothing)
         ));
         let mut written = Written::default();
-        assert!(outbox.write_direct(&mut written).is_none());
+        assert!(outbox.write_direct(&mut written, &mut Vec::new()).is_none());
         assert_eq!((written.writes, written.frames), (1, 2));
         let both = [first.as_bytes(), second.as_bytes()].concat();
         assert_eq!(written.bytes, both.len() as u64);
@@ -886,7 +899,7 @@ mod tests {
         ));
         // Not by a push from elsewhere (another thread's), which wakes.
         outbox.unpark();
-        assert!(outbox.write_direct(&mut written).is_some());
+        assert!(outbox.write_direct(&mut written, &mut Vec::new()).is_some());
         assert_eq!(written.frames, 2, "not parked: nothing written");
     }
 
@@ -917,7 +930,7 @@ mod tests {
             assert!(pushed < frames.len(), "the socket took 16 MB");
             outbox.push_quietly(&frames[pushed], None, true);
             pushed += 1;
-            if let Some(w) = outbox.write_direct(&mut written) {
+            if let Some(w) = outbox.write_direct(&mut written, &mut Vec::new()) {
                 break w;
             }
         };
@@ -977,7 +990,7 @@ mod tests {
         ));
         outbox.disconnect(Directive::GoingAway);
         let mut written = Written::default();
-        let _ = outbox.write_direct(&mut written);
+        let _ = outbox.write_direct(&mut written, &mut Vec::new());
         assert_eq!(written.frames, 0);
         let mut out = Vec::new();
         outbox.take_all(&mut out);
