@@ -308,16 +308,17 @@ impl Connection {
         loop {
             let hwm = self.hub.ws_config().write_high_water_mark();
             let buffered = ws.buffered_amount();
+            // Parked (the fan-out may write for us) only while nothing of
+            // ours waits and the WebSocket may still send: never behind a
+            // Close, which a failed keepalive or the peer may have begun.
+            let park = buffered == 0 && !backlog && ws.open();
             if buffered < hwm {
                 // A fresh batch each time: an idle connection keeps no buffer.
                 let mut batch = Vec::new();
-                match self.outbox.poll_take(
-                    cx,
-                    &mut batch,
-                    WRITE_BUDGET,
-                    buffered,
-                    buffered == 0 && !backlog,
-                ) {
+                match self
+                    .outbox
+                    .poll_take(cx, &mut batch, WRITE_BUDGET, buffered, park)
+                {
                     Poll::Ready(Directive::None) => self.queue_batch(ws, &mut batch),
                     Poll::Ready(directive) => return Poll::Ready(Event::Directive(directive)),
                     Poll::Pending => {}

@@ -55,6 +55,13 @@ pub(crate) trait Transport {
         None
     }
 
+    /// Whether the carrier may still send messages: once a WebSocket's
+    /// Close is under way (ours sent, or the peer's received), nothing may
+    /// follow it, so the fan-out must not write to the socket either.
+    fn open(&self) -> bool {
+        true
+    }
+
     /// Queues a server message (a text frame) for the client.
     fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone>;
 
@@ -108,6 +115,10 @@ impl<S: WsStream> Transport for WebSocket<S> {
 
     fn socket(&self) -> Option<Arc<Socket>> {
         WsStream::socket(self.get_ref()).cloned()
+    }
+
+    fn open(&self) -> bool {
+        self.state().can_send()
     }
 
     fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {

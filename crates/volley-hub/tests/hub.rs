@@ -984,3 +984,127 @@ async fn compressing_clients_are_asked_for_no_context_takeover() {
         }
     }
 }
+
+/// A WebSocket client over a bare socket that never answers a ping: it
+/// reads the server's frames as they come (unmasked, unfragmented).
+struct BareClient {
+    tcp: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl BareClient {
+    async fn open(hub: &TestHub) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+        tcp.write_all(
+            b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: volley.v1\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(
+            buf.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.drain(..end);
+        Self { tcp, buf }
+    }
+
+    /// Sends a command as a masked text frame.
+    async fn send(&mut self, command: Value) {
+        use tokio::io::AsyncWriteExt;
+        let payload = command.to_string().into_bytes();
+        assert!(payload.len() < 126);
+        let mask = [7u8, 1, 9, 3];
+        let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+
+    /// The next frame (opcode, payload), or `None` at the end of the stream.
+    async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 2 {
+                let (len, at) = match self.buf[1] & 0x7f {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= at + len {
+                    let opcode = self.buf[0] & 0x0f;
+                    let payload = self.buf[at..at + len].to_vec();
+                    self.buf.drain(..at + len);
+                    return Some((opcode, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), self.tcp.read(&mut chunk))
+                .await
+                .expect("a frame or the end within 30 s")
+                .unwrap_or(0);
+            if n == 0 {
+                assert!(self.buf.is_empty(), "the stream ended inside a frame");
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Nothing follows a Close: once a keepalive left unanswered has made the
+/// hub close with 1011, a publication to the connection is not written
+/// behind the Close (the connection thread writes to idle connections'
+/// sockets itself, and must not to this one).
+#[tokio::test]
+async fn nothing_follows_the_close_of_an_unanswered_keepalive() {
+    let mut cfg = config();
+    cfg.limits.ping_interval_ms = 100;
+    cfg.limits.pong_timeout_ms = 100;
+    let hub = TestHub::start(cfg).await;
+    let mut c = BareClient::open(&hub).await;
+    c.send(json!({"id": 1, "method": "connect", "params": {}}))
+        .await;
+    c.send(json!({"id": 2, "method": "subscribe", "params": {"channel": "plain:after-close"}}))
+        .await;
+    // Read, never answering a ping, until the Close.
+    let mut replies = 0;
+    loop {
+        let (opcode, payload) = c.frame().await.expect("the hub's Close");
+        match opcode {
+            0x1 => replies += 1,
+            0x9 => {}
+            0x8 => {
+                assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1011);
+                break;
+            }
+            other => panic!("opcode {other}"),
+        }
+    }
+    assert_eq!(replies, 2, "the connect and subscribe replies");
+    // The hub waits for our Close now (until its close timeout): a
+    // publication meanwhile must not be written after its Close.
+    hub.publish("plain:after-close", json!({"after": "close"}))
+        .await;
+    if let Some((opcode, payload)) = c.frame().await {
+        panic!(
+            "a frame after the Close: opcode {opcode}, {}",
+            String::from_utf8_lossy(&payload)
+        );
+    }
+}
