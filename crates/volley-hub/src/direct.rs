@@ -3,13 +3,14 @@
 //! write it.
 //!
 //! A task wake-up, the task's poll and its copy of the frame cost more than
-//! the rest of a delivery's user-space work together (10 % of a hub fanning
-//! out to 10,000 subscribers on one core, whose every delivery is one
-//! `send(2)`). So a plain TCP connection's socket is shared ([`Socket`])
+//! the rest of a delivery's user-space work together (about 10 % of a hub
+//! fanning out to 10,000 subscribers on one core, whose every delivery is
+//! one `send(2)`). So a plain TCP connection's socket is shared ([`Socket`])
 //! between its WebSocket (through [`Io`]) and its outbox, and while the
-//! connection's task is *parked* (it has written everything and waits, see
-//! `Outbox::park`) the fan-out writes queued frames to the socket from the
-//! outbox directly (`Outbox::write_direct`). A write the socket takes only in
+//! connection's task is *parked* (its WebSocket is open, it has written
+//! everything and waits: `Outbox::poll_take` with `park`) the fan-out writes
+//! queued frames to the socket from the outbox directly
+//! (`Outbox::write_direct`). A write the socket takes only in
 //! part leaves the rest of its frame here ([`Socket`]'s `rest`), which the
 //! WebSocket writes before anything else, and wakes the task.
 //!
@@ -167,13 +168,10 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Self::Shared(s) => loop {
                 ready!(s.tcp.poll_read_ready(cx))?;
-                // The WebSocket reads into initialized memory: this does
-                // not zero it again.
-                match s.tcp.try_read(buf.initialize_unfilled()) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
+                // Into the unfilled part as it is (a large message's payload
+                // is read in place, into memory not initialized yet).
+                match s.tcp.try_read_buf(buf) {
+                    Ok(_) => return Poll::Ready(Ok(())),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Poll::Ready(Err(e)),
                 }

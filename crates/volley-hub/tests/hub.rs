@@ -1108,3 +1108,34 @@ async fn nothing_follows_the_close_of_an_unanswered_keepalive() {
         );
     }
 }
+
+/// A large command (a 48 KiB publication, in one frame) is read whole over
+/// the hub's shared plain-TCP socket, whose large payloads are read in place,
+/// and reaches a subscriber intact.
+#[tokio::test]
+async fn a_large_command_is_read_whole() {
+    let hub = TestHub::start(config()).await;
+    let mut reader = Client::anonymous(&hub).await;
+    reader.subscribe(json!({"channel": "plain:large"})).await;
+    let mut writer = Client::anonymous(&hub).await;
+    writer.subscribe(json!({"channel": "plain:large"})).await;
+    let blob: String = (0..48 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let reply = writer
+        .call(
+            "publish",
+            json!({"channel": "plain:large", "data": {"blob": blob}}),
+        )
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    let p = reader.push().await;
+    assert_eq!(p["push"], "publication", "{}", p["push"]);
+    let got = p["data"]["blob"].as_str().unwrap_or_default();
+    assert!(
+        got == blob,
+        "{} bytes arrived, {} sent",
+        got.len(),
+        blob.len()
+    );
+}
