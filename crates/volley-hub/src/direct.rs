@@ -31,10 +31,6 @@ use tokio::net::TcpStream;
 
 use crate::proxy_protocol::Rewind;
 
-/// The most bytes one direct write takes (what a connection's task takes
-/// from its outbox per write, too).
-pub(crate) const MAX_BYTES: usize = 64 * 1024;
-
 /// A connection's TCP socket, shared by its WebSocket and its outbox.
 #[derive(Debug)]
 pub(crate) struct Socket {
@@ -151,11 +147,6 @@ impl Io {
             Self::Shared(socket) => Some(socket),
             Self::Upgraded(_) => None,
         }
-    }
-
-    /// Bytes the fan-out left to write (see [`Socket::keep_rest`]).
-    pub(crate) fn unsent(&self) -> usize {
-        self.socket().map_or(0, |s| s.unsent())
     }
 }
 

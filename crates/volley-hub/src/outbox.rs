@@ -26,7 +26,7 @@ use std::time::Instant;
 use volley::PreparedFrame;
 
 use crate::budget::QueueBudget;
-use crate::direct::{MAX_BYTES, Socket};
+use crate::direct::Socket;
 use crate::protocol::DisconnectCode;
 
 /// What a queued push costs the budget besides its frame bytes: its entry.
@@ -120,7 +120,7 @@ pub(crate) enum Next {
 /// What direct writes handed to sockets, for the hub's metrics.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    /// Writes (a socket's queued frames, in one vectored write or more).
+    /// Writes (the frames queued to one socket, in one send or more).
     pub(crate) writes: u64,
     /// Frames.
     pub(crate) frames: u64,
@@ -263,7 +263,7 @@ impl Outbox {
         while all && !inner.frames.is_empty() {
             let (mut n, mut len) = (0, 0);
             for q in &inner.frames {
-                if n > 0 && len + q.frame.len() > MAX_BYTES {
+                if n > 0 && len + q.frame.len() > crate::session::WRITE_BUDGET {
                     break;
                 }
                 len += q.frame.len();

@@ -28,8 +28,9 @@ use crate::protocol::{
 use crate::subscribe::{SubscribeError, SubscribeRequest, Subscriber};
 use crate::transport::Transport;
 
-/// Bytes moved from the outbox to the socket per write, at most.
-const WRITE_BUDGET: usize = 64 * 1024;
+/// Bytes moved from the outbox to the socket per write, at most (by the
+/// connection's task, and by the fan-out's direct writes).
+pub(crate) const WRITE_BUDGET: usize = 64 * 1024;
 /// Commands handled before the outbox is written out even if more are
 /// readable.
 const MAX_READS_BEFORE_WRITE: u32 = 64;

@@ -75,11 +75,6 @@ pub(crate) trait Transport {
 
 /// What a session's WebSocket runs on.
 pub(crate) trait WsStream: AsyncRead + AsyncWrite + Unpin {
-    /// Bytes the fan-out left to write ([`Io::unsent`]).
-    fn unsent(&self) -> usize {
-        0
-    }
-
     /// The socket the fan-out may write to directly.
     fn socket(&self) -> Option<&Arc<Socket>> {
         None
@@ -87,10 +82,6 @@ pub(crate) trait WsStream: AsyncRead + AsyncWrite + Unpin {
 }
 
 impl WsStream for Io {
-    fn unsent(&self) -> usize {
-        Io::unsent(self)
-    }
-
     fn socket(&self) -> Option<&Arc<Socket>> {
         Io::socket(self)
     }
@@ -110,7 +101,9 @@ impl<S: WsStream> Transport for WebSocket<S> {
     }
 
     fn buffered_amount(&self) -> usize {
-        WebSocket::buffered_amount(self) + WsStream::unsent(self.get_ref())
+        // With what is left of a frame the fan-out wrote in part.
+        let unsent = WsStream::socket(self.get_ref()).map_or(0, |s| s.unsent());
+        WebSocket::buffered_amount(self) + unsent
     }
 
     fn socket(&self) -> Option<Arc<Socket>> {
