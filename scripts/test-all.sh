@@ -192,7 +192,7 @@ step "clippy: volley all" 1800 cargo clippy -p volley --all-features --all-targe
 step "h2 interop" 1800 env CARGO_TARGET_DIR=target/h2-interop \
     cargo test --manifest-path tests/h2-interop/Cargo.toml
 # Dependencies: newest compatible versions (a scratch copy after `cargo
-# update`) build and lint; the lock file has no RustSec advisory.
+# update`) type-check and lint; the lock file has no RustSec advisory.
 step "deps: newest" 3600 scripts/newest-deps.sh
 advisories() {
     # Exit 3: the advisory database could not be fetched (this workplace
