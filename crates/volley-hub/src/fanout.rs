@@ -44,6 +44,7 @@ use std::time::Instant;
 use volley::PreparedFrame;
 
 use crate::hub::text_frame;
+use crate::key_order::KeyOrder;
 use crate::lane::{self, Delivery, Senders, Wakeup};
 use crate::outbox::{Directive, Next, Outbox};
 use crate::protocol::{self, ClientInfo, DisconnectCode, Publication};
@@ -85,14 +86,19 @@ pub(crate) struct Local {
 /// Where a channel's node-level broker subscription stands.
 pub(crate) type Ready = tokio::sync::watch::Receiver<Option<bool>>;
 
+/// One lane's subscribers of a channel, by connection key, walked in key
+/// order (`crate::key_order`: the order their connections, outboxes and
+/// sockets were made in).
+type LaneSubscribers = HashMap<u64, Local, KeyOrder>;
+
 /// A channel's subscribers on this node, by the lane their connection runs
 /// on (one map when the hub has no lanes).
 #[derive(Debug)]
-pub(crate) struct Subscribers(Box<[HashMap<u64, Local>]>);
+pub(crate) struct Subscribers(Box<[LaneSubscribers]>);
 
 impl Subscribers {
     fn new(lanes: usize) -> Self {
-        Self((0..lanes.max(1)).map(|_| HashMap::new()).collect())
+        Self((0..lanes.max(1)).map(|_| HashMap::default()).collect())
     }
 
     /// Adds a subscriber to the calling thread's lane.
@@ -352,7 +358,7 @@ impl Channel {
 /// of the calling thread's lane), added to it: to be woken, or written to
 /// directly, in the lane's turns.
 fn deliver_to(
-    subscribers: &mut HashMap<u64, Local>,
+    subscribers: &mut LaneSubscribers,
     position: Option<&(Arc<str>, u64)>,
     frame: &PreparedFrame,
     at: Option<Instant>,

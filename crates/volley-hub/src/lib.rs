@@ -34,6 +34,7 @@ mod fanout;
 mod http;
 mod hub;
 mod jwks;
+mod key_order;
 mod lane;
 mod metrics;
 mod outbox;
