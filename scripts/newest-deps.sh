@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and lints the workspace against the newest compatible versions of its
+# Type-checks and lints the workspace against the newest compatible versions of its
 # dependencies, as a user's fresh resolve would pick them: the tracked tree
 # (with uncommitted edits) is copied to a scratch dir, `cargo update` runs
 # there, then `cargo clippy --all-targets -D warnings` (which type-checks every
