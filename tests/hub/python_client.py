@@ -1111,6 +1111,8 @@ async def run_all():
     passed = failed = 0
     skip_rest = False
     for name, fn in (DEMO_CHECKS if ARGS.demo else CHECKS):
+        if ARGS.only and ARGS.only not in name:
+            continue
         if skip_rest:
             print("SKIP  %s (an essential check failed)" % name, flush=True)
             failed += 1
@@ -1152,6 +1154,7 @@ def main():
     ap.add_argument("--admin-key", help="with --demo: the --admin-key the server was given")
     ap.add_argument("--serve-stdout", help="with --demo: a file with the server's stdout")
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per wait")
+    ap.add_argument("--only", metavar="TEXT", help="run only the checks whose name contains TEXT (to repeat one)")
     ARGS = ap.parse_args()
     ARGS.http = ARGS.http.rstrip("/")
     if ARGS.cafile:

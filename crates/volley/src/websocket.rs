@@ -65,6 +65,9 @@ pub struct WebSocket<S> {
     /// Whether `timer` is armed: its own deadline is the one asked for (a
     /// flag, not a copy of the deadline: 16 bytes less per connection).
     timer_armed: bool,
+    /// Bytes went to the transport since it was last flushed: a layer under
+    /// us (TLS) may hold them until it is.
+    unflushed: bool,
     /// Boxed, as the error below: an idle connection pays a pointer.
     peer_close: Option<Box<CloseFrame>>,
     pending_error: Option<Box<Error>>,
@@ -152,6 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             wpos: 0,
             timer: None,
             timer_armed: false,
+            unflushed: false,
             peer_close: None,
             pending_error: None,
             finish: Finish::Running,
@@ -370,7 +374,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.conn.send(message).map_err(Error::from)
     }
 
-    /// Writes queued bytes until none are left or the transport would block.
+    /// Writes queued bytes until none are left, then flushes the transport,
+    /// or until the transport would block.
     fn poll_write_out(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
         loop {
             if self.wpos == self.wbuf.len() {
@@ -398,10 +403,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
                     self.conn.advance_transmit(written);
+                    self.unflushed = true;
                     continue;
                 }
                 if !self.conn.poll_transmit(&mut self.wbuf) {
-                    return Poll::Ready(Ok(()));
+                    return self.poll_flush_written(cx, half);
                 }
             }
             let waker = self.write_waker(cx, half);
@@ -411,7 +417,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.wpos += n;
+            self.unflushed = true;
         }
+    }
+
+    /// Flushes the transport if bytes went to it since its last flush.
+    ///
+    /// Everything written is then on its way even when the transport
+    /// buffers: rustls takes a write into its own buffer, and when the
+    /// socket is full it says the write is done and keeps up to a record's
+    /// worth of it. Unflushed, that tail (the last bytes of a large reply,
+    /// or a Pong written while reading) waited for the next write, which
+    /// could be a keepalive ping 20 s later.
+    fn poll_flush_written(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<io::Result<()>> {
+        if !self.unflushed {
+            return Poll::Ready(Ok(()));
+        }
+        let waker = self.write_waker(cx, half);
+        let mut wcx = Context::from_waker(&waker);
+        ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     /// In split mode, both halves write: the transport gets a waker that
@@ -424,15 +450,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     pub(crate) fn poll_flush_all(&mut self, cx: &mut Context<'_>, half: Half) -> Poll<Result<()>> {
-        let flushed = match ready!(self.poll_write_out(cx, half)) {
-            Ok(()) => {
-                let waker = self.write_waker(cx, half);
-                let mut wcx = Context::from_waker(&waker);
-                ready!(Pin::new(&mut self.io).poll_flush(&mut wcx))
-            }
-            Err(e) => Err(e),
-        };
-        match flushed {
+        // A flush asked for reaches the transport even when we wrote nothing
+        // since the last one: it may hold bytes written around us (the hub's
+        // direct writes leave the rest of a frame to it).
+        self.unflushed = true;
+        match ready!(self.poll_write_out(cx, half)) {
             Ok(()) => Poll::Ready(Ok(())),
             // Once a Close is under way, a peer that has finished its side
             // and asks us to stop sending has ended the connection cleanly;

@@ -463,6 +463,36 @@ async fn a_connection_keeps_no_write_buffer_once_a_burst_is_written() {
     );
 }
 
+/// A transport that keeps what is written until it is flushed, as TLS
+/// does with the tail of a write when the socket is full: a Pong written
+/// while reading must still reach the peer.
+#[tokio::test]
+async fn a_pong_written_while_reading_is_flushed_through_a_buffering_transport() {
+    let (a, b) = tokio::io::duplex(1 << 16);
+    let buffering = tokio::io::BufWriter::with_capacity(1 << 16, b);
+    let mut server =
+        WebSocket::from_raw_socket(buffering, volley::Role::Server, WebSocketConfig::default());
+    let server = tokio::spawn(async move { while let Some(Ok(_)) = server.recv().await {} });
+    let mut client =
+        WebSocket::from_raw_socket(a, volley::Role::Client, WebSocketConfig::default());
+    client.ping(b"are you there").await.unwrap();
+    // Read (which handles the Pong) until it came; unflushed, it never does.
+    let pong = tokio::time::timeout(
+        Duration::from_secs(10),
+        std::future::poll_fn(|cx| {
+            let _ = client.poll_next_unpin(cx);
+            if client.pongs_received() > 0 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }),
+    )
+    .await;
+    assert!(pong.is_ok(), "the Pong stayed in the transport's buffer");
+    server.abort();
+}
+
 #[tokio::test]
 async fn try_recv_drains_what_one_read_brought() {
     let (a, b) = tokio::io::duplex(1 << 16);
