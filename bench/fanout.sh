@@ -17,6 +17,8 @@
 #   WARMUP=0 bench/fanout.sh              (measure from the first event; by default 20 events at
 #                                          the first rate go first, unmeasured: TCP's quick-ACK
 #                                          start, see bench/tcp_fanout_floor.c)
+#   EVENTS=FILE bench/fanout.sh           (also each event's timings, a line per event:
+#                                          `volley bench fanout --events`)
 #
 # Reports, per rate: deliveries per second, publish-to-last-delivery latency
 # (HTTP publish call start -> the last subscriber has it; p50, p99, max), the
@@ -104,7 +106,8 @@ fi
 
 CMD=("${GEN_CPU[@]}" "$BIN" bench fanout --addr "$ADDR" --api-key "$API_KEY" -n "$SUBSCRIBERS"
     --rates "$RATES" -d "$SECONDS_PER_RATE" --publishers "$PUBLISHERS" --server-pid "$SERVER_PID"
-    --engine "$ENGINE" --warmup "${WARMUP:-20}" --json "$OUT" --label volley)
+    --engine "$ENGINE" --warmup "${WARMUP:-20}" --json "$OUT" --label volley
+    ${EVENTS:+--events "$EVENTS"})
 echo "fanout.sh: ${CMD[*]}" >&2
 rc=0
 timeout --kill-after=10 600 "${CMD[@]}" >/dev/null || rc=$?

@@ -20,6 +20,7 @@
 //
 //   cc -O2 -pthread -o target/bench/tcp_fanout_floor bench/tcp_fanout_floor.c
 //   target/bench/tcp_fanout_floor 9900 [ROUNDS [WARMUP [ORDER]]]
+//   ROUNDS_FILE=rounds.txt target/bench/tcp_fanout_floor 9900   (also each round's wall ms)
 //       (2 N descriptors: N + 100 <= open-files limit / 2; defaults 40, 20
 //        and `accept`)
 #define _GNU_SOURCE
@@ -110,6 +111,15 @@ int main(int argc, char **argv) {
             by_order[shuffled] += dc; rounds_by_order[shuffled]++;
         }
         usleep(100000); // 10 rounds per second, like 10 events/s
+    }
+    // ROUNDS_FILE=PATH: each counted round's wall time (ms) appended to PATH,
+    // a line each, so that runs can be pooled (bench/fanout_cores.sh).
+    const char *rounds_file = getenv("ROUNDS_FILE");
+    if (rounds_file) {
+        FILE *f = fopen(rounds_file, "a");
+        if (!f) { perror(rounds_file); return 1; }
+        for (int i = 0; i < ROUNDS; i++) fprintf(f, "%.3f\n", 1000 * walls[i]);
+        fclose(f);
     }
     qsort(walls, ROUNDS, sizeof(double), cmp);
     qsort(cpus, ROUNDS, sizeof(double), cmp);

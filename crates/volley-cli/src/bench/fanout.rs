@@ -103,6 +103,15 @@ pub(crate) struct FanoutArgs {
     /// steady state. 20 covers them.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
+    /// Append each event's timings to this file, a line per event: its
+    /// step (`warmup` for the `--warmup` events, else the step's index),
+    /// seq, when it was published (ms after the step's first publication),
+    /// its HTTP publish latency and its publish-to-last-delivery latency
+    /// (ms; `-` when not every subscriber got it). To see what the
+    /// percentiles are made of: whether the slow events come together,
+    /// or at a period.
+    #[arg(long)]
+    events: Option<std::path::PathBuf>,
 }
 
 /// The subscriber engine of `volley bench fanout` (`--engine`).
@@ -1121,6 +1130,47 @@ fn step_latencies(t: &Tracker, step: &Step) -> (Vec<f64>, Vec<f64>, f64) {
     (latencies, http_ms, span)
 }
 
+/// Appends the step's events to `path` (`--events`).
+fn write_events(path: &std::path::Path, t: &Tracker, step: &Step) -> Result<(), FanoutError> {
+    use std::fmt::Write as _;
+    let ms = |from: Instant, to: Option<Instant>| {
+        to.map_or("-".to_owned(), |to| {
+            format!(
+                "{:.3}",
+                to.saturating_duration_since(from).as_secs_f64() * 1000.0
+            )
+        })
+    };
+    let first = step.seqs().find_map(|i| t.publish_at.get(i));
+    let label = if step.warmup {
+        "warmup".to_owned()
+    } else {
+        step.index.to_string()
+    };
+    let mut out = String::new();
+    for i in step.seqs() {
+        let (Some(first), Some(p)) = (first, t.publish_at.get(i)) else {
+            continue;
+        };
+        let last = (t.received[i].load(Ordering::Acquire) == t.subscribers)
+            .then(|| t.last_at.get(i))
+            .flatten();
+        let _ = writeln!(
+            out,
+            "{label} {i} {} {} {}",
+            ms(first, Some(p)),
+            ms(p, t.http_done_at.get(i)),
+            ms(p, last)
+        );
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, out.as_bytes()))
+        .map_err(FanoutError::Io)
+}
+
 /// Prints the step's line and emits its JSON record.
 async fn report_step(
     a: &FanoutArgs,
@@ -1161,6 +1211,9 @@ async fn report_step(
     let reads = t.reads.load(Ordering::Relaxed) - before.reads;
     let per_read = (reads > 0).then(|| deliveries as f64 / reads as f64);
     let (latencies, http_ms, span) = step_latencies(t, step);
+    if let Some(path) = &a.events {
+        write_events(path, t, step)?;
+    }
     let per_sec = if span > 0.0 {
         deliveries as f64 / span
     } else {
