@@ -107,13 +107,18 @@ pub(crate) fn refuse(hub: &Hub, why: Admission, ip: IpAddr) -> Response {
 
 async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Response {
     let ip = remote_ip(&request);
+    // Whether the check below refused (and counted) it; any other refusal
+    // is a request that is not a valid upgrade.
+    let counted = std::cell::Cell::new(false);
     let check = |req: &volley::ServerRequest| -> Result<Accept, Rejection> {
         if !hub.origin_allowed(req.origin()) {
             hub.metrics().rejected("origin");
+            counted.set(true);
             return Err(Rejection::new(StatusCode::FORBIDDEN).body("origin not allowed\n"));
         }
         if !req.protocols.iter().any(|p| p == SUBPROTOCOL) {
             hub.metrics().rejected("subprotocol");
+            counted.set(true);
             return Err(Rejection::new(StatusCode::BAD_REQUEST).body(format!(
                 "offer the WebSocket subprotocol {SUBPROTOCOL} (supported: {SUBPROTOCOL})\n"
             )));
@@ -129,9 +134,7 @@ async fn websocket(State(hub): State<Arc<Hub>>, mut request: Request) -> Respons
     let (response, upgrading) = match upgrade {
         Ok(pair) => pair,
         Err(rejection) => {
-            if rejection.status() != StatusCode::FORBIDDEN
-                && rejection.status() != StatusCode::BAD_REQUEST
-            {
+            if !counted.get() {
                 hub.metrics().rejected("bad_request");
             }
             return rejection.map(Body::from);

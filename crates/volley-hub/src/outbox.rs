@@ -28,6 +28,7 @@ use volley::PreparedFrame;
 use crate::budget::QueueBudget;
 use crate::direct::Socket;
 use crate::protocol::DisconnectCode;
+use crate::session::WRITE_BUDGET;
 
 /// What a queued push costs the budget besides its frame bytes: its entry.
 const ENTRY: usize = std::mem::size_of::<Queued>();
@@ -263,7 +264,7 @@ impl Outbox {
         while all && !inner.frames.is_empty() {
             let (mut n, mut len) = (0, 0);
             for q in &inner.frames {
-                if n > 0 && len + q.frame.len() > crate::session::WRITE_BUDGET {
+                if n > 0 && len + q.frame.len() > WRITE_BUDGET {
                     break;
                 }
                 len += q.frame.len();

@@ -605,9 +605,13 @@ async fn handshake_checks_origin_subprotocol_and_limits() {
         ),
         429
     );
+    // A plain GET of the WebSocket path (no Upgrade header): 400, counted
+    // as a bad request.
+    let (plain, _) = http(hub.addr, "GET", "/connection/websocket", &[], "").await;
+    assert_eq!(plain, 400);
     let (_, metrics) = http(hub.addr, "GET", "/metrics", &[], "").await;
     let metrics = metrics.as_str().unwrap().to_string();
-    for reason in ["origin", "subprotocol", "ip_limit"] {
+    for reason in ["origin", "subprotocol", "ip_limit", "bad_request"] {
         assert!(
             metrics.contains(&format!(
                 "volley_handshakes_rejected_total{{reason=\"{reason}\"}} 1"
