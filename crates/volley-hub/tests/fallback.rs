@@ -443,26 +443,27 @@ async fn sessions_are_admitted_like_websocket_handshakes() {
     assert_eq!(status, 503);
 }
 
-/// A long-poll client that stops polling while publications pour in is a
-/// slow consumer like a WebSocket that stops reading: what it has not taken
-/// counts like a socket's write buffer, the rest fills its outbound queue,
-/// and past the queue's limit it is disconnected with 4002, the last message
-/// its next polls get.
-#[tokio::test]
-async fn a_long_poll_client_that_stops_polling_is_a_slow_consumer() {
+/// A fallback client that stops taking messages while publications pour in
+/// is a slow consumer like a WebSocket that stops reading: what it has not
+/// taken counts like a socket's write buffer, the rest fills its outbound
+/// queue, and past the queue's limit it is disconnected with 4002, the last
+/// message it then gets.
+async fn a_client_that_stops_reading_is_a_slow_consumer(sse: bool, n: usize, size: usize) {
     let mut cfg = fallback_config();
     cfg.limits.outbound_queue_bytes = 8 * 1024;
     let hub = TestHub::start(cfg).await;
-    let mut c = Fallback::connected(&hub, false).await;
+    let mut c = Fallback::connected(&hub, sse).await;
     c.call("subscribe", json!({"channel": "plain:slow"})).await;
-    let text = "x".repeat(1024);
-    // 300 KiB through the API (the memory engine delivers as it publishes):
-    // past the 128 KiB the session hands to its carrier, and past the
+    let text = "x".repeat(size);
+    // Through the API (the memory engine delivers as it publishes): past
+    // the 128 KiB the session hands to its carrier (and, for SSE, past what
+    // the sockets buffer: up to 4 MiB on the hub's side here), and past the
     // queue's 8 KiB after that.
-    let n = 300;
-    for i in 0..n {
-        hub.publish("plain:slow", json!({"i": i, "text": text}))
+    let mut published = 0;
+    while published < n && hub.hub.metrics().slow_consumer_disconnects.get() == 0 {
+        hub.publish("plain:slow", json!({"i": published, "text": text}))
             .await;
+        published += 1;
     }
     let mut received = Vec::new();
     let mut last = None;
@@ -480,12 +481,27 @@ async fn a_long_poll_client_that_stops_polling_is_a_slow_consumer() {
     );
     // What it did get is the start of the stream, in order, without a gap.
     assert!(
-        !received.is_empty() && received.len() < n,
-        "{}",
+        !received.is_empty() && received.len() < published,
+        "{} of {published}",
         received.len()
     );
     assert_eq!(received, (0..received.len() as u64).collect::<Vec<_>>());
     assert_eq!(hub.hub.metrics().slow_consumer_disconnects.get(), 1);
+}
+
+#[tokio::test]
+async fn a_long_poll_client_that_stops_polling_is_a_slow_consumer() {
+    // Up to 300 KiB.
+    a_client_that_stops_reading_is_a_slow_consumer(false, 300, 1024).await;
+}
+
+/// The same on an SSE stream the client stops reading: hyper stops taking
+/// the body once the socket is full, and the session's queue fills.
+#[tokio::test]
+async fn an_sse_client_that_stops_reading_is_a_slow_consumer() {
+    // Up to 24 MiB (until the hub gives up on it), more than the sockets'
+    // buffers, in messages smaller than the queue's limit.
+    a_client_that_stops_reading_is_a_slow_consumer(true, 6000, 4 * 1024).await;
 }
 
 /// Behind a CDN or on an https page, the stream and the POSTs travel as
