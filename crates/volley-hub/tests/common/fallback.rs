@@ -153,11 +153,13 @@ impl Fallback {
     }
 
     /// SSE: the next event (its name and data), skipping comments; `None`
-    /// at the end of the stream.
+    /// at the end of the stream. The event must come within `WAIT`: the
+    /// comments a live stream sends every ping interval do not count.
     async fn event(&mut self) -> Option<(Option<String>, String)> {
         let Downlink::Sse { body, buf } = &mut self.down else {
             panic!("not an SSE session");
         };
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Some(end) = buf.find("\n\n") {
                 let block: String = buf.drain(..end + 2).collect();
@@ -185,9 +187,9 @@ impl Fallback {
                     None => continue,
                 }
             }
-            let frame = tokio::time::timeout(WAIT, body.frame())
+            let frame = tokio::time::timeout_at(deadline, body.frame())
                 .await
-                .expect("the stream moves in time");
+                .expect("the next event arrives in time");
             match frame {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
