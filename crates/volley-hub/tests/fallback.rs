@@ -25,6 +25,11 @@ fn fallback_config() -> HubConfig {
 /// The `volley_connections_by_transport` gauge for `transport`.
 async fn open_by_transport(hub: &TestHub, transport: &str) -> u64 {
     let (_, metrics) = fetch(hub.addr, "GET", "/metrics", &[], Vec::new()).await;
+    by_transport(&metrics, transport)
+}
+
+/// The `volley_connections_by_transport` gauge for `transport` in `metrics`.
+fn by_transport(metrics: &str, transport: &str) -> u64 {
     let prefix = format!("volley_connections_by_transport{{transport=\"{transport}\"}} ");
     metrics
         .lines()
@@ -508,23 +513,54 @@ async fn an_sse_client_that_stops_reading_is_a_slow_consumer() {
 /// streams of one HTTP/2 connection (here h2c).
 #[tokio::test]
 async fn an_sse_session_and_its_posts_share_one_http2_connection() {
+    sse_and_posts_on_one_http2_connection(false).await;
+}
+
+/// The same over TLS, HTTP/2 chosen by ALPN: how a browser on an https
+/// page reaches the hub directly.
+#[tokio::test]
+async fn an_sse_session_and_its_posts_share_one_http2_connection_over_tls() {
+    sse_and_posts_on_one_http2_connection(true).await;
+}
+
+async fn sse_and_posts_on_one_http2_connection(tls: bool) {
     use http_body_util::{BodyExt, Full};
     let mut cfg = fallback_config();
-    cfg.h2c = true;
+    let mut tls_files = None;
+    if tls {
+        let (with_tls, cert, dir) = common::tls_config("sse-h2");
+        cfg.tls = with_tls.tls;
+        tls_files = Some((cert, dir));
+    } else {
+        cfg.h2c = true;
+    }
     let hub = TestHub::start(cfg).await;
     let tcp = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (sender, scheme) = match &tls_files {
+        None => (h2_handshake(tcp).await, "http"),
+        Some((cert, _)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert.cert.der().clone()).unwrap();
+            let mut config = rustls::ClientConfig::builder_with_provider(volley::crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+            (h2_handshake(stream).await, "https")
+        }
+    };
     let get = |path: String, method: &str, body: &'static str| {
         let mut sender = sender.clone();
         let req = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", hub.addr))
+            .uri(format!("{scheme}://localhost:{}{path}", hub.addr.port()))
             .header("content-type", "text/plain")
             .body(Full::new(bytes::Bytes::from_static(body.as_bytes())))
             .unwrap();
@@ -559,7 +595,28 @@ async fn an_sse_session_and_its_posts_share_one_http2_connection() {
         text.contains("id: 1\ndata: {\"id\":1,\"result\":{"),
         "{text}"
     );
-    assert_eq!(open_by_transport(&hub, "sse").await, 1);
+    // (From the hub itself: /metrics is on the TLS port too.)
+    assert_eq!(by_transport(&hub.hub.metrics().encode(), "sse"), 1);
+    if let Some((_, dir)) = tls_files {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// An HTTP/2 client connection over `io`, driven by its own task.
+async fn h2_handshake<T>(
+    io: T,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
 }
 
 /// A connect refused with an error reply ends the session. A WebSocket learns
