@@ -127,3 +127,69 @@ async fn every_thread_delivers_its_share_in_order_and_drains() {
     let report = hub.finished().await;
     assert_eq!(report.connections_at_start, 2 * PER_CHANNEL);
 }
+
+/// Clients leaving a channel with join/leave together, on several threads,
+/// while it is published to. A leave and a publication take the engine's
+/// lock and then the fan-out's; the last subscriber out unsubscribes the
+/// node under the fan-out's lock. With the node's subscriptions under the
+/// engine's lock too, two threads could each hold one lock and wait for the
+/// other forever (found by the drain of tests/hub/run.sh, which closes its
+/// two clients at once). A watchdog ends the process if no round finishes
+/// for 30 s: a deadlocked thread may be the one this test's timers need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leaving_together_on_several_threads_while_publishing_do_not_deadlock() {
+    const ROUNDS: usize = 300;
+    let (progress, watched) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        loop {
+            match watched.recv_timeout(std::time::Duration::from_secs(30)) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    eprintln!("no round finished within 30 s: the hub is deadlocked");
+                    std::process::exit(1);
+                }
+            }
+        }
+    });
+    let server = Server::bind(config())
+        .await
+        .unwrap()
+        .with_threads(THREADS)
+        .unwrap();
+    let hub = std::sync::Arc::new(TestHub::serve(server));
+    let channel = "chat:leaving";
+    // Publications all along, from another task.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = tokio::spawn({
+        let (hub, stop) = (hub.clone(), stop.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.publish(channel, json!({"i": i})).await;
+                i += 1;
+            }
+        }
+    });
+    for _ in 0..ROUNDS {
+        // Consecutive connections go to different threads.
+        let mut clients = Vec::new();
+        for _ in 0..THREADS {
+            let mut c = Client::anonymous(&hub).await;
+            c.subscribe(json!({"channel": channel})).await;
+            clients.push(c);
+        }
+        // All leave at once: each one's leave, and the last one's
+        // unsubscribe of the node, on its own thread.
+        for c in clients {
+            tokio::spawn(async move { drop(c) });
+        }
+        // The hub still answers: a subscriber of the same channel.
+        let mut c = Client::anonymous(&hub).await;
+        c.subscribe(json!({"channel": channel})).await;
+        drop(c);
+        progress.send(()).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+}

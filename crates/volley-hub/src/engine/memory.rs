@@ -4,7 +4,7 @@
 //! receives every channel's publications in offset order.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -23,6 +23,14 @@ const SHARDS: usize = 32;
 /// The in-memory broker.
 pub struct MemoryBroker {
     shards: Box<[Mutex<Shard>]>,
+    /// The channels this node is subscribed to, whose streams are kept
+    /// while they have subscribers; by the same index as `shards`, under
+    /// locks of their own that are always taken last. The fan-out
+    /// subscribes and unsubscribes under its lock, and a publication takes
+    /// that lock under a shard's: were these sets in the shards, two
+    /// threads could each hold one lock and wait for the other (two clients
+    /// leaving a channel with join/leave at once, on two threads, did).
+    subscribed: Box<[Mutex<HashSet<Box<str>>>]>,
     events: OnceLock<Arc<dyn BrokerEvents>>,
 }
 
@@ -32,12 +40,10 @@ impl std::fmt::Debug for MemoryBroker {
     }
 }
 
-/// One shard: the streams, and the channels this node is subscribed to
-/// (whose streams are kept while they have subscribers).
+/// One shard: the streams.
 #[derive(Debug, Default)]
 struct Shard {
     streams: HashMap<Box<str>, Stream>,
-    subscribed: std::collections::HashSet<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -115,25 +121,37 @@ impl MemoryBroker {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            subscribed: (0..SHARDS).map(|_| Mutex::default()).collect(),
             events: OnceLock::new(),
         }
     }
 
-    fn shard(&self, channel: &str) -> MutexGuard<'_, Shard> {
+    fn index(channel: &str) -> usize {
         let mut h = DefaultHasher::new();
         channel.hash(&mut h);
-        lock(&self.shards[(h.finish() as usize) % SHARDS])
+        (h.finish() as usize) % SHARDS
+    }
+
+    fn shard(&self, channel: &str) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[Self::index(channel)])
+    }
+
+    /// The subscribed channels of `channel`'s shard (a lock taken last:
+    /// nothing else is locked while it is held).
+    fn subscribed(&self, channel: &str) -> MutexGuard<'_, HashSet<Box<str>>> {
+        lock(&self.subscribed[Self::index(channel)])
     }
 
     /// The channel's live stream, trimmed; `None` when it has none or it
     /// expired (it is then dropped).
     fn live<'s>(
+        &self,
         shard: &'s mut Shard,
         channel: &str,
         now: Instant,
         options: &NamespaceOptions,
     ) -> Option<&'s mut Stream> {
-        let kept = shard.subscribed.contains(channel);
+        let kept = self.subscribed(channel).contains(channel);
         if !kept && shard.streams.get(channel).is_some_and(|s| s.expired(now)) {
             shard.streams.remove(channel);
         }
@@ -144,13 +162,14 @@ impl MemoryBroker {
 
     /// The channel's stream, created (new epoch) when there is none.
     fn stream<'s>(
+        &self,
         shard: &'s mut Shard,
         channel: &str,
         now: Instant,
         options: &NamespaceOptions,
     ) -> &'s mut Stream {
         // Drops an expired stream first.
-        let _ = Self::live(shard, channel, now, options);
+        let _ = self.live(shard, channel, now, options);
         shard
             .streams
             .entry(channel.into())
@@ -179,7 +198,7 @@ impl MemoryBroker {
             }
             return result;
         }
-        let stream = Self::stream(&mut shard, channel, now, options);
+        let stream = self.stream(&mut shard, channel, now, options);
         stream.published(now, options);
         stream.top += 1;
         publication.offset = Some(stream.top);
@@ -206,12 +225,12 @@ impl MemoryBroker {
         let now = Instant::now();
         let mut shard = self.shard(channel);
         let stream = if query.create {
-            Self::stream(&mut shard, channel, now, options)
+            self.stream(&mut shard, channel, now, options)
         } else {
             // Reading history neither creates nor prolongs a stream: a
             // channel without one answers with an epoch of its own and
             // nothing in it.
-            match Self::live(&mut shard, channel, now, options) {
+            match self.live(&mut shard, channel, now, options) {
                 Some(stream) => stream,
                 None => {
                     return match query.since {
@@ -283,12 +302,12 @@ impl Broker for MemoryBroker {
     }
 
     fn subscribe(&self, channel: &str) -> EngineFuture<'static, ()> {
-        self.shard(channel).subscribed.insert(channel.into());
+        self.subscribed(channel).insert(channel.into());
         ready(())
     }
 
     fn unsubscribe(&self, channel: &str) -> EngineFuture<'static, ()> {
-        self.shard(channel).subscribed.remove(channel);
+        self.subscribed(channel).remove(channel);
         ready(())
     }
 
@@ -319,10 +338,11 @@ impl Broker for MemoryBroker {
     fn streams(&self) -> EngineFuture<'_, Vec<StreamSummary>> {
         let now = Instant::now();
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
+        for (shard, subscribed) in self.shards.iter().zip(self.subscribed.iter()) {
             let shard = lock(shard);
+            let subscribed = lock(subscribed);
             for (name, stream) in shard.streams.iter() {
-                if stream.expired(now) && !shard.subscribed.contains(name) {
+                if stream.expired(now) && !subscribed.contains(name) {
                     continue;
                 }
                 out.push(StreamSummary {
@@ -344,13 +364,10 @@ impl Broker for MemoryBroker {
 
     fn maintain(&self) {
         let now = Instant::now();
-        for shard in self.shards.iter() {
+        for (shard, subscribed) in self.shards.iter().zip(self.subscribed.iter()) {
             let mut shard = lock(shard);
-            let Shard {
-                streams,
-                subscribed,
-            } = &mut *shard;
-            streams.retain(|name, stream| {
+            let subscribed = lock(subscribed);
+            shard.streams.retain(|name, stream| {
                 while stream.retained.front().is_some_and(|r| r.expires <= now) {
                     stream.retained.pop_front();
                 }
