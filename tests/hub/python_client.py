@@ -26,10 +26,12 @@ missed, bad epoch, past the top), a namespace without history, protocol
 violations (4500), handshake rejections, refresh, private channels and the
 `channels` claim, limits (112, 110, 4007, 1009, 4003), a slow consumer (4002
 then exact recovery of more than the queue limit), back-to-back recoveries,
+the fallbacks (§2.5: long-polling and Server-Sent Events, over urllib),
 and, with --server-pid, the drain on SIGTERM (4001, 503, 1001).
 
 Each check prints one line (PASS/FAIL and what it saw); the script ends with
 `N passed, M failed` and exits 1 on any failure. Every wait is bounded.
+`--only TEXT` runs only the checks whose name contains TEXT.
 Uses only the standard library and `websockets`.
 """
 
@@ -954,6 +956,152 @@ def jwt_claims(token):
     return header, claims
 
 
+# ---- the fallbacks (§2.5) ----------------------------------------------------------
+
+
+def _http(method, path, body=None, headers=None):
+    """One request; (status, headers, body), whatever the status."""
+    req = urllib.request.Request(ARGS.http + path, data=body, method=method, headers=headers or {})
+    try:
+        with http_opener().open(req, timeout=ARGS.timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+async def http(method, path, body=None, headers=None):
+    return await asyncio.to_thread(_http, method, path, body, headers)
+
+
+def command_lines(*commands):
+    """A POST /connection/send body: one command per line."""
+    return "\n".join(json.dumps(c) for c in commands).encode()
+
+
+async def send_commands(session, seq, body):
+    status, _, raw = await http("POST", "/connection/send?session=%s&seq=%d" % (session, seq), body,
+                                {"Content-Type": "text/plain"})
+    require(status == 204, "POST /connection/send seq=%d -> %s %r" % (seq, status, raw[:200]))
+
+
+def new_session_id(session):
+    require(isinstance(session, str) and re.fullmatch(r"[A-Za-z0-9_-]{22}", session) is not None,
+            "session id %r: want 22 characters of URL-safe base64" % (session,))
+    return session
+
+
+async def check_long_poll():
+    """§2.5 long-polling from the docs alone: a session, commands by POST,
+    replies and a publication by poll, the same messages again for a poll
+    with the same ack (a lost answer), a POST sent again not run twice, and
+    the session closed by DELETE (polls then get 404)."""
+    ch = "hist:py-lp-%s" % secrets.token_hex(3)
+    status, _, raw = await http("POST", "/connection/poll", b"")
+    require(status == 200, "POST /connection/poll -> %s %r" % (status, raw[:200]))
+    session = new_session_id(json.loads(raw).get("session"))
+
+    async def poll(ack):
+        status, headers, raw = await http("GET", "/connection/poll?session=%s&ack=%d" % (session, ack))
+        require(status == 200, "poll ack=%d -> %s %r" % (ack, status, raw[:200]))
+        require(headers.get("Content-Type", "").startswith("application/json"),
+                "poll Content-Type %r" % headers.get("Content-Type"))
+        body = json.loads(raw)
+        require(body["last"] == ack + len(body["messages"]), "poll ack=%d -> last %s with %d messages" % (
+            ack, body["last"], len(body["messages"])))
+        return body
+
+    first = command_lines({"id": 1, "method": "connect", "params": {}},
+                          {"id": 2, "method": "subscribe", "params": {"channel": ch}})
+    await send_commands(session, 1, first)
+    got, ack = [], 0
+    while len(got) < 2:
+        body = await poll(ack)
+        got += body["messages"]
+        ack = body["last"]
+    require([m.get("id") for m in got] == [1, 2] and all("result" in m for m in got),
+            "replies by poll %r" % got)
+    await publish(ch, {"n": 1})
+    body = await poll(ack)  # held until the publication is there
+    pub = body["messages"]
+    require(len(pub) == 1 and pub[0].get("push") == "publication" and pub[0].get("data") == {"n": 1},
+            "publication by poll %r" % pub)
+    again = await poll(ack)
+    require(again["messages"] == pub, "the same ack again gave %r, want the same message" % again["messages"])
+    ack = again["last"]
+    # The first POST sent again: 204, not run again; the next one's reply is
+    # then all that comes.
+    await send_commands(session, 1, first)
+    await send_commands(session, 2, command_lines({"id": 3, "method": "ping"}))
+    body = await poll(ack)
+    require([m.get("id") for m in body["messages"]] == [3], "after a repeated POST: %r" % body["messages"])
+    status, _, _ = await http("DELETE", "/connection/session?session=%s" % session)
+    require(status == 204, "DELETE /connection/session -> %s" % status)
+    status, _, _ = await http("GET", "/connection/poll?session=%s&ack=%d" % (session, body["last"]))
+    require(status == 404, "poll after DELETE -> %s, want 404" % status)
+    return "session, 2 replies and a publication by poll, the same again for the same ack, " \
+        "a repeated POST not run twice, DELETE -> 204, then 404"
+
+
+def _sse_event(resp, deadline):
+    """The next event of an SSE stream as a dict of its fields, skipping
+    comments; None at the end of the stream."""
+    fields = {}
+    while time.monotonic() < deadline:
+        line = resp.readline()
+        if not line:
+            return None
+        line = line.decode("utf-8").rstrip("\r\n")
+        if line == "":
+            if "data" in fields:
+                return fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            require(name not in fields, "field %r twice in one event" % name)
+            fields[name] = value
+    raise CheckFailed("no SSE event within %ss" % ARGS.timeout)
+
+
+async def check_sse():
+    """§2.5 Server-Sent Events from the docs alone: the session event, then
+    each server message as an event numbered 1, 2, 3, ...; commands by POST;
+    the stream ends when the client closes the session."""
+    ch = "hist:py-sse-%s" % secrets.token_hex(3)
+    req = urllib.request.Request(ARGS.http + "/connection/sse", method="GET")
+    resp = await asyncio.to_thread(http_opener().open, req, timeout=ARGS.timeout)
+    try:
+        require(resp.status == 200, "GET /connection/sse -> %s" % resp.status)
+        for name, want in [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
+                           ("X-Accel-Buffering", "no")]:
+            require(resp.headers.get(name) == want, "%s: %r, want %r" % (name, resp.headers.get(name), want))
+
+        async def event():
+            return await asyncio.to_thread(_sse_event, resp, time.monotonic() + ARGS.timeout)
+
+        hello = await event()
+        require(hello is not None and hello.get("event") == "session", "first event %r" % hello)
+        session = new_session_id(json.loads(hello["data"]).get("session"))
+        await send_commands(session, 1, command_lines({"id": 1, "method": "connect", "params": {}},
+                                                      {"id": 2, "method": "subscribe", "params": {"channel": ch}}))
+        events = [await event(), await event()]
+        await publish(ch, {"n": 1})
+        events.append(await event())
+        require(all(e is not None for e in events), "the stream ended early: %r" % events)
+        require([e.get("id") for e in events] == ["1", "2", "3"], "event ids %r" % [e.get("id") for e in events])
+        msgs = [json.loads(e["data"]) for e in events]
+        require([m.get("id") for m in msgs[:2]] == [1, 2] and all("result" in m for m in msgs[:2]),
+                "replies %r" % msgs[:2])
+        require(msgs[2].get("push") == "publication" and msgs[2].get("data") == {"n": 1},
+                "publication %r" % msgs[2])
+        status, _, _ = await http("DELETE", "/connection/session?session=%s" % session)
+        require(status == 204, "DELETE /connection/session -> %s" % status)
+        end = await event()
+        require(end is None, "after DELETE the stream went on: %r" % end)
+    finally:
+        resp.close()
+    return "session event, replies and a publication as events 1-3, DELETE -> 204 and the stream ended"
+
+
 async def check_demo_stdout():
     lines = open(ARGS.serve_stdout).read().splitlines()
     addr = ARGS.http[len("http://"):]
@@ -1094,6 +1242,8 @@ CHECKS = [
     ("health and metrics", check_health_metrics),
     ("HTTP broadcast; disconnect by user", check_broadcast_and_user_disconnect),
     ("handshake rejections", check_handshake_rejections),
+    ("long-polling: session, commands, polls, a lost answer, DELETE (§2.5)", check_long_poll),
+    ("Server-Sent Events: session, commands, events, DELETE (§2.5)", check_sse),
     ("slow consumer -> 4002, then exact recovery", check_slow_consumer),
     ("slow consumer -> 4002, then exact recovery, with join/leave", check_slow_consumer_join_leave),
     ("back-to-back recoveries larger than the queue limit together", check_back_to_back_recovery),

@@ -109,7 +109,13 @@ start_server() {
     : >"$OUT"
     : >"$ERR"
     # Killed by stop_server or the EXIT trap; `timeout` bounds it if this script is SIGKILLed.
-    timeout --kill-after=5 $((TIMEOUT + 60)) "$VOLLEY_BIN" serve --listen 127.0.0.1:0 "$@" \
+    # SERVER_PID is `timeout`'s, which passes a SIGTERM on (the drain check's and
+    # stop_server's). --foreground: without it, timeout sends the signal to the
+    # server and then to its whole process group, so the server can see two
+    # SIGTERMs and take the second for "exit now" during its drain. And a
+    # signal passed on arms --kill-after: 30 s, past a drain's 3 s grace and
+    # its closing, and past stop_server's 15 s wait.
+    timeout --foreground --kill-after=30 $((TIMEOUT + 60)) "$VOLLEY_BIN" serve --listen 127.0.0.1:0 "$@" \
         >"$OUT" 2>"$ERR" </dev/null &
     SERVER_PID=$!
     deadline=$((SECONDS + 30))
