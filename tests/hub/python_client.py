@@ -68,6 +68,16 @@ def http_opener():
     return urllib.request.build_opener(*handlers)
 
 
+def _http(method, path, body=None, headers=None):
+    """One request; (status, headers, body), whatever the status."""
+    req = urllib.request.Request(ARGS.http + path, data=body, method=method, headers=headers or {})
+    try:
+        with http_opener().open(req, timeout=ARGS.timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
 class CheckFailed(Exception):
     pass
 
@@ -96,16 +106,8 @@ def hs256_token(secret, claims):
 # ---- HTTP API -------------------------------------------------------------------
 
 
-def _http_post(url, body, headers):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
-    opener = http_opener()
-    try:
-        with opener.open(req, timeout=ARGS.timeout) as resp:
-            raw = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        status = e.code
+def _http_post(path, body, headers):
+    status, _, raw = _http("POST", path, json.dumps(body).encode(), headers)
     try:
         parsed = json.loads(raw) if raw else None
     except ValueError:
@@ -120,7 +122,7 @@ async def api(method, body, key=None, expect_ok=True):
     if key != "":
         headers["Authorization"] = "apikey %s" % key
     status, parsed, raw = await asyncio.to_thread(
-        _http_post, "%s/api/%s" % (ARGS.http, method), body, headers)
+        _http_post, "/api/%s" % method, body, headers)
     if expect_ok:
         require(status == 200 and isinstance(parsed, dict) and "result" in parsed,
                 "POST /api/%s %s -> HTTP %s %r" % (method, json.dumps(body), status, raw[:300]))
@@ -939,13 +941,8 @@ async def check_health_metrics():
 
 
 def _http_get(path, headers=None):
-    req = urllib.request.Request(ARGS.http + path, headers=headers or {})
-    opener = http_opener()
-    try:
-        with opener.open(req, timeout=ARGS.timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    status, _, body = _http("GET", path, None, headers)
+    return status, body
 
 
 def jwt_claims(token):
@@ -957,16 +954,6 @@ def jwt_claims(token):
 
 
 # ---- the fallbacks (§2.5) ----------------------------------------------------------
-
-
-def _http(method, path, body=None, headers=None):
-    """One request; (status, headers, body), whatever the status."""
-    req = urllib.request.Request(ARGS.http + path, data=body, method=method, headers=headers or {})
-    try:
-        with http_opener().open(req, timeout=ARGS.timeout) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
 
 
 async def http(method, path, body=None, headers=None):
