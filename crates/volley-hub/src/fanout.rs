@@ -188,9 +188,17 @@ impl Channel {
         at: Option<Instant>,
     ) {
         let position = position.map(|(epoch, offset)| (epoch.clone(), offset));
+        let delivery = || Delivery {
+            channel: self.name.clone(),
+            generation: self.generation,
+            position: position.clone(),
+            frame: frame.clone(),
+            at,
+        };
         let Some(lanes) = &self.lanes else {
+            let delivery = [delivery()];
             for subscribers in self.subscribers.0.iter_mut() {
-                deliver_to(subscribers, position.as_ref(), frame, at, None);
+                deliver_to(subscribers, &delivery, None);
             }
             return;
         };
@@ -198,18 +206,10 @@ impl Channel {
             if subscribers.is_empty() {
                 continue;
             }
-            let delivery = Delivery {
-                channel: self.name.clone(),
-                generation: self.generation,
-                position: position.clone(),
-                frame: frame.clone(),
-                at,
-            };
-            if let Some(Err(refused)) = lanes.get(lane).map(|queue| queue.send(delivery)) {
+            if let Some(Err(refused)) = lanes.get(lane).map(|queue| queue.send(delivery())) {
                 // The lane has stopped (the server is ending): deliver here,
                 // so that nothing is lost while its connections close.
-                let d = refused.0;
-                deliver_to(subscribers, d.position.as_ref(), &d.frame, d.at, None);
+                deliver_to(subscribers, &[refused.0], None);
             }
         }
     }
@@ -352,42 +352,58 @@ impl Channel {
     }
 }
 
-/// Queues a frame to these subscribers: a subscriber whose subscribe is
-/// under way collects it; one whose reply covered its offset skips it.
-/// Their tasks are woken at once, or, given a lane's list (the subscribers
-/// of the calling thread's lane), added to it: to be woken, or written to
-/// directly, in the lane's turns.
+/// Queues the frames of these deliveries (of one channel, in its order) to
+/// these subscribers: a subscriber whose subscribe is under way collects
+/// them; one whose reply covered an offset skips it. Each subscriber's queue
+/// takes them all at once. Their tasks are woken at once, or, given a lane's
+/// list (the subscribers of the calling thread's lane), added to it: to be
+/// woken, or written to directly, in the lane's turns.
 fn deliver_to(
     subscribers: &mut LaneSubscribers,
-    position: Option<&(Arc<str>, u64)>,
-    frame: &PreparedFrame,
-    at: Option<Instant>,
+    deliveries: &[Delivery],
     mut lane: Option<&mut VecDeque<Wakeup>>,
 ) {
-    let offset = position.map(|(_, offset)| *offset);
+    let direct = lane.is_some();
     for local in subscribers.values_mut() {
-        match &mut local.pending {
-            Some(pending) => pending.push((position.cloned(), frame.clone(), at)),
-            None => {
-                if let (Some(offset), Some(covered)) = (offset, local.covered) {
-                    if offset <= covered {
-                        continue;
-                    }
-                    // Delivery is in offset order: nothing below again.
+        if let Some(pending) = &mut local.pending {
+            pending.extend(
+                deliveries
+                    .iter()
+                    .map(|d| (d.position.clone(), d.frame.clone(), d.at)),
+            );
+            continue;
+        }
+        let (_, next) = match local.covered {
+            None => local
+                .outbox
+                .push_many_quietly(deliveries.iter().map(|d| (&d.frame, d.at)), direct),
+            Some(covered) => {
+                // Delivery is in offset order: from the first offset past
+                // the reply's top on, nothing is covered.
+                let past = deliveries
+                    .iter()
+                    .position(|d| d.position.as_ref().is_some_and(|(_, o)| *o > covered))
+                    .unwrap_or(deliveries.len());
+                if past < deliveries.len() {
                     local.covered = None;
                 }
-                let (_, next) = local.outbox.push_quietly(frame, at, lane.is_some());
-                match (next, lane.as_deref_mut()) {
-                    (Next::Nothing, _) => {}
-                    (Next::Wake(waker), None) => waker.wake(),
-                    (Next::Wake(waker), Some(lane)) => lane.push_back(Wakeup::Task(waker)),
-                    (Next::WriteDirect, Some(lane)) => {
-                        lane.push_back(Wakeup::Direct(local.outbox.clone()));
-                    }
-                    // Not asked for without a lane's list.
-                    (Next::WriteDirect, None) => {}
-                }
+                let frames = deliveries
+                    .iter()
+                    .enumerate()
+                    .filter(move |(i, d)| *i >= past || d.position.is_none())
+                    .map(|(_, d)| (&d.frame, d.at));
+                local.outbox.push_many_quietly(frames, direct)
             }
+        };
+        match (next, lane.as_deref_mut()) {
+            (Next::Nothing, _) => {}
+            (Next::Wake(waker), None) => waker.wake(),
+            (Next::Wake(waker), Some(lane)) => lane.push_back(Wakeup::Task(waker)),
+            (Next::WriteDirect, Some(lane)) => {
+                lane.push_back(Wakeup::Direct(local.outbox.clone()));
+            }
+            // Not asked for without a lane's list.
+            (Next::WriteDirect, None) => {}
         }
     }
 }
@@ -418,30 +434,34 @@ impl Fanout {
         let _ = self.lanes.set(lanes);
     }
 
-    /// A delivery handed to `lane`: queues it to the lane's subscribers of
-    /// the channel, if the channel's state is still the one it came from,
-    /// and adds what their tasks need to `wakeups` (the lane wakes them, or
-    /// writes for them, in turns). Returns to how many subscribers
-    /// (collecting ones included).
+    /// Deliveries of one channel handed to `lane`, in the channel's order:
+    /// queues them to the lane's subscribers of the channel, if the
+    /// channel's state is still the one they came from, and adds what their
+    /// tasks need to `wakeups` (the lane wakes them, or writes for them, in
+    /// turns). Returns how many frames were queued or collected (collecting
+    /// subscribers included).
     pub(crate) fn deliver_in_lane(
         &self,
         lane: usize,
-        delivery: Delivery,
+        deliveries: &[Delivery],
         wakeups: &mut VecDeque<Wakeup>,
     ) -> usize {
-        let mut shard = self.shard(&delivery.channel);
-        if let Some(state) = shard.get_mut(&*delivery.channel)
-            && state.generation == delivery.generation
+        let Some(first) = deliveries.first() else {
+            return 0;
+        };
+        debug_assert!(
+            deliveries
+                .iter()
+                .all(|d| d.channel == first.channel && d.generation == first.generation),
+            "one channel state's deliveries"
+        );
+        let mut shard = self.shard(&first.channel);
+        if let Some(state) = shard.get_mut(&*first.channel)
+            && state.generation == first.generation
             && let Some(subscribers) = state.subscribers.0.get_mut(lane)
         {
-            deliver_to(
-                subscribers,
-                delivery.position.as_ref(),
-                &delivery.frame,
-                delivery.at,
-                Some(wakeups),
-            );
-            return subscribers.len();
+            deliver_to(subscribers, deliveries, Some(wakeups));
+            return subscribers.len() * deliveries.len();
         }
         0
     }
@@ -841,7 +861,7 @@ mod lane_tests {
         assert_eq!(frames(&outbox), 0, "handed to the lane, not queued here");
         let delivery = rx0.try_recv().unwrap();
         assert_eq!(
-            fanout.deliver_in_lane(0, delivery, &mut Default::default()),
+            fanout.deliver_in_lane(0, &[delivery], &mut Default::default()),
             1
         );
         assert_eq!(frames(&outbox), 1, "queued by the lane");
@@ -853,8 +873,50 @@ mod lane_tests {
         assert!(fanout.remove("plain:x", 1, || {}).is_some());
         let again = active_subscriber(&fanout, "plain:x", 2);
         assert_eq!(frames(&again), 1, "the reply");
-        assert_eq!(fanout.deliver_in_lane(0, stale, &mut Default::default()), 0);
+        assert_eq!(
+            fanout.deliver_in_lane(0, &[stale], &mut Default::default()),
+            0
+        );
         assert_eq!(frames(&again), 0);
+    }
+
+    #[test]
+    fn deliveries_queued_together_skip_only_what_the_reply_covered() {
+        let fanout = Fanout::new();
+        let (tx0, mut rx0) = unbounded_channel();
+        fanout.install_lanes(vec![tx0].into());
+        let outbox = super::tests::pending(&fanout, "chat:z", 1);
+        assert!(fanout.activate("chat:z", 1, Some(("e".into(), 5)), frame()));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
+        assert_eq!(out.len(), 1, "the reply, covering offset 5");
+
+        // A presence push (no offset), then offsets 5 to 7, queued together.
+        fanout.with("chat:z", |state| state.deliver_frame(None, &frame(), None));
+        let first = rx0.try_recv().unwrap();
+        let at = |offset: u64, text: &str| Delivery {
+            position: Some(("e".into(), offset)),
+            frame: PreparedFrame::new(&Message::text(text)),
+            ..first.clone()
+        };
+        let presence = Delivery {
+            frame: PreparedFrame::new(&Message::text("join")),
+            ..first.clone()
+        };
+        let group = [presence, at(5, "five"), at(6, "six"), at(7, "seven")];
+        assert_eq!(
+            fanout.deliver_in_lane(0, &group, &mut Default::default()),
+            4
+        );
+        out.clear();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
+        let texts: Vec<&[u8]> = out.iter().map(|q| &q.frame.as_bytes()[2..]).collect();
+        assert_eq!(
+            texts,
+            [&b"join"[..], b"six", b"seven"],
+            "offset 5 skipped (the reply had it), the rest in order"
+        );
     }
 
     #[test]

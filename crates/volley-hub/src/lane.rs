@@ -47,7 +47,7 @@ pub(crate) fn current() -> usize {
 }
 
 /// A publication's frame for one lane's subscribers of a channel.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Delivery {
     /// The channel.
     pub(crate) channel: Arc<str>,
@@ -66,6 +66,11 @@ pub(crate) struct Delivery {
 /// How many subscribers' tasks a lane wakes (or writes for) before it lets
 /// the thread's other tasks run (a turn's writes take a few milliseconds).
 const WAKE_TURN: usize = 256;
+
+/// How many turns deliveries that arrive during a round of turns wait at
+/// most before the lane queues them (all together): a few turns' worth of
+/// subscribers, a fraction of a round to 10,000.
+const HOLD_TURNS: usize = 8;
 
 /// What a lane does for a subscriber it queued to, in its turn.
 #[derive(Debug)]
@@ -159,13 +164,19 @@ impl Drop for Lanes {
     }
 }
 
-/// A lane's fan-out task: queues each delivery to the lane's subscribers,
+/// A lane's fan-out task: queues the deliveries to the lane's subscribers,
 /// then wakes their tasks in turns of [`WAKE_TURN`], oldest first, yielding
 /// between turns so that the thread's other tasks (an API request, another
 /// channel's delivery) run after at most a turn, not after every subscriber.
-/// Deliveries that arrive meanwhile are queued at once, between turns: a
-/// subscriber whose turn has not come yet then writes them together when it
-/// does, which is how a busy hub batches.
+///
+/// Deliveries that arrive while a round of turns is under way are queued
+/// together, at most every [`HOLD_TURNS`] turns (and at once when the round
+/// ends): each subscriber's queue then takes all of a channel's waiting
+/// deliveries at once ([`Fanout::deliver_in_lane`](crate::fanout::Fanout::deliver_in_lane)).
+/// A subscriber whose turn has not come yet writes them in this round; one
+/// whose turn has passed is added to the next. That is how a busy hub
+/// batches: the busier it is, the more frames each queueing and each write
+/// carries.
 async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Delivery>) {
     let Some((delivered, (messages_out, bytes_out, latency, direct_writes))) =
         hub.upgrade().map(|hub| {
@@ -190,24 +201,40 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
     let mut wakers = VecDeque::new();
     // Direct writes of several frames are copied into this, one at a time.
     let mut scratch = Vec::new();
-    // Queues what has arrived; false once the hub is gone.
-    let take = |delivery: Delivery, wakers: &mut VecDeque<Wakeup>| -> bool {
+    // Deliveries not queued yet, in the order they arrived.
+    let mut held: Vec<Delivery> = Vec::new();
+    // Turns since the last queueing.
+    let mut turns = 0;
+    // Queues what is held, a channel's consecutive deliveries together;
+    // false once the hub is gone.
+    let queue = |held: &mut Vec<Delivery>, wakers: &mut VecDeque<Wakeup>| -> bool {
         let Some(hub) = hub.upgrade() else {
             return false;
         };
-        let queued = hub.fanout().deliver_in_lane(lane, delivery, wakers);
-        delivered.inc_by(queued as u64);
+        let mut rest = &held[..];
+        while let Some(first) = rest.first() {
+            let n = rest
+                .iter()
+                .take_while(|d| d.generation == first.generation && d.channel == first.channel)
+                .count();
+            let queued = hub.fanout().deliver_in_lane(lane, &rest[..n], wakers);
+            delivered.inc_by(queued as u64);
+            rest = &rest[n..];
+        }
+        held.clear();
         true
     };
     while let Some(delivery) = deliveries.recv().await {
-        if !take(delivery, &mut wakers) {
-            return;
-        }
+        held.push(delivery);
         loop {
             while let Ok(delivery) = deliveries.try_recv() {
-                if !take(delivery, &mut wakers) {
+                held.push(delivery);
+            }
+            if !held.is_empty() && (wakers.is_empty() || turns >= HOLD_TURNS) {
+                if !queue(&mut held, &mut wakers) {
                     return;
                 }
+                turns = 0;
             }
             if wakers.is_empty() {
                 break;
@@ -235,6 +262,7 @@ async fn run(hub: Weak<Hub>, lane: usize, mut deliveries: UnboundedReceiver<Deli
                 latency.observe(at.elapsed().as_secs_f64());
             }
             tokio::task::yield_now().await;
+            turns += 1;
         }
     }
 }
