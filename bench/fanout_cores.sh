@@ -10,7 +10,11 @@
 #              more than 15 % is marked, as it straddles one);
 #   two cores: nothing pinned, the hub on 2 connection threads (`--threads 2`)
 #              and the load generator sharing both CPUs: its p99 against the
-#              one-core p99.
+#              one-core p99; then the floor program the same way (SENDERS=2:
+#              two sender threads and its reader, nothing pinned), the
+#              kernel's own two-core time per round against its one-core one,
+#              and the floor reader's CPU per round: the reads alone cost
+#              the shared CPUs that much per event.
 #
 # It also pools every measured event of the runs (`volley bench fanout
 # --events`) and every round of the floors (ROUNDS_FILE): the runs alternate
@@ -51,6 +55,10 @@ for run in $(seq "$RUNS"); do
     PIN=0 HUB_THREADS=2 FLOOR=0 OUT="target/bench/cores-two-$run.jsonl" \
         EVENTS=target/bench/cores-two.events \
         bench/fanout.sh >"target/bench/cores-two-$run.txt" 2>&1
+    # The kernel's floor in the same setting: two sender threads and the
+    # reader, nothing pinned.
+    SENDERS=2 ROUNDS_FILE=target/bench/cores-two.rounds \
+        target/bench/tcp_fanout_floor "$FLOOR_N" >"target/bench/cores-two-$run.floor.txt"
 done
 
 python3 - "$RUNS" <<'PY'
@@ -65,10 +73,10 @@ def step(path):
     r["hub_ms_per_event"] = r["hub_cpu_percent"] / 100 / r["achieved_rate"] * 1000
     return r
 
-def floor(path):
+def floor(path, what=r"sender CPU"):
     text = open(path).read()
     wall = re.search(r"mean ([0-9.]+) ms per round", text)
-    cpu = re.search(r"sender CPU ([0-9.]+) ms per round", text)
+    cpu = re.search(what + r" ([0-9.]+) ms per round", text)
     return float(wall.group(1)), float(cpu.group(1))
 
 marked = []
@@ -79,6 +87,8 @@ for i in range(1, runs + 1):
     two = step(f"target/bench/cores-two-{i}.jsonl")
     wall_b, cpu_b = floor(f"target/bench/cores-one-{i}.floor-before.txt")
     wall_a, cpu_a = floor(f"target/bench/cores-one-{i}.txt")
+    wall_2, _ = floor(f"target/bench/cores-two-{i}.floor.txt")
+    _, reader = floor(f"target/bench/cores-one-{i}.floor-before.txt", r"reader CPU")
     wall, cpu = (wall_b + wall_a) / 2, (cpu_b + cpu_a) / 2
     if max(cpu_b, cpu_a) > 1.15 * min(cpu_b, cpu_a):
         marked.append(i)
@@ -89,7 +99,12 @@ for i in range(1, runs + 1):
         one_loadgen=one["loadgen_cpu_ms_per_event"], two_loadgen=two["loadgen_cpu_ms_per_event"],
         floor_before=cpu_b, floor_after=cpu_a,
         cpu_ratio=one["hub_ms_per_event"] / cpu, p99_ratio=one["p99_ms"] / wall,
-        cores_ratio=two["p99_ms"] / one["p99_ms"]))
+        cores_ratio=two["p99_ms"] / one["p99_ms"], floor_two_wall=wall_2,
+        floor_cores_ratio=wall_2 / wall, floor_reader=reader,
+        # Two cores must run the hub's CPU and the reads' (at least the
+        # floor reader's) for each event: half their sum is the least wall
+        # time any split of the work can reach.
+        bound_ratio=(two["hub_ms_per_event"] + reader) / 2 / one["p99_ms"]))
 
 def col(k):
     vals = [r[k] for r in rows]
@@ -110,6 +125,10 @@ for k, what in [
     ("two_p50", "two cores: p50 to the last subscriber, ms"),
     ("two_p99", "two cores: p99 to the last subscriber, ms"),
     ("cores_ratio", "two-core p99 / one-core p99 (target <= 0.75)"),
+    ("floor_two_wall", "floor, two sender threads, nothing pinned: wall time per round, ms"),
+    ("floor_cores_ratio", "floor: two-sender wall / one-sender wall per round"),
+    ("floor_reader", "floor: reader CPU per round (epoll and recv alone), ms"),
+    ("bound_ratio", "(two-core hub CPU + floor reader CPU) / 2 / one-core p99: the least two-core ratio on 2 CPUs"),
     ("two_hub_cpu", "two cores: hub CPU per event, ms"),
     ("one_loadgen", "one core: load generator CPU per event, ms"),
     ("two_loadgen", "two cores: load generator CPU per event, ms"),
@@ -138,6 +157,7 @@ def pct(vals, p):
 one_ev = pooled("target/bench/cores-one.events", 4)
 two_ev = pooled("target/bench/cores-two.events", 4)
 rounds = pooled("target/bench/cores-one.rounds")
+rounds_two = pooled("target/bench/cores-two.rounds")
 fmean = statistics.mean(rounds)
 print()
 print(f"pooled over the {runs} runs: one core {len(one_ev)} events, p50 {pct(one_ev, .5):.1f} ms, "
@@ -148,6 +168,9 @@ print(f"pooled: one-core p99 / floor mean round {pct(one_ev, .99) / fmean:.2f} (
       f"one-core p99 / floor p99 round {pct(one_ev, .99) / pct(rounds, .99):.2f}; "
       f"one-core p50 / floor median round {pct(one_ev, .5) / pct(rounds, .5):.2f}; "
       f"two-core p99 / one-core p99 {pct(two_ev, .99) / pct(one_ev, .99):.2f} (target <= 0.75)")
+print(f"pooled floor, two senders: {len(rounds_two)} rounds, mean {statistics.mean(rounds_two):.1f} ms, "
+      f"p99 {pct(rounds_two, .99):.1f} ms; two-sender / one-sender: mean {statistics.mean(rounds_two) / fmean:.2f}, "
+      f"p99 {pct(rounds_two, .99) / pct(rounds, .99):.2f}")
 if marked:
     print()
     print(f"runs {', '.join(map(str, marked))}: the floors before and after the hub differ by more than 15 % "
