@@ -41,12 +41,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
-use volley::PreparedFrame;
+use volley::{PreparedFrame, PreparedFrames};
 
 use crate::hub::text_frame;
 use crate::key_order::KeyOrder;
 use crate::lane::{self, Delivery, Senders, Wakeup};
-use crate::outbox::{Directive, Next, Outbox};
+use crate::outbox::{Directive, FrameRef, Next, Outbox};
 use crate::protocol::{self, ClientInfo, DisconnectCode, Publication};
 use crate::sync::lock;
 
@@ -355,15 +355,19 @@ impl Channel {
 /// Queues the frames of these deliveries (of one channel, in its order) to
 /// these subscribers: a subscriber whose subscribe is under way collects
 /// them; one whose reply covered an offset skips it. Each subscriber's queue
-/// takes them all at once. Their tasks are woken at once, or, given a lane's
-/// list (the subscribers of the calling thread's lane), added to it: to be
-/// woken, or written to directly, in the lane's turns.
+/// takes them all at once: several as one entry, their frames joined once
+/// for every subscriber that takes them all. Their tasks are woken at once,
+/// or, given a lane's list (the subscribers of the calling thread's lane),
+/// added to it: to be woken, or written to directly, in the lane's turns.
 fn deliver_to(
     subscribers: &mut LaneSubscribers,
     deliveries: &[Delivery],
     mut lane: Option<&mut VecDeque<Wakeup>>,
 ) {
     let direct = lane.is_some();
+    // Joined when the first subscriber takes them all.
+    let mut joined: Option<PreparedFrames> = None;
+    let oldest = deliveries.iter().filter_map(|d| d.at).min();
     for local in subscribers.values_mut() {
         if let Some(pending) = &mut local.pending {
             pending.extend(
@@ -374,9 +378,18 @@ fn deliver_to(
             continue;
         }
         let (_, next) = match local.covered {
-            None => local
-                .outbox
-                .push_many_quietly(deliveries.iter().map(|d| (&d.frame, d.at)), direct),
+            None if deliveries.len() > 1 => {
+                let joined = joined.get_or_insert_with(|| {
+                    PreparedFrames::join(deliveries.iter().map(|d| &d.frame))
+                });
+                local
+                    .outbox
+                    .push_many_quietly(std::iter::once((FrameRef::Joined(joined), oldest)), direct)
+            }
+            None => local.outbox.push_many_quietly(
+                deliveries.iter().map(|d| (FrameRef::One(&d.frame), d.at)),
+                direct,
+            ),
             Some(covered) => {
                 // Delivery is in offset order: from the first offset past
                 // the reply's top on, nothing is covered.
@@ -391,7 +404,7 @@ fn deliver_to(
                     .iter()
                     .enumerate()
                     .filter(move |(i, d)| *i >= past || d.position.is_none())
-                    .map(|(_, d)| (&d.frame, d.at));
+                    .map(|(_, d)| (FrameRef::One(&d.frame), d.at));
                 local.outbox.push_many_quietly(frames, direct)
             }
         };
@@ -881,16 +894,18 @@ mod lane_tests {
     }
 
     #[test]
-    fn deliveries_queued_together_skip_only_what_the_reply_covered() {
+    fn deliveries_queued_together_are_joined_or_skip_only_what_the_reply_covered() {
         let fanout = Fanout::new();
         let (tx0, mut rx0) = unbounded_channel();
         fanout.install_lanes(vec![tx0].into());
         let outbox = super::tests::pending(&fanout, "chat:z", 1);
         assert!(fanout.activate("chat:z", 1, Some(("e".into(), 5)), frame()));
+        let other = active_subscriber(&fanout, "chat:z", 2);
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(out.len(), 1, "the reply, covering offset 5");
+        assert_eq!(frames(&other), 1, "the other's reply, covering nothing");
 
         // A presence push (no offset), then offsets 5 to 7, queued together.
         fanout.with("chat:z", |state| state.deliver_frame(None, &frame(), None));
@@ -907,7 +922,7 @@ mod lane_tests {
         let group = [presence, at(5, "five"), at(6, "six"), at(7, "seven")];
         assert_eq!(
             fanout.deliver_in_lane(0, &group, &mut Default::default()),
-            4
+            8
         );
         out.clear();
         let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
@@ -917,6 +932,17 @@ mod lane_tests {
             [&b"join"[..], b"six", b"seven"],
             "offset 5 skipped (the reply had it), the rest in order"
         );
+        out.clear();
+        let _ = other.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
+        let [q] = &out[..] else {
+            panic!("one entry, not {}", out.len());
+        };
+        assert_eq!(q.frame.messages(), 4, "all four, joined");
+        let all: Vec<u8> = group
+            .iter()
+            .flat_map(|d| d.frame.as_bytes().to_vec())
+            .collect();
+        assert_eq!(q.frame.as_bytes(), all, "in order");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
-use volley::PreparedFrame;
+use bytes::Bytes;
+use volley::{PreparedFrame, PreparedFrames};
 
 use crate::budget::QueueBudget;
 use crate::direct::Socket;
@@ -33,13 +34,87 @@ use crate::session::WRITE_BUDGET;
 /// What a queued push costs the budget besides its frame bytes: its entry.
 const ENTRY: usize = std::mem::size_of::<Queued>();
 
+/// What a queue entry sends: one message's frame, or several messages'
+/// frames joined once (a lane's waiting publications of a channel, queued
+/// to each of its subscribers as one entry and written in one piece).
+#[derive(Clone, Debug)]
+pub enum OutFrame {
+    /// One message.
+    One(PreparedFrame),
+    /// Several messages, back to back.
+    Joined(PreparedFrames),
+}
+
+impl OutFrame {
+    /// The bytes on the wire.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::One(f) => f.as_bytes(),
+            Self::Joined(f) => f.as_bytes(),
+        }
+    }
+
+    /// The bytes on the wire, shared.
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Self::One(f) => f.bytes(),
+            Self::Joined(f) => f.bytes(),
+        }
+    }
+
+    /// Their length.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Never true: a frame has at least a two-byte header, and frames are
+    /// joined only when there are some.
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    /// How many messages it holds.
+    pub fn messages(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Joined(f) => f.count(),
+        }
+    }
+}
+
+/// A frame to push, borrowed ([`Outbox::push_many_quietly`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FrameRef<'a> {
+    /// One message.
+    One(&'a PreparedFrame),
+    /// Several, joined.
+    Joined(&'a PreparedFrames),
+}
+
+impl FrameRef<'_> {
+    fn len(self) -> usize {
+        match self {
+            Self::One(f) => f.len(),
+            Self::Joined(f) => f.len(),
+        }
+    }
+
+    fn to_owned(self) -> OutFrame {
+        match self {
+            Self::One(f) => OutFrame::One(f.clone()),
+            Self::Joined(f) => OutFrame::Joined(f.clone()),
+        }
+    }
+}
+
 /// A frame waiting to be written, with the time its publication was made
 /// (for the publish-to-delivery histogram).
 #[derive(Debug)]
 pub struct Queued {
-    /// The frame.
-    pub frame: PreparedFrame,
-    /// When the publication entered the hub; `None` for other frames.
+    /// The frame (or frames).
+    pub frame: OutFrame,
+    /// When the publication entered the hub (the oldest's, for joined
+    /// frames); `None` for other frames.
     pub published: Option<Instant>,
     /// A reply (not counted against the push limit).
     reply: bool,
@@ -208,19 +283,20 @@ impl Outbox {
         published: Option<Instant>,
         direct: bool,
     ) -> (bool, Next) {
-        self.push_many_quietly(std::iter::once((frame, published)), direct)
+        self.push_many_quietly(std::iter::once((FrameRef::One(frame), published)), direct)
     }
 
     /// Queues several pushes like [`Outbox::push_quietly`], in order, under
     /// one lock and one charge to the budget: a lane queues what arrived
-    /// for a channel meanwhile to each subscriber at once, so that a
-    /// subscriber's queue (most likely out of the CPU's caches, among
-    /// 10,000) is reached once for them all. The outcome is that of pushing
-    /// them one by one: all are queued, or the client is marked slow (its
-    /// queue dropped) as soon as one would not fit.
+    /// for a channel meanwhile to each subscriber at once (as frames joined
+    /// once for them all, when it can), so that a subscriber's queue (most
+    /// likely out of the CPU's caches, among 10,000) is reached once for
+    /// them all. The outcome is that of pushing them one by one: all are
+    /// queued, or the client is marked slow (its queue dropped) as soon as
+    /// one would not fit.
     pub(crate) fn push_many_quietly<'a>(
         &self,
-        frames: impl Iterator<Item = (&'a PreparedFrame, Option<Instant>)> + Clone,
+        frames: impl Iterator<Item = (FrameRef<'a>, Option<Instant>)> + Clone,
         direct: bool,
     ) -> (bool, Next) {
         let (count, bytes) = frames
@@ -246,7 +322,7 @@ impl Outbox {
         inner.charged += charge;
         inner.frames.reserve(count);
         for (frame, published) in frames {
-            Self::add(&mut inner, frame.clone(), published, false, true);
+            Self::add(&mut inner, frame.to_owned(), published, false, true);
         }
         if direct && self.parked.load(Ordering::Acquire) {
             // Under the lock, as every change of it: no atomic swap needed
@@ -324,7 +400,7 @@ impl Outbox {
                     inner.in_flight -= out;
                     release += out;
                 }
-                written.frames += 1;
+                written.frames += q.frame.messages() as u64;
                 written.bytes += q.frame.len() as u64;
                 if let Some(at) = q.published {
                     written.oldest = Some(written.oldest.map_or(at, |o| o.min(at)));
@@ -475,14 +551,14 @@ impl Outbox {
         reply: bool,
         charged: bool,
     ) {
-        Self::add(inner, frame, published, reply, charged);
+        Self::add(inner, OutFrame::One(frame), published, reply, charged);
         wake(inner);
     }
 
     /// Adds a frame to the queue (without waking the task).
     fn add(
         inner: &mut Inner,
-        frame: PreparedFrame,
+        frame: OutFrame,
         published: Option<Instant>,
         reply: bool,
         charged: bool,
@@ -823,7 +899,10 @@ mod tests {
         let budget = budget(1 << 20);
         let outbox = Outbox::new(1000, budget.clone());
         let (a, b) = (frame(100), frame(200)); // 102 and 204 bytes
-        let (queued, _) = outbox.push_many_quietly([(&a, None), (&b, None)].into_iter(), false);
+        let (queued, _) = outbox.push_many_quietly(
+            [(FrameRef::One(&a), None), (FrameRef::One(&b), None)].into_iter(),
+            false,
+        );
         assert!(queued);
         assert_eq!(outbox.queued_bytes(), 306);
         assert_eq!(budget.queued(), 306 + 2 * ENTRY, "each frame and entry");
@@ -840,10 +919,28 @@ mod tests {
         let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
         assert_eq!(budget.queued(), 0, "written");
 
-        // Three frames that pass the limit together, though the first two
+        // Joined, the same frames are one entry, of two messages.
+        let joined = PreparedFrames::join([&a, &b]);
+        let (queued, _) =
+            outbox.push_many_quietly(std::iter::once((FrameRef::Joined(&joined), None)), false);
+        assert!(queued);
+        assert_eq!(budget.queued(), 306 + ENTRY, "the frames and one entry");
+        out.clear();
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].frame.messages(), 2);
+        assert_eq!(
+            out[0].frame.as_bytes(),
+            [a.as_bytes(), b.as_bytes()].concat()
+        );
+        let _ = outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false);
+        assert_eq!(budget.queued(), 0, "written");
+
+        // Four frames that pass the limit together, though the first three
         // fit: as pushed one by one, the client is slow and nothing stays.
         let f = frame(300); // 304 bytes
-        let (queued, _) = outbox.push_many_quietly(std::iter::repeat_n((&f, None), 4), false);
+        let (queued, _) =
+            outbox.push_many_quietly(std::iter::repeat_n((FrameRef::One(&f), None), 4), false);
         assert!(!queued);
         assert_eq!(outbox.queued_bytes(), 0);
         assert_eq!(budget.queued(), 0);

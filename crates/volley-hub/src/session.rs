@@ -21,7 +21,7 @@ use crate::auth::ConnectClaims;
 use crate::channel;
 use crate::commands::{self, HistoryParams};
 use crate::hub::{Hub, VERSION, new_client_id, text_frame};
-use crate::outbox::{Directive, Outbox, Queued};
+use crate::outbox::{Directive, OutFrame, Outbox, Queued};
 use crate::protocol::{
     self, ClientInfo, Command, DisconnectCode, ErrorCode, Parsed, StreamPosition,
 };
@@ -379,7 +379,7 @@ impl Connection {
         let metrics = self.hub.metrics();
         let mut bytes = 0;
         let mut oldest: Option<Instant> = None;
-        let count = batch.len();
+        let count: usize = batch.iter().map(|q| q.frame.messages()).sum();
         for q in batch.drain(..) {
             if ws.queue(&q.frame).is_err() {
                 break;
@@ -409,7 +409,7 @@ impl Connection {
                 }
                 let reason: Arc<str> = reason.unwrap_or_else(|| code.reason().into());
                 let push = text_frame(protocol::disconnect_push(code, Some(&reason), after));
-                let _ = ws.queue(&push);
+                let _ = ws.queue(&OutFrame::One(push));
                 (code.code(), reason)
             }
             Ending::AfterReply(code) => {
@@ -417,7 +417,8 @@ impl Connection {
                 // carries the code; a fallback has no Close frame, so it gets
                 // the push (docs/protocol.md §2.5).
                 if !T::HAS_CLOSE_CODE {
-                    let _ = ws.queue(&text_frame(protocol::disconnect_push(code, None, None)));
+                    let push = text_frame(protocol::disconnect_push(code, None, None));
+                    let _ = ws.queue(&OutFrame::One(push));
                 }
                 (code.code(), code.reason().into())
             }

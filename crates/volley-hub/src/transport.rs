@@ -17,9 +17,10 @@ use std::sync::Arc;
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
-use volley::{CloseCode, Message, PreparedFrame, WebSocket};
+use volley::{CloseCode, Message, WebSocket};
 
 use crate::direct::{Io, Socket};
+use crate::outbox::OutFrame;
 
 /// Why a carrier can no longer be used: the peer went away or the
 /// connection failed (the session ends as after close 1006).
@@ -62,8 +63,9 @@ pub(crate) trait Transport {
         true
     }
 
-    /// Queues a server message (a text frame) for the client.
-    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone>;
+    /// Queues server messages (text frames, one or several joined) for the
+    /// client.
+    fn queue(&mut self, frame: &OutFrame) -> Result<(), Gone>;
 
     /// Ready once everything queued reached the peer (or its side of the
     /// carrier); until then, registers the waker.
@@ -114,8 +116,12 @@ impl<S: WsStream> Transport for WebSocket<S> {
         self.state().can_send()
     }
 
-    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {
-        Ok(self.queue_prepared(frame)?)
+    fn queue(&mut self, frame: &OutFrame) -> Result<(), Gone> {
+        match frame {
+            OutFrame::One(frame) => self.queue_prepared(frame)?,
+            OutFrame::Joined(frames) => self.queue_prepared_frames(frames)?,
+        }
+        Ok(())
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {

@@ -149,6 +149,40 @@ async fn publications_cross_between_websocket_sse_and_long_poll() {
     }
 }
 
+/// Publications that reach the hub's connection thread together are queued
+/// to each subscriber as one entry, their frames joined: the WebSocket
+/// client (written to directly) and the SSE and long-poll clients (whose
+/// carriers split the entry into messages again) each get every one, in
+/// order, once.
+#[tokio::test]
+async fn a_burst_of_publications_reaches_websocket_sse_and_long_poll_in_order() {
+    let hub = TestHub::start(fallback_config()).await;
+    let mut ws = Client::anonymous(&hub).await;
+    let mut sse = Fallback::connected(&hub, true).await;
+    let mut lp = Fallback::connected(&hub, false).await;
+    let ch = json!({"channel": "plain:burst"});
+    ws.subscribe(ch.clone()).await;
+    sse.call("subscribe", ch.clone()).await;
+    lp.call("subscribe", ch.clone()).await;
+    hub.burst("plain:burst", 50).await;
+    let sent: Vec<Value> = (0..50).map(|i| json!(i)).collect();
+    let mut got: [Vec<Value>; 3] = Default::default();
+    for _ in 0..sent.len() {
+        got[0].push(ws.push().await["data"].clone());
+        got[1].push(sse.push().await["data"].clone());
+        got[2].push(lp.push().await["data"].clone());
+    }
+    for g in &got {
+        assert_eq!(g, &sent);
+    }
+    let n = sse.event_ids.len() as u64;
+    assert_eq!(
+        sse.event_ids,
+        (1..=n).collect::<Vec<_>>(),
+        "one event per message"
+    );
+}
+
 /// A WebSocket client watching `chat:r`'s presence sees `client` leave.
 async fn sees_leave(watcher: &mut Client, client: &str) {
     loop {

@@ -98,6 +98,15 @@ async fn serves_wss_and_https() {
     let reply: serde_json::Value = serde_json::from_slice(reply.as_bytes()).unwrap();
     assert_eq!(reply["id"], 1);
     assert!(reply["result"]["client"].is_string(), "{reply}");
+    // Publications queued to it together (joined into one entry) are
+    // written by its task through TLS: each arrives, in order, once.
+    let mut c = Client::over(ws);
+    c.subscribe(serde_json::json!({"channel": "plain:burst"}))
+        .await;
+    hub.burst("plain:burst", 50).await;
+    for i in 0..50 {
+        assert_eq!(c.push().await["data"], i);
+    }
     // Plain HTTP to a TLS port gets nothing useful.
     let (status, _) = tokio::time::timeout(WAIT, async {
         let mut s = tokio::net::TcpStream::connect(hub.addr).await.unwrap();

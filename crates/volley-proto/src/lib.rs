@@ -36,5 +36,5 @@ pub use config::{Config, ConfigBuilder, HeadLimits};
 pub use conn::{Connection, Event, Keepalive, MessageKind, Role, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ConfigError, ProtocolError, SendError};
-pub use frame::{CloseCode, PreparedFrame};
+pub use frame::{CloseCode, PreparedFrame, PreparedFrames};
 pub use message::{CloseFrame, Message, Utf8Bytes};

@@ -82,7 +82,8 @@ pub use stream::MaybeTlsStream;
 pub use upgrade::{Upgrading, UpgradingWith, upgrade, upgrade_with};
 pub use volley_proto::handshake::{Accept, Rejection, ServerRequest};
 pub use volley_proto::{
-    CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, Role, State, Utf8Bytes,
+    CloseCode, CloseFrame, Config, DeflateConfig, Message, PreparedFrame, PreparedFrames, Role,
+    State, Utf8Bytes,
 };
 pub use websocket::WebSocket;
 pub use {http, volley_proto as proto};

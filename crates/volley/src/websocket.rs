@@ -13,8 +13,8 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use volley_proto::{
-    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedFrame, ProtocolError,
-    Role, SendError, State,
+    CloseCode, CloseFrame, Connection, Event, Message, MessageKind, PreparedFrame, PreparedFrames,
+    ProtocolError, Role, SendError, State,
 };
 
 use crate::config::WebSocketConfig;
@@ -281,6 +281,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// limit) and drives writing with [`poll_flush`](futures_sink::Sink::poll_flush).
     pub fn queue_prepared(&mut self, frame: &PreparedFrame) -> Result<()> {
         self.conn.send_prepared(frame).map_err(Error::from)
+    }
+
+    /// Queues several messages joined once (see [`PreparedFrames`]) without
+    /// waiting, like [`WebSocket::queue_prepared`].
+    pub fn queue_prepared_frames(&mut self, frames: &PreparedFrames) -> Result<()> {
+        self.conn.send_prepared_frames(frames).map_err(Error::from)
     }
 
     /// Writes and flushes everything queued.

@@ -11,6 +11,7 @@ use tokio::time::Sleep;
 use volley::{Message, PreparedFrame};
 
 use super::link::Link;
+use crate::outbox::OutFrame;
 use crate::transport::{Gone, Transport};
 
 /// The session task's side of a [`Link`]. Dropping it (the session ended)
@@ -50,6 +51,15 @@ impl Carrier {
     }
 }
 
+impl Carrier {
+    /// Sends a message's payload (the link frames it as an event or a
+    /// poll's line).
+    fn send(&self, frame: &PreparedFrame) {
+        let header = frame.len() - frame.payload().len();
+        self.link.send(frame.bytes().slice(header..));
+    }
+}
+
 impl Transport for Carrier {
     const HAS_CLOSE_CODE: bool = false;
 
@@ -66,9 +76,11 @@ impl Transport for Carrier {
         self.link.unsent_bytes()
     }
 
-    fn queue(&mut self, frame: &PreparedFrame) -> Result<(), Gone> {
-        let header = frame.len() - frame.payload().len();
-        self.link.send(frame.bytes().slice(header..));
+    fn queue(&mut self, frame: &OutFrame) -> Result<(), Gone> {
+        match frame {
+            OutFrame::One(frame) => self.send(frame),
+            OutFrame::Joined(frames) => frames.iter().for_each(|frame| self.send(&frame)),
+        }
         Ok(())
     }
 

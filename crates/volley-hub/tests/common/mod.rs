@@ -160,6 +160,17 @@ impl TestHub {
         assert_eq!(status, 200, "{body}");
         body["result"].clone()
     }
+
+    /// Publishes `0..n` to `channel` from this task without yielding to the
+    /// runtime in between, so that the hub's connection thread (this
+    /// runtime's, in a hub with one thread) takes them all at once: it
+    /// queues them to each subscriber together, joined into one entry.
+    pub async fn burst(&self, channel: &str, n: u64) {
+        for i in 0..n {
+            let data = serde_json::value::RawValue::from_string(i.to_string()).unwrap();
+            self.hub.publish(channel, data).await.unwrap();
+        }
+    }
 }
 
 /// A minimal HTTP/1.1 request; (status, JSON body or the text as a string).

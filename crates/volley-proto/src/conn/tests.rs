@@ -686,6 +686,48 @@ fn prepared_frame_is_copied_by_a_server_and_masked_by_a_client() {
     ));
 }
 
+#[test]
+fn joined_prepared_frames_are_copied_by_a_server_and_masked_one_by_one_by_a_client() {
+    let (mut client, mut server) = pair();
+    let a = crate::frame::PreparedFrame::new(&Message::text("first"));
+    let b = crate::frame::PreparedFrame::new(&Message::binary(vec![7u8; 300]));
+    let both = crate::frame::PreparedFrames::join([&a, &b]);
+    let expected = vec![
+        Event::Message(Message::text("first")),
+        Event::Message(Message::binary(vec![7u8; 300])),
+    ];
+
+    server.send_prepared_frames(&both).unwrap();
+    let mut wire = Vec::new();
+    server.poll_transmit(&mut wire);
+    assert_eq!(
+        wire,
+        both.as_bytes(),
+        "a server writes the joined bytes as they are"
+    );
+    client.receive(&wire);
+    assert_eq!(events(&mut client), expected);
+
+    client.send_prepared_frames(&both).unwrap();
+    let mut wire = Vec::new();
+    client.poll_transmit(&mut wire);
+    assert_eq!(
+        wire.len(),
+        both.len() + 2 * 4,
+        "each frame masked, with its key"
+    );
+    server.receive(&wire);
+    assert_eq!(events(&mut server), expected);
+
+    server
+        .send_fragment(MessageKind::Text, b"part", false)
+        .unwrap();
+    assert!(matches!(
+        server.send_prepared_frames(&both),
+        Err(SendError::Fragmentation(_))
+    ));
+}
+
 // Keepalive and the close timeout, with time as an argument: no socket, no
 // runtime, no clock.
 

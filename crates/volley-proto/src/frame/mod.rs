@@ -15,7 +15,7 @@ pub use close_code::CloseCode;
 pub use header::{FrameHeader, HeaderError, MAX_HEADER_LEN};
 pub use mask::{apply_mask, apply_mask_bytewise, apply_mask_portable};
 pub use opcode::OpCode;
-pub use prepared::PreparedFrame;
+pub use prepared::{PreparedFrame, PreparedFrames};
 
 /// Appends a complete frame (header and payload, masked when `mask` is set) to `out`.
 pub fn encode_frame(

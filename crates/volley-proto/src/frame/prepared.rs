@@ -1,9 +1,10 @@
 //! A message encoded once as a server frame, to be written to many
-//! connections (broadcast, fan-out) without encoding it again.
+//! connections (broadcast, fan-out) without encoding it again; and several
+//! of them joined into one buffer.
 
 use bytes::Bytes;
 
-use super::{OpCode, encode_frame};
+use super::{FrameHeader, OpCode, encode_frame};
 
 /// A whole message encoded once as an unmasked, uncompressed frame.
 ///
@@ -75,10 +76,118 @@ impl PreparedFrame {
     }
 }
 
+/// Several whole messages, each a [`PreparedFrame`], in one buffer: their
+/// frames back to back, as they go on the wire.
+///
+/// A hub that has several publications waiting for the same subscribers
+/// joins their frames once and queues the one buffer to each subscriber
+/// (one reference count, one queue entry and one write per subscriber, not
+/// one per message). [`Connection::send_prepared_frames`](crate::Connection::send_prepared_frames)
+/// sends them; [`PreparedFrames::iter`] gives the messages back.
+///
+/// ```
+/// use volley_proto::{Message, PreparedFrame, PreparedFrames};
+///
+/// let a = PreparedFrame::new(&Message::text("a"));
+/// let b = PreparedFrame::new(&Message::binary(vec![1, 2]));
+/// let both = PreparedFrames::join([&a, &b]);
+/// assert_eq!(both.as_bytes(), b"\x81\x01a\x82\x02\x01\x02");
+/// assert_eq!(both.count(), 2);
+/// assert_eq!(both.iter().collect::<Vec<_>>(), [a, b]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedFrames {
+    bytes: Bytes,
+    count: usize,
+}
+
+impl PreparedFrames {
+    /// Joins frames, in order, into one buffer (one copy of each).
+    pub fn join<'a>(frames: impl IntoIterator<Item = &'a PreparedFrame> + Clone) -> Self {
+        let len = frames.clone().into_iter().map(PreparedFrame::len).sum();
+        let mut out = Vec::with_capacity(len);
+        let mut count = 0;
+        for frame in frames {
+            out.extend_from_slice(frame.as_bytes());
+            count += 1;
+        }
+        Self {
+            bytes: Bytes::from(out),
+            count,
+        }
+    }
+
+    /// The frames, back to back, as written to a server-side connection.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The frames as shared bytes (cloning is a reference count).
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// How many messages there are.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Their length on the wire, headers included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there is no message at all.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The messages, in order, each as the [`PreparedFrame`] it was (its
+    /// bytes shared with these, not copied).
+    pub fn iter(&self) -> impl Iterator<Item = PreparedFrame> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            // The buffer holds only whole frames this type encoded: a header
+            // that does not parse cannot occur, and would end the walk.
+            let (header, header_len) = FrameHeader::parse(self.bytes.get(at..)?).ok()??;
+            let end = at
+                .checked_add(header_len)?
+                .checked_add(usize::try_from(header.payload_len).ok()?)?;
+            if end > self.bytes.len() {
+                return None;
+            }
+            let frame = PreparedFrame {
+                bytes: self.bytes.slice(at..end),
+                header_len,
+                opcode: header.opcode,
+            };
+            at = end;
+            Some(frame)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::frame::FrameHeader;
+
+    #[test]
+    fn joined_frames_split_back_into_the_same_frames() {
+        let frames: Vec<PreparedFrame> = [0usize, 1, 125, 126, 65_536]
+            .iter()
+            .map(|&len| PreparedFrame::encode(OpCode::Binary, &vec![len as u8; len]))
+            .chain([PreparedFrame::encode(OpCode::Text, b"text")])
+            .collect();
+        let joined = PreparedFrames::join(&frames);
+        assert_eq!(joined.count(), frames.len());
+        assert_eq!(
+            joined.len(),
+            frames.iter().map(PreparedFrame::len).sum::<usize>()
+        );
+        assert_eq!(joined.iter().collect::<Vec<_>>(), frames);
+        assert_eq!(PreparedFrames::join(&[]).iter().count(), 0);
+    }
 
     #[test]
     fn encodes_header_once_for_every_length_class() {

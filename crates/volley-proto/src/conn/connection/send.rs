@@ -8,7 +8,7 @@ use super::super::state::CloseAction;
 use super::{Connection, Role, SHARE_PAYLOAD_FROM};
 use crate::error::SendError;
 use crate::frame::utf8::Utf8Validator;
-use crate::frame::{CloseCode, FrameHeader, OpCode, PreparedFrame, encode_frame};
+use crate::frame::{CloseCode, FrameHeader, OpCode, PreparedFrame, PreparedFrames, encode_frame};
 use crate::message::Message;
 
 impl Connection {
@@ -93,6 +93,32 @@ impl Connection {
                 mask,
                 frame.payload(),
             ),
+        }
+        Ok(())
+    }
+
+    /// Queues several messages joined once (see [`PreparedFrames`]), in
+    /// order: on a server connection their bytes as they are, on a client
+    /// connection each frame masked (encoded again).
+    pub fn send_prepared_frames(&mut self, frames: &PreparedFrames) -> Result<(), SendError> {
+        if matches!(self.role, Role::Client) {
+            for frame in frames.iter() {
+                self.send_prepared(&frame)?;
+            }
+            return Ok(());
+        }
+        if !self.state.can_send() {
+            return Err(SendError::Closed);
+        }
+        if self.sending_fragments {
+            return Err(SendError::Fragmentation(
+                "a fragmented message is in progress",
+            ));
+        }
+        if frames.len() >= SHARE_PAYLOAD_FROM {
+            self.tx.push_shared(frames.bytes().clone());
+        } else {
+            self.tx.out.extend_from_slice(frames.as_bytes());
         }
         Ok(())
     }
