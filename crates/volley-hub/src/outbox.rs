@@ -880,17 +880,7 @@ mod tests {
         assert_eq!(outbox.queued_bytes(), 912);
         assert!(!outbox.push(&f, None), "the fourth passes 1000 bytes");
         assert_eq!(outbox.queued_bytes(), 0);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut out = Vec::new();
-        assert_eq!(
-            outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false),
-            Poll::Ready(Directive::Disconnect(
-                DisconnectCode::SlowConsumer,
-                None,
-                None
-            ))
-        );
-        assert!(out.is_empty());
+        assert_slow(&outbox);
         assert!(!outbox.push(&f, None), "nothing is queued after that");
     }
 
@@ -944,6 +934,13 @@ mod tests {
         assert!(!queued);
         assert_eq!(outbox.queued_bytes(), 0);
         assert_eq!(budget.queued(), 0);
+        assert_slow(&outbox);
+    }
+
+    /// The client is being disconnected as slow, nothing left to take.
+    fn assert_slow(outbox: &Outbox) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
         assert_eq!(
             outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false),
             Poll::Ready(Directive::Disconnect(
@@ -952,6 +949,7 @@ mod tests {
                 None
             ))
         );
+        assert!(out.is_empty());
     }
 
     #[test]

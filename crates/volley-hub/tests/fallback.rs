@@ -117,13 +117,7 @@ async fn a_long_poll_session_connects_subscribes_publishes_and_receives() {
 #[tokio::test]
 async fn publications_cross_between_websocket_sse_and_long_poll() {
     let hub = TestHub::start(fallback_config()).await;
-    let mut ws = Client::anonymous(&hub).await;
-    let mut sse = Fallback::connected(&hub, true).await;
-    let mut lp = Fallback::connected(&hub, false).await;
-    let ch = json!({"channel": "plain:mix"});
-    ws.subscribe(ch.clone()).await;
-    sse.call("subscribe", ch.clone()).await;
-    lp.call("subscribe", ch.clone()).await;
+    let (mut ws, mut sse, mut lp) = one_of_each(&hub, "plain:mix").await;
     let mut sent = Vec::new();
     for round in 0..3 {
         for who in ["ws", "sse", "lp"] {
@@ -138,6 +132,23 @@ async fn publications_cross_between_websocket_sse_and_long_poll() {
             sent.push(data);
         }
     }
+    each_receives(&mut ws, &mut sse, &mut lp, &sent).await;
+}
+
+/// A WebSocket, an SSE and a long-poll client, each subscribed to `channel`.
+async fn one_of_each(hub: &TestHub, channel: &str) -> (Client, Fallback, Fallback) {
+    let mut ws = Client::anonymous(hub).await;
+    let mut sse = Fallback::connected(hub, true).await;
+    let mut lp = Fallback::connected(hub, false).await;
+    let ch = json!({"channel": channel});
+    ws.subscribe(ch.clone()).await;
+    sse.call("subscribe", ch.clone()).await;
+    lp.call("subscribe", ch).await;
+    (ws, sse, lp)
+}
+
+/// Each of the three receives the publications of `sent`, in order.
+async fn each_receives(ws: &mut Client, sse: &mut Fallback, lp: &mut Fallback, sent: &[Value]) {
     let mut got: [Vec<Value>; 3] = Default::default();
     for _ in 0..sent.len() {
         got[0].push(ws.push().await["data"].clone());
@@ -145,7 +156,7 @@ async fn publications_cross_between_websocket_sse_and_long_poll() {
         got[2].push(lp.push().await["data"].clone());
     }
     for g in &got {
-        assert_eq!(g, &sent);
+        assert_eq!(g, sent);
     }
 }
 
@@ -157,24 +168,10 @@ async fn publications_cross_between_websocket_sse_and_long_poll() {
 #[tokio::test]
 async fn a_burst_of_publications_reaches_websocket_sse_and_long_poll_in_order() {
     let hub = TestHub::start(fallback_config()).await;
-    let mut ws = Client::anonymous(&hub).await;
-    let mut sse = Fallback::connected(&hub, true).await;
-    let mut lp = Fallback::connected(&hub, false).await;
-    let ch = json!({"channel": "plain:burst"});
-    ws.subscribe(ch.clone()).await;
-    sse.call("subscribe", ch.clone()).await;
-    lp.call("subscribe", ch.clone()).await;
+    let (mut ws, mut sse, mut lp) = one_of_each(&hub, "plain:burst").await;
     hub.burst("plain:burst", 50).await;
     let sent: Vec<Value> = (0..50).map(|i| json!(i)).collect();
-    let mut got: [Vec<Value>; 3] = Default::default();
-    for _ in 0..sent.len() {
-        got[0].push(ws.push().await["data"].clone());
-        got[1].push(sse.push().await["data"].clone());
-        got[2].push(lp.push().await["data"].clone());
-    }
-    for g in &got {
-        assert_eq!(g, &sent);
-    }
+    each_receives(&mut ws, &mut sse, &mut lp, &sent).await;
     let n = sse.event_ids.len() as u64;
     assert_eq!(
         sse.event_ids,
