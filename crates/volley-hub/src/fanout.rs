@@ -33,6 +33,13 @@
 //! lock and in order; a lane only does the last step, in the order it was
 //! handed the frames, so a subscriber still gets them in order, after its
 //! reply.
+//!
+//! Lock order (a thread that holds one of these takes only later ones):
+//! the memory engine's shard lock (a publication, a join or leave), then a
+//! shard of this module's channel map, then a subscriber's outbox. The
+//! memory engine's sets of subscribed channels are taken last, with nothing
+//! else taken while one is held: this module subscribes and unsubscribes
+//! the node under its own lock.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};

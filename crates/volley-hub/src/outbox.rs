@@ -594,7 +594,7 @@ impl Outbox {
     ///
     /// With `park` (the task has nothing buffered and will wait when this is
     /// pending), a pending take also parks the task: until its next
-    /// [`Outbox::unpark`], the fan-out may write to its socket directly.
+    /// `Outbox::unpark`, the fan-out may write to its socket directly.
     pub fn poll_take(
         &self,
         cx: &mut Context<'_>,
