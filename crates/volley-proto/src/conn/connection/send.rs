@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::super::assembler::MessageKind;
 use super::super::state::CloseAction;
 use super::{Connection, Role, SHARE_PAYLOAD_FROM};
@@ -72,19 +74,9 @@ impl Connection {
     /// they are; a client must mask every frame with a fresh key, so there
     /// the payload is encoded again.
     pub fn send_prepared(&mut self, frame: &PreparedFrame) -> Result<(), SendError> {
-        if !self.state.can_send() {
-            return Err(SendError::Closed);
-        }
-        if self.sending_fragments {
-            return Err(SendError::Fragmentation(
-                "a fragmented message is in progress",
-            ));
-        }
+        self.check_prepared()?;
         match self.mask_key() {
-            None if frame.as_bytes().len() >= SHARE_PAYLOAD_FROM => {
-                self.tx.push_shared(frame.bytes().clone());
-            }
-            None => self.tx.out.extend_from_slice(frame.as_bytes()),
+            None => self.push_encoded(frame.bytes()),
             mask => encode_frame(
                 &mut self.tx.out,
                 frame.opcode(),
@@ -107,6 +99,13 @@ impl Connection {
             }
             return Ok(());
         }
+        self.check_prepared()?;
+        self.push_encoded(frames.bytes());
+        Ok(())
+    }
+
+    /// Whether a whole prepared message may be queued now.
+    fn check_prepared(&self) -> Result<(), SendError> {
         if !self.state.can_send() {
             return Err(SendError::Closed);
         }
@@ -115,12 +114,16 @@ impl Connection {
                 "a fragmented message is in progress",
             ));
         }
-        if frames.len() >= SHARE_PAYLOAD_FROM {
-            self.tx.push_shared(frames.bytes().clone());
-        } else {
-            self.tx.out.extend_from_slice(frames.as_bytes());
-        }
         Ok(())
+    }
+
+    /// Queues unmasked frames as they are: shared when large, else copied.
+    fn push_encoded(&mut self, bytes: &Bytes) {
+        if bytes.len() >= SHARE_PAYLOAD_FROM {
+            self.tx.push_shared(bytes.clone());
+        } else {
+            self.tx.out.extend_from_slice(bytes);
+        }
     }
 
     /// Queues one frame of a fragmented message (never compressed). The first
