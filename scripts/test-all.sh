@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project, in this order:
-#   fmt, clippy, release build, cargo test, the SDK's checks (vitest and
-#   its packed tarball in a scratch project, against the release binary),
+#   fmt, clippy, release build, cargo test, the libraries' API docs (rustdoc,
+#   -D warnings), the SDK's checks (vitest and its packed tarball in a
+#   scratch project, against the release binary),
 #   the hub's third-party Python client test and chaos test, the cluster
 #   chaos test (scripts/cluster.sh: Redis, Sentinel, HAProxy), the end-to-end
 #   demo test in headless Chromium, interop tests, the browser test,
@@ -188,6 +189,10 @@ step "features: core alone" 900 cargo build -p volley-proto
 step "features: volley none" 900 cargo build -p volley --no-default-features
 step "features: volley all" 1800 cargo test -p volley --all-features
 step "clippy: volley all" 1800 cargo clippy -p volley --all-features --all-targets -- -D warnings
+# The libraries' API docs: every intra-doc link resolves, nothing private
+# linked from public docs. (volley-cli is a binary: its doc comments are its
+# --help text, written for a terminal, not for rustdoc.)
+step "docs" 900 env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p volley-proto -p volley -p volley-hub --all-features
 # WebSocket over HTTP/2 against yawc (a crate of its own, outside the workspace).
 step "h2 interop" 1800 env CARGO_TARGET_DIR=target/h2-interop \
     cargo test --manifest-path tests/h2-interop/Cargo.toml
