@@ -894,7 +894,8 @@ async def check_drain():
     import websockets.exceptions as wse
     c = await Conn.open()
     await c.connect()
-    await c.ok("subscribe", {"channel": S.channel})
+    # A channel of its own: `--only drain` runs this check alone.
+    await c.ok("subscribe", {"channel": "room:py-drain-%s" % secrets.token_hex(4)})
     t0 = time.monotonic()
     os.kill(ARGS.server_pid, signal.SIGTERM)
     d = await c.push("disconnect")
