@@ -51,6 +51,9 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/volley-hub-test.XXXXXX")"
 SERVER_PID=""
 cleanup() {
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        # SERVER_PID is `timeout`'s, which cannot pass a SIGKILL on: the
+        # server (its child) first, or it would be left running.
+        pkill -KILL -P "$SERVER_PID" 2>/dev/null || true
         kill -KILL "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
