@@ -81,13 +81,14 @@ pub(crate) struct Local {
     /// than a `Vec`'s three words for a list that is gone once subscribed.
     #[allow(clippy::box_collection)]
     pending: Option<Box<Vec<Collected>>>,
-    /// The top offset its subscribe reply covered (the recovered
-    /// publications, or the position it starts from), until a publication
-    /// past it is delivered. The node's position can be behind it (the
-    /// reply's read saw publications whose live message has not arrived, or
-    /// that a hole's fill has not delivered yet): those are not delivered to
-    /// this subscriber again.
-    covered: Option<u64>,
+    /// The position its subscribe reply covered (the recovered
+    /// publications, or the position it starts from: epoch and top offset),
+    /// until a publication past it is delivered. The node's position can be
+    /// behind it (the reply's read saw publications whose live message has
+    /// not arrived, or that a hole's fill has not delivered yet): those are
+    /// not delivered to this subscriber again. A delivery of another epoch
+    /// meanwhile makes it recover (see `deliver_to`).
+    covered: Option<(Arc<str>, u64)>,
 }
 
 /// Where a channel's node-level broker subscription stands.
@@ -384,7 +385,7 @@ fn deliver_to(
             );
             continue;
         }
-        let (_, next) = match local.covered {
+        let (_, next) = match &local.covered {
             None if deliveries.len() > 1 => {
                 let joined = joined.get_or_insert_with(|| {
                     PreparedFrames::join(deliveries.iter().map(|d| &d.frame))
@@ -397,7 +398,26 @@ fn deliver_to(
                 deliveries.iter().map(|d| (FrameRef::One(&d.frame), d.at)),
                 direct,
             ),
-            Some(covered) => {
+            Some((epoch, _))
+                if deliveries
+                    .iter()
+                    .any(|d| d.position.as_ref().is_some_and(|(e, _)| e != epoch)) =>
+            {
+                // Handed to the lane before the subscribe's read saw the
+                // stream's new epoch (a late publication of a lost one), or
+                // the stream changed again since the reply: the offsets do
+                // not compare with the reply's. It must recover, as
+                // `Fanout::activate` decides for what a subscriber collected.
+                local.covered = None;
+                local.outbox.disconnect(Directive::Disconnect(
+                    DisconnectCode::InsufficientState,
+                    None,
+                    None,
+                ));
+                continue;
+            }
+            Some((_, covered)) => {
+                let covered = *covered;
                 // Delivery is in offset order: from the first offset past
                 // the reply's top on, nothing is covered.
                 let past = deliveries
@@ -568,11 +588,11 @@ impl Fanout {
             ));
             return true;
         }
-        local.covered = recovered.map(|(_, top)| top);
+        local.covered = recovered;
         for (position, frame, at) in collected {
             let offset = position.map(|(_, offset)| offset);
-            let newer = match (offset, local.covered) {
-                (Some(offset), Some(top)) => offset > top,
+            let newer = match (offset, &local.covered) {
+                (Some(offset), Some((_, top))) => offset > *top,
                 _ => true,
             };
             if newer {
@@ -771,7 +791,7 @@ mod tests {
         outbox
     }
 
-    fn publication(offset: u64) -> Arc<Publication> {
+    pub(super) fn publication(offset: u64) -> Arc<Publication> {
         Arc::new(Publication {
             offset: Some(offset),
             data: serde_json::value::RawValue::from_string(offset.to_string()).unwrap(),
@@ -793,10 +813,11 @@ mod tests {
 
     /// Every subscriber is an entry of its channel's hash map (with the
     /// map's slack, about 1.6 entries per subscriber at 10,000): keep the
-    /// entry small (it was 120 bytes before `pending` was boxed).
+    /// entry small (it was 120 bytes before `pending` was boxed; 104 before
+    /// `covered` kept its epoch).
     #[test]
     fn a_subscribers_entry_stays_small() {
-        assert!(std::mem::size_of::<(u64, Local)>() <= 104);
+        assert!(std::mem::size_of::<(u64, Local)>() <= 112);
     }
 
     #[test]
@@ -843,7 +864,7 @@ mod tests {
 
 #[cfg(test)]
 mod lane_tests {
-    use std::task::{Context, Waker};
+    use std::task::{Context, Poll, Waker};
 
     use tokio::sync::mpsc::unbounded_channel;
     use volley::Message;
@@ -950,6 +971,43 @@ mod lane_tests {
             .flat_map(|d| d.frame.as_bytes().to_vec())
             .collect();
         assert_eq!(q.frame.as_bytes(), all, "in order");
+    }
+
+    #[test]
+    fn a_late_publication_of_a_lost_epoch_still_in_the_lane_makes_a_new_subscriber_recover() {
+        let fanout = Fanout::new();
+        let (tx0, mut rx0) = unbounded_channel();
+        fanout.install_lanes(vec![tx0].into());
+        let outbox = super::tests::pending(&fanout, "chat:w", 1);
+        // A late publication of the lost stream, handed to the lane before
+        // the subscribe's read found the new stream at offset 0 ...
+        let _ = fanout.publication(
+            "chat:w",
+            Some("old".into()),
+            super::tests::publication(2164),
+            Instant::now(),
+        );
+        let late = rx0.try_recv().unwrap();
+        assert!(fanout.activate("chat:w", 1, Some(("new".into(), 0)), frame()));
+        assert_eq!(
+            frames(&outbox),
+            1,
+            "the reply, at offset 0 of the new stream"
+        );
+        // ... and queued by the lane after the reply.
+        let _ = fanout.deliver_in_lane(0, &[late], &mut Default::default());
+        let mut out = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(
+            outbox.poll_take(&mut cx, &mut out, usize::MAX, 0, false),
+            Poll::Ready(Directive::Disconnect(
+                DisconnectCode::InsufficientState,
+                None,
+                None
+            )),
+            "4005, to recover; never offset 2164 after a reply at offset 0"
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
