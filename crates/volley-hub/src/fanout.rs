@@ -23,7 +23,9 @@
 //! publication falls between them. The node's position can be behind the
 //! reply's (the read saw publications whose live message is still on its
 //! way, or a hole being filled): the subscriber skips what its reply
-//! covered.
+//! covered. What it collected, or is queued after its reply, in an epoch
+//! other than its reply's (a late publication of a lost stream, or the
+//! stream changed again) makes it recover: 4005.
 //!
 //! A server's hub delivers through its connection threads (`crate::lane`,
 //! one or more): each channel's subscribers are kept by the lane their
