@@ -93,6 +93,18 @@ pub(crate) struct Local {
     covered: Option<(Arc<str>, u64)>,
 }
 
+impl Local {
+    /// Disconnects the subscriber with 4005 (insufficient state): it
+    /// reconnects and recovers from its last position.
+    fn must_recover(&self) {
+        self.outbox.disconnect(Directive::Disconnect(
+            DisconnectCode::InsufficientState,
+            None,
+            None,
+        ));
+    }
+}
+
 /// Where a channel's node-level broker subscription stands.
 pub(crate) type Ready = tokio::sync::watch::Receiver<Option<bool>>;
 
@@ -243,11 +255,7 @@ impl Channel {
             if active_only && local.pending.is_some() {
                 continue;
             }
-            local.outbox.disconnect(Directive::Disconnect(
-                DisconnectCode::InsufficientState,
-                None,
-                None,
-            ));
+            local.must_recover();
         }
         self.position = None;
         self.live_top = 0;
@@ -411,11 +419,7 @@ fn deliver_to(
                 // not compare with the reply's. It must recover, as
                 // `Fanout::activate` decides for what a subscriber collected.
                 local.covered = None;
-                local.outbox.disconnect(Directive::Disconnect(
-                    DisconnectCode::InsufficientState,
-                    None,
-                    None,
-                ));
+                local.must_recover();
                 continue;
             }
             Some((_, covered)) => {
@@ -583,11 +587,7 @@ impl Fanout {
             tracing::info!(
                 "{channel}: the stream changed epoch while a subscribe read it; the subscriber must recover"
             );
-            local.outbox.disconnect(Directive::Disconnect(
-                DisconnectCode::InsufficientState,
-                None,
-                None,
-            ));
+            local.must_recover();
             return true;
         }
         local.covered = recovered;
